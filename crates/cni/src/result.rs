@@ -1,0 +1,1 @@
+//! placeholder: result types (being written)
