@@ -545,6 +545,13 @@ fn version_comes_from_the_result_then_the_argument_then_0_1_0() {
     assert_eq!(version_of(&json!({})), "0.1.0");
     assert_eq!(version_of(&json!({"cniVersion": 4})), "0.1.0");
     assert_eq!(version_of(&json!("x")), "0.1.0");
+    let bare = r#"{"ips":[{"address":"198.19.96.9/24"}]}"#;
+    assert_eq!(
+        ferry_cni::result::convert_with_fallback(bare, "1.0.0", "0.4.0")
+            .unwrap()
+            .to_string(),
+        r#"{"cniVersion":"0.4.0","ips":[{"version":"4","address":"198.19.96.9/24"}],"dns":{}}"#
+    );
     // convert() of an empty target means 0.1.0 as in libcni.
     assert_eq!(version_of(&convert(own, "").unwrap()), "0.1.0");
 }

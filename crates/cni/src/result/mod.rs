@@ -287,6 +287,12 @@ impl ResultJson for &[u8] {
     }
 }
 
+impl<const N: usize> ResultJson for &[u8; N] {
+    fn into_value(self) -> CniResult<Value> {
+        self.as_slice().into_value()
+    }
+}
+
 impl ResultJson for &Vec<u8> {
     fn into_value(self) -> CniResult<Value> {
         self.as_slice().into_value()
@@ -359,8 +365,19 @@ pub fn parse_result<J: ResultJson>(json: J, version: &str) -> CniResult<Result> 
 
 /// Converts a result of any supported version (its `cniVersion`, else "0.1.0")
 /// into the wire JSON of version `to`. See [`Result::to_version`] for the rules.
+///
+/// A result without `cniVersion` is read as 0.1.0 (libcni `DecodeVersion`);
+/// use [`convert_with_fallback`] to assume another version instead.
 pub fn convert<J: ResultJson>(json: J, to: &str) -> CniResult<Value> {
     parse_result(json, "")?.to_version(to)
+}
+
+/// [`convert`], reading a result that has no `cniVersion` as version `fallback`.
+///
+/// libcni's runtime passes the config's version here (containernetworking/cni#895);
+/// a plugin converting its own 1.x result would pass [`crate::version::CURRENT`].
+pub fn convert_with_fallback<J: ResultJson>(json: J, fallback: &str, to: &str) -> CniResult<Value> {
+    parse_result(json, fallback)?.to_version(to)
 }
 
 /// Go `json.MarshalIndent(v, "", "    ")` style text (what libcni's `Print` writes).
@@ -449,8 +466,7 @@ mod tests {
     fn go_field_order_and_omitempty() {
         let r = parse_result(
             br#"{"cniVersion":"1.1.0","dns":{},"routes":[{"dst":"0.0.0.0/0","mtu":0,"table":0}],
-                 "ips":[{"address":"198.19.96.2/24","gateway":"","interface":-1}]}"#
-                .as_slice(),
+                 "ips":[{"address":"198.19.96.2/24","gateway":"","interface":-1}]}"#,
             "",
         )
         .unwrap();
