@@ -1,0 +1,157 @@
+//! Test support: namespaces, commands as oracles, unique names, cleanup guards.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A short unique name (≤ 15 bytes, for interface and namespace names).
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let name = format!("{prefix}{:x}{n}", std::process::id() % 0xfff);
+    assert!(name.len() <= 15, "name {name} too long");
+    name
+}
+
+/// Runs a command line through sh and returns stdout; panics with its stderr on failure.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command line and reports only whether it succeeded.
+pub fn sh_ok(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("{cmd} >/dev/null 2>&1"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn require_root() {
+    assert!(
+        nix_is_root(),
+        "this test needs root: it creates network namespaces (run scripts/test.sh as root)"
+    );
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Fails with the package's name when a reference binary is missing.
+pub fn require_reference(plugin: &str) -> PathBuf {
+    let p = Path::new("/usr/lib/cni").join(plugin);
+    assert!(
+        p.exists(),
+        "{} missing: install the Debian package containernetworking-plugins",
+        p.display()
+    );
+    p
+}
+
+/// A named network namespace, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        sh(&format!("ip netns add {name}"));
+        Netns { name }
+    }
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} {cmd}", self.name))
+    }
+    pub fn exec_ok(&self, cmd: &str) -> bool {
+        sh_ok(&format!("ip netns exec {} {cmd}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh_ok(&format!("ip netns del {}", self.name));
+    }
+}
+
+/// Runs the closures it holds when dropped (also on panic), in reverse order.
+#[derive(Default)]
+pub struct Cleanup(Vec<Box<dyn FnOnce()>>);
+
+impl Cleanup {
+    pub fn push(&mut self, f: impl FnOnce() + 'static) {
+        self.0.push(Box::new(f));
+    }
+    /// Deletes a host link on drop.
+    pub fn link(&mut self, name: &str) {
+        let name = name.to_string();
+        self.push(move || {
+            let _ = sh_ok(&format!("ip link del {name}"));
+        });
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        while let Some(f) = self.0.pop() {
+            f();
+        }
+    }
+}
+
+/// Host links whose name starts with `prefix`.
+pub fn host_links(prefix: &str) -> Vec<String> {
+    let out = sh("ip -j link show");
+    let links: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Links attached to a bridge (`master`).
+pub fn bridge_ports(bridge: &str) -> Vec<String> {
+    let out = sh(&format!("ip -j link show master {bridge}"));
+    let links: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    links
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Files in a directory (names only), sorted; empty when it does not exist.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything Ferry's tests need on a fresh Debian machine, then runs
+# the whole suite. Run as root: the tests create network namespaces, links,
+# nftables tables and qdiscs, and remove them again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/test.sh: run as root (the tests create network namespaces)" >&2
+  exit 1
+fi
+
+packages=(
+  containernetworking-plugins # the reference Go plugins in /usr/lib/cni, our differential peers
+  iproute2 iputils-ping nftables iptables strace jq curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
