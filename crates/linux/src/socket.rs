@@ -1,0 +1,248 @@
+//! A small synchronous rtnetlink socket: send one request, read its ACK or
+//! error, or read a whole dump.
+
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS,
+    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::error::{Error, Result};
+
+/// Size of the receive buffer; the kernel never puts more than this into one
+/// datagram for rtnetlink dumps (it uses at most 32 KiB).
+const RECV_BUF: usize = 64 * 1024;
+
+/// How often a dump interrupted by a concurrent change is retried.
+const DUMP_RETRIES: usize = 5;
+
+/// `NLMSGERR_ATTR_MSG`: the extended ack's human readable message.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+
+/// Size of `struct nlmsghdr`.
+const NLMSG_HDRLEN: usize = 16;
+
+/// A synchronous `NETLINK_ROUTE` socket bound to the network namespace it was
+/// created in (see [`crate::Netns::netlink`] to get one for another
+/// namespace without changing the caller's).
+pub struct Netlink {
+    sock: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netlink").field("seq", &self.seq).finish()
+    }
+}
+
+impl Netlink {
+    /// Opens a route netlink socket in the calling thread's network namespace.
+    pub fn new() -> Result<Self> {
+        let mut sock =
+            Socket::new(NETLINK_ROUTE).map_err(|e| Error::io("open netlink route socket", e))?;
+        sock.bind_auto()
+            .map_err(|e| Error::io("bind netlink socket", e))?;
+        sock.connect(&SocketAddr::new(0, 0))
+            .map_err(|e| Error::io("connect netlink socket", e))?;
+        // Extended acks give the kernel's reason in words; capped acks keep
+        // error replies small. Both are best-effort (old kernels lack them).
+        let _ = sock.set_ext_ack(true);
+        let _ = sock.set_cap_ack(true);
+        Ok(Netlink {
+            sock,
+            seq: 0,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
+    }
+
+    fn send(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> Result<u32> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+        packet.finalize();
+        let mut out = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut out);
+        let sent = self
+            .sock
+            .send(&out, 0)
+            .map_err(|e| Error::io(format!("{op}: send netlink request"), e))?;
+        if sent != out.len() {
+            return Err(Error::Protocol {
+                op: op.to_string(),
+                message: format!("short send: {sent} of {} bytes", out.len()),
+            });
+        }
+        Ok(self.seq)
+    }
+
+    /// Reads one datagram and splits it into messages carrying `seq`.
+    fn recv(&mut self, seq: u32, op: &str) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
+        self.buf.clear();
+        self.buf.reserve(RECV_BUF);
+        let n = loop {
+            match self.sock.recv(&mut self.buf, 0) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(format!("{op}: receive netlink reply"), e)),
+            }
+        };
+        if n > self.buf.len() {
+            return Err(Error::Protocol {
+                op: op.to_string(),
+                message: format!("reply of {n} bytes truncated to {}", self.buf.len()),
+            });
+        }
+        let mut out = Vec::new();
+        let mut off = 0usize;
+        while off + NLMSG_HDRLEN <= n {
+            let data = &self.buf[off..n];
+            let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            if len < NLMSG_HDRLEN || len > data.len() {
+                return Err(Error::Decode {
+                    op: op.to_string(),
+                    message: format!("bad netlink message length {len}"),
+                });
+            }
+            let msg =
+                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]).map_err(|e| {
+                    Error::Decode {
+                        op: op.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+            if msg.header.sequence_number == seq {
+                out.push(msg);
+            }
+            off += (len + 3) & !3;
+        }
+        Ok(out)
+    }
+
+    /// Sends `msg` with `NLM_F_REQUEST | NLM_F_ACK | flags` and waits for the
+    /// kernel's acknowledgement. Replies sent before the ACK (for example with
+    /// `NLM_F_ECHO`) are returned.
+    pub fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags, op)?;
+        let mut replies = Vec::new();
+        loop {
+            for m in self.recv(seq, op)? {
+                let flags = m.header.flags;
+                match m.payload {
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(replies),
+                            Some(code) => Err(kernel_error(op, code.get(), flags, &e.header)),
+                        };
+                    }
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Sends `msg` and expects only an acknowledgement.
+    pub fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> Result<()> {
+        self.request(msg, flags, op).map(|_| ())
+    }
+
+    /// Sends `msg` as a dump request and returns every object of the dump.
+    /// A dump interrupted by a concurrent change is restarted.
+    pub fn dump(&mut self, msg: RouteNetlinkMessage, op: &str) -> Result<Vec<RouteNetlinkMessage>> {
+        for _ in 0..DUMP_RETRIES {
+            let (items, interrupted) = self.dump_once(msg.clone(), op)?;
+            if !interrupted {
+                return Ok(items);
+            }
+        }
+        Err(Error::Protocol {
+            op: op.to_string(),
+            message: format!(
+                "dump interrupted by concurrent changes {DUMP_RETRIES} times in a row; retry later"
+            ),
+        })
+    }
+
+    fn dump_once(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        op: &str,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
+        let seq = self.send(msg, NLM_F_REQUEST | NLM_F_DUMP, op)?;
+        let mut items = Vec::new();
+        let mut interrupted = false;
+        loop {
+            let msgs = self.recv(seq, op)?;
+            for m in msgs {
+                let flags = m.header.flags;
+                if flags & NLM_F_DUMP_INTR != 0 {
+                    interrupted = true;
+                }
+                match m.payload {
+                    NetlinkPayload::Done(d) => {
+                        if d.code < 0 {
+                            return Err(kernel_error(op, d.code, 0, &[]));
+                        }
+                        return Ok((items, interrupted));
+                    }
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok((items, interrupted)),
+                            Some(code) => Err(kernel_error(op, code.get(), flags, &e.header)),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(inner) => {
+                        items.push(inner);
+                        if flags & NLM_F_MULTIPART == 0 {
+                            // A non-multipart answer is complete by itself.
+                            return Ok((items, interrupted));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Builds an [`Error::Kernel`] from a negative netlink error code, decoding
+/// the extended ack message when present.
+fn kernel_error(op: &str, code: i32, flags: u16, payload: &[u8]) -> Error {
+    let mut detail = String::new();
+    if flags & NLM_F_ACK_TLVS != 0 && payload.len() >= NLMSG_HDRLEN {
+        // With capped acks the payload is the original header followed by
+        // TLVs; without capping it also includes the original request body.
+        let orig_len =
+            u32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+        let skip = if flags & NLM_F_CAPPED != 0 {
+            NLMSG_HDRLEN
+        } else {
+            (orig_len + 3) & !3
+        };
+        if skip <= payload.len() {
+            for nla in NlasIterator::new(&payload[skip..]).flatten() {
+                if nla.kind() == NLMSGERR_ATTR_MSG {
+                    let v = nla.value();
+                    let end = v.iter().position(|b| *b == 0).unwrap_or(v.len());
+                    detail = String::from_utf8_lossy(&v[..end]).into_owned();
+                }
+            }
+        }
+    }
+    Error::Kernel {
+        op: op.to_string(),
+        errno: code.saturating_abs(),
+        detail,
+    }
+}
