@@ -1,0 +1,264 @@
+//! The allocator: the reference `host-local` strategy over any [`Store`].
+//!
+//! Within a range set, candidates are tried round-robin: starting right after
+//! the address last reserved in that set (or at the first range's start when
+//! there is none, or it is no longer in the set), walking each range from
+//! `rangeStart` to `rangeEnd`, moving to the next range, wrapping from the
+//! last range to the first, and giving up when back at the starting point.
+//! The gateway, the network address and (IPv4) the broadcast address are
+//! never handed out.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::config::{canonical_ip, ip_from_u128, ip_to_u128, Range, RangeSet};
+use crate::error::{IpamError, Result};
+use crate::store::{Attachment, Holder, Store, StoreTxn};
+
+/// One allocated address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// Index of the range set it came from.
+    pub range_set: usize,
+    /// The address with its subnet's prefix length.
+    pub address: IpNet,
+    /// The gateway of its range.
+    pub gateway: IpAddr,
+}
+
+/// Allocates from a network's range sets into a store.
+#[derive(Debug)]
+pub struct Allocator<S> {
+    ranges: Vec<RangeSet>,
+    store: S,
+}
+
+impl<S: Store> Allocator<S> {
+    /// An allocator over validated range sets (see
+    /// [`crate::IpamConfig::canonicalize`]). The index of each range set
+    /// names its `last_reserved_ip.<index>` file, as in the reference.
+    pub fn new(ranges: Vec<RangeSet>, store: S) -> Self {
+        Allocator { ranges, store }
+    }
+
+    /// The range sets.
+    pub fn ranges(&self) -> &[RangeSet] {
+        &self.ranges
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Allocate one address per range set for `key`, under one lock.
+    ///
+    /// Each requested address is honoured in the range set containing it
+    /// (error if it lies in none, is the gateway or is already reserved; at
+    /// most one per range set). Fails if `key` already holds an address in
+    /// a range set. On any error, the addresses reserved by this call are
+    /// released again and nothing else is touched.
+    pub fn allocate(&self, key: &Attachment, requested: &[IpAddr]) -> Result<Vec<Allocation>> {
+        key.validate()?;
+        let mut wanted: Vec<IpAddr> = Vec::new();
+        for ip in requested.iter().copied().map(canonical_ip) {
+            if !self.ranges.iter().any(|s| s.contains(ip)) {
+                return Err(IpamError::RequestedNotInRange {
+                    ip,
+                    ranges: self.all_ranges_string(),
+                });
+            }
+            if !wanted.contains(&ip) {
+                wanted.push(ip);
+            }
+        }
+
+        let mut txn = self.store.lock()?;
+        let held = txn.get_by_id(key)?;
+        let mut done: Vec<Allocation> = Vec::new();
+        let result = (|| {
+            for (idx, set) in self.ranges.iter().enumerate() {
+                if let Some(ip) = held.iter().find(|ip| set.contains(**ip)) {
+                    return Err(IpamError::DuplicateAllocation {
+                        ip: *ip,
+                        container_id: key.container_id.clone(),
+                    });
+                }
+                let req = wanted
+                    .iter()
+                    .position(|ip| set.contains(*ip))
+                    .map(|i| wanted.remove(i));
+                done.push(allocate_in_set(txn.as_mut(), idx, set, key, req)?);
+            }
+            if !wanted.is_empty() {
+                let list: Vec<String> = wanted.iter().map(IpAddr::to_string).collect();
+                return Err(IpamError::RequestedUnfulfilled(list.join(" ")));
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => Ok(done),
+            Err(e) => {
+                for a in &done {
+                    // Best effort: the original error is the one to report.
+                    let _ = txn.release_ip(key, a.address.addr());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Release every address held by `key`; returns them. Succeeds (with an
+    /// empty list) when there is nothing to release.
+    pub fn release(&self, key: &Attachment) -> Result<Vec<IpAddr>> {
+        self.store.lock()?.release(key)
+    }
+
+    /// The addresses held by `key`.
+    pub fn get_by_id(&self, key: &Attachment) -> Result<Vec<IpAddr>> {
+        self.store.lock()?.get_by_id(key)
+    }
+
+    /// Release every reservation not held by an attachment of `valid`
+    /// (CNI GC with `cni.dev/valid-attachments`); returns what was released.
+    pub fn gc(&self, valid: &HashSet<Attachment>) -> Result<Vec<(IpAddr, Holder)>> {
+        self.store.lock()?.gc(valid)
+    }
+
+    fn all_ranges_string(&self) -> String {
+        let sets: Vec<String> = self.ranges.iter().map(RangeSet::to_string).collect();
+        sets.join(",")
+    }
+}
+
+/// Allocate one address in range set `set` (index `idx`) inside an open
+/// transaction: `requested` if given, else the next free one in round-robin
+/// order. Does not check for duplicates; [`Allocator::allocate`] does.
+pub fn allocate_in_set(
+    txn: &mut dyn StoreTxn,
+    idx: usize,
+    set: &RangeSet,
+    key: &Attachment,
+    requested: Option<IpAddr>,
+) -> Result<Allocation> {
+    if let Some(ip) = requested {
+        let ip = canonical_ip(ip);
+        let Some(range) = set.range_for(ip) else {
+            return Err(IpamError::RequestedNotInRange {
+                ip,
+                ranges: set.to_string(),
+            });
+        };
+        if ip == range.gateway {
+            return Err(IpamError::RequestedIsGateway { ip });
+        }
+        if !txn.reserve(key, ip, idx)? {
+            return Err(IpamError::RequestedUnavailable {
+                ip,
+                ranges: set.to_string(),
+            });
+        }
+        return Ok(Allocation {
+            range_set: idx,
+            address: range.with_prefix(ip),
+            gateway: range.gateway,
+        });
+    }
+
+    let last = txn.last_reserved_ip(idx)?;
+    for (ip, range) in RangeIter::new(set, last) {
+        if txn.reserve(key, ip, idx)? {
+            return Ok(Allocation {
+                range_set: idx,
+                address: range.with_prefix(ip),
+                gateway: range.gateway,
+            });
+        }
+    }
+    Err(IpamError::Exhausted {
+        ranges: set.to_string(),
+    })
+}
+
+/// Candidate addresses of a range set in the reference's order.
+#[derive(Debug, Clone)]
+pub struct RangeIter<'a> {
+    ranges: &'a [Range],
+    idx: usize,
+    cur: Option<u128>,
+    start: Option<u128>,
+}
+
+impl<'a> RangeIter<'a> {
+    /// Start after `last_reserved` when the set contains it, else at the
+    /// first range's start.
+    pub fn new(set: &'a RangeSet, last_reserved: Option<IpAddr>) -> Self {
+        let ranges = set.ranges();
+        let pos = last_reserved.and_then(|ip| {
+            let ip = canonical_ip(ip);
+            ranges
+                .iter()
+                .position(|r| r.contains(ip))
+                .map(|i| (i, ip_to_u128(ip)))
+        });
+        match pos {
+            Some((idx, cur)) => RangeIter {
+                ranges,
+                idx,
+                cur: Some(cur),
+                start: None,
+            },
+            None => RangeIter {
+                ranges,
+                idx: 0,
+                cur: None,
+                start: None,
+            },
+        }
+    }
+
+    /// The next candidate and its range; `None` once every address has been
+    /// offered.
+    pub fn next_candidate(&mut self) -> Option<(IpAddr, &'a Range)> {
+        loop {
+            let r = &self.ranges[self.idx];
+            match self.cur {
+                None => {
+                    let s = ip_to_u128(r.range_start);
+                    self.cur = Some(s);
+                    self.start = Some(s);
+                }
+                Some(c) => {
+                    let next = if c == ip_to_u128(r.range_end) {
+                        self.idx = (self.idx + 1) % self.ranges.len();
+                        ip_to_u128(self.ranges[self.idx].range_start)
+                    } else {
+                        c + 1
+                    };
+                    self.cur = Some(next);
+                    match self.start {
+                        None => self.start = Some(next),
+                        Some(s) if s == next => return None,
+                        Some(_) => {}
+                    }
+                }
+            }
+            let r = &self.ranges[self.idx];
+            let ip = ip_from_u128(self.cur.unwrap_or_default(), r.is_ipv4());
+            if ip == r.gateway || r.is_network_or_broadcast(ip) {
+                continue;
+            }
+            return Some((ip, r));
+        }
+    }
+}
+
+impl<'a> Iterator for RangeIter<'a> {
+    type Item = (IpAddr, &'a Range);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_candidate()
+    }
+}
