@@ -453,3 +453,35 @@ impl StoreTxn for DiskTxn<'_> {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_parsing_matches_the_reference_trimming() {
+        assert_eq!(
+            parse_holder(b"abc\r\neth0"),
+            Holder::Attachment(Attachment::new("abc", "eth0"))
+        );
+        assert_eq!(
+            parse_holder(b"  abc\r\neth0\n"),
+            Holder::Attachment(Attachment::new("abc", "eth0"))
+        );
+        assert_eq!(parse_holder(b"abc\n"), Holder::ContainerOnly("abc".into()));
+        assert_eq!(parse_holder(b""), Holder::ContainerOnly(String::new()));
+    }
+
+    #[test]
+    fn index_names_are_safe_and_never_ips() {
+        let n = index_name(&Attachment::new("a/b:c", "eth0"));
+        assert_eq!(n, "a%2Fb%3Ac+eth0");
+        assert!(n.parse::<IpAddr>().is_err());
+        let n = index_name(&Attachment::new("fd00::1", "x"));
+        assert!(!n.contains(':') && n.parse::<IpAddr>().is_err());
+        assert_eq!(
+            reservation_content(&Attachment::new(" id ", "eth0")),
+            "id\r\neth0"
+        );
+    }
+}

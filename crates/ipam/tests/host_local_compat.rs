@@ -1,0 +1,161 @@
+//! Interoperability with the reference plugin binary from the Debian package
+//! `containernetworking-plugins` (`/usr/lib/cni/host-local`): leases made by
+//! either side are seen, honoured and released by the other.
+
+mod common;
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::{config, entries, ip, set};
+use ferry_ipam::{Allocator, Attachment, DiskStore, INDEX_DIR};
+
+const REFERENCE: &str = "/usr/lib/cni/host-local";
+const NETWORK: &str = "compatnet";
+
+fn net_conf(data_dir: &Path) -> String {
+    format!(
+        r#"{{"cniVersion":"1.0.0","name":"{NETWORK}","ipam":{{"type":"host-local",
+            "ranges":[[{{"subnet":"198.19.66.0/24"}}],[{{"subnet":"fd00:1a:1::/64"}}]],
+            "dataDir":"{}"}}}}"#,
+        data_dir.display()
+    )
+}
+
+fn reference(command: &str, container: &str, conf: &str) -> Output {
+    assert!(
+        Path::new(REFERENCE).exists(),
+        "{REFERENCE} is missing: install the Debian package containernetworking-plugins \
+         (apt-get install containernetworking-plugins) to run this compatibility test"
+    );
+    let mut child = Command::new(REFERENCE)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        // host-local never enters the namespace, but skel requires it for ADD/CHECK.
+        .env("CNI_NETNS", "/proc/self/ns/net")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the reference host-local");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(conf.as_bytes())
+        .expect("write config");
+    child.wait_with_output().expect("wait for host-local")
+}
+
+fn reference_ok(command: &str, container: &str, conf: &str) -> String {
+    let out = reference(command, container, conf);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "host-local {command} {container} failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The addresses (without prefix) of a CNI result.
+fn result_ips(stdout: &str) -> Vec<IpAddr> {
+    let v: serde_json::Value = serde_json::from_str(stdout).expect("CNI result JSON");
+    v["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .map(|i| {
+            let a = i["address"].as_str().expect("address");
+            a.split('/').next().unwrap_or(a).parse().expect("ip")
+        })
+        .collect()
+}
+
+#[test]
+fn leases_cross_between_reference_and_ferry() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = net_conf(tmp.path());
+    let ipam: serde_json::Value = serde_json::from_str(&conf).unwrap();
+    let cfg = config(&ipam["ipam"].to_string());
+    let ferry = Allocator::new(cfg.ranges, DiskStore::open(NETWORK, tmp.path()).unwrap());
+    let dir = ferry.store().dir().to_path_buf();
+
+    // 1. A lease made by the reference is found by Ferry.
+    let ref1 = Attachment::new("ref1", "eth0");
+    let got = result_ips(&reference_ok("ADD", "ref1", &conf));
+    assert_eq!(got, vec![ip("198.19.66.2"), ip("fd00:1a:1::2")]);
+    let mut seen = ferry.get_by_id(&ref1).unwrap();
+    seen.sort();
+    assert_eq!(seen, got);
+
+    // 2. Ferry continues the reference's round-robin and writes its format.
+    let fer1 = Attachment::new("fer1", "eth0");
+    let mine: Vec<IpAddr> = ferry
+        .allocate(&fer1, &[])
+        .unwrap()
+        .iter()
+        .map(|a| a.address.addr())
+        .collect();
+    assert_eq!(mine, vec![ip("198.19.66.3"), ip("fd00:1a:1::3")]);
+
+    // 3. The reference honours Ferry's leases: with its cursor rewound so
+    //    that Ferry's addresses are its next candidates, it skips them...
+    std::fs::write(dir.join("last_reserved_ip.0"), "198.19.66.2").unwrap();
+    std::fs::write(dir.join("last_reserved_ip.1"), "fd00:1a:1::2").unwrap();
+    let got2 = result_ips(&reference_ok("ADD", "ref2", &conf));
+    assert_eq!(got2, vec![ip("198.19.66.4"), ip("fd00:1a:1::4")]);
+    // ...sees them as fer1's (CHECK finds them, a second ADD is a duplicate)...
+    reference_ok("CHECK", "fer1", &conf);
+    let dup = reference("ADD", "fer1", &conf);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stdout).contains("duplicate allocation"));
+    // ...and its DEL of another attachment, which walks the whole directory
+    // (Ferry's index included), leaves Ferry's lease and index alone.
+    reference_ok("DEL", "ref2", &conf);
+    assert_eq!(ferry.get_by_id(&fer1).unwrap(), mine);
+    assert!(dir.join(INDEX_DIR).join("fer1+eth0").exists());
+
+    // 4. A lease made by Ferry is released by the reference.
+    reference_ok("DEL", "fer1", &conf);
+    for ip in &mine {
+        assert!(!dir.join(ip.to_string()).exists(), "{ip} released");
+    }
+    assert!(ferry.get_by_id(&fer1).unwrap().is_empty());
+    // Ferry's now-stale index entry does not look like a lease to the
+    // reference either.
+    assert!(dir.join(INDEX_DIR).join("fer1+eth0").exists());
+    let check = reference("CHECK", "fer1", &conf);
+    assert!(
+        !check.status.success(),
+        "stale index must not count as a lease"
+    );
+    // Ferry's own release afterwards is a clean no-op that drops the entry.
+    assert!(ferry.release(&fer1).unwrap().is_empty());
+
+    // 5. A lease made by the reference is released by Ferry.
+    let mut released = ferry.release(&ref1).unwrap();
+    released.sort();
+    assert_eq!(released, got);
+    let check = reference("CHECK", "ref1", &conf);
+    assert!(!check.status.success());
+
+    // 6. Ferry's GC removes reference-made stale leases, and the reference
+    //    keeps working on the directory afterwards.
+    reference_ok("ADD", "ref3", &conf);
+    reference_ok("ADD", "ref4", &conf);
+    let valid = [Attachment::new("ref4", "eth0")].into_iter().collect();
+    assert_eq!(ferry.gc(&valid).unwrap().len(), 2);
+    reference_ok("CHECK", "ref4", &conf);
+    reference_ok("DEL", "ref4", &conf);
+
+    assert_eq!(
+        entries(&dir),
+        set(&["last_reserved_ip.0", "last_reserved_ip.1", "lock"])
+    );
+}
