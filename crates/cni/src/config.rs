@@ -330,7 +330,7 @@ pub fn load_all(dir: &Path) -> CniResult<Vec<Found>> {
 /// Loads the network named `name` from `dir` (libcni `LoadConfList`), with drop-ins.
 pub fn load_network(dir: &Path, name: &str) -> CniResult<NetworkConfigList> {
     validate::network_name(name)?;
-    let mut invalid = Vec::new();
+    let mut invalid: Vec<(PathBuf, CniError)> = Vec::new();
     for found in load_all(dir)? {
         match found {
             Found::Network { list, .. } if list.name == name => {
@@ -338,17 +338,26 @@ pub fn load_network(dir: &Path, name: &str) -> CniResult<NetworkConfigList> {
                 return Ok(*list);
             }
             Found::Network { .. } => {}
-            Found::Invalid { file, error } => invalid.push(format!("{}: {error}", file.display())),
+            Found::Invalid { file, error } => invalid.push((file, error)),
         }
     }
-    let mut details = format!(
+    // As libcni, a file that cannot be read is the answer (it may be the network
+    // asked for): its own code (6 for bad JSON) and its name.
+    if let Some((file, error)) = invalid.into_iter().next() {
+        return Err(CniError {
+            details: format!(
+                "no readable network configuration named {name:?} in {}; {}: {}",
+                dir.display(),
+                file.display(),
+                error.details
+            ),
+            ..error
+        });
+    }
+    Err(CniError::invalid_config(format!(
         "no network configuration named {name:?} in {}",
         dir.display()
-    );
-    if !invalid.is_empty() {
-        details.push_str(&format!(" (unreadable files: {})", invalid.join("; ")));
-    }
-    Err(CniError::invalid_config(details))
+    )))
 }
 
 #[cfg(test)]
@@ -437,7 +446,7 @@ mod tests {
         assert_eq!(b.cni_version, "0.4.0");
         assert!(load_network(d, "c").is_ok());
         let missing = load_network(d, "zzz").unwrap_err();
-        assert_eq!(missing.code, 7);
+        assert_eq!(missing.code, 6);
         assert!(missing.details.contains("07-broken.conflist"), "{missing}");
     }
 

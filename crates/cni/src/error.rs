@@ -34,7 +34,11 @@ pub mod code {
 /// A CNI error as printed by plugins on stdout: `{"cniVersion","code","msg","details"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CniError {
-    #[serde(rename = "cniVersion", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "cniVersion",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cni_version: String,
     pub code: u32,
     #[serde(default)]
@@ -53,13 +57,25 @@ impl CniError {
         }
     }
     pub fn incompatible_version(details: impl Into<String>) -> Self {
-        Self::new(code::INCOMPATIBLE_VERSION, "incompatible CNI versions", details)
+        Self::new(
+            code::INCOMPATIBLE_VERSION,
+            "incompatible CNI versions",
+            details,
+        )
     }
     pub fn unsupported_field(details: impl Into<String>) -> Self {
-        Self::new(code::UNSUPPORTED_FIELD, "unsupported field in network configuration", details)
+        Self::new(
+            code::UNSUPPORTED_FIELD,
+            "unsupported field in network configuration",
+            details,
+        )
     }
     pub fn invalid_env(details: impl Into<String>) -> Self {
-        Self::new(code::INVALID_ENVIRONMENT, "invalid environment variables", details)
+        Self::new(
+            code::INVALID_ENVIRONMENT,
+            "invalid environment variables",
+            details,
+        )
     }
     pub fn io(details: impl Into<String>) -> Self {
         Self::new(code::IO_FAILURE, "I/O failure", details)
@@ -68,7 +84,11 @@ impl CniError {
         Self::new(code::DECODING_FAILURE, "failed to decode content", details)
     }
     pub fn invalid_config(details: impl Into<String>) -> Self {
-        Self::new(code::INVALID_NETWORK_CONFIG, "invalid network config", details)
+        Self::new(
+            code::INVALID_NETWORK_CONFIG,
+            "invalid network config",
+            details,
+        )
     }
     pub fn internal(details: impl Into<String>) -> Self {
         Self::new(code::INTERNAL, "plugin failure", details)

@@ -146,7 +146,8 @@ impl CniConfig {
                 String::from_utf8_lossy(stdout)
             )))
         })?;
-        crate::result::convert(&value, &list.cni_version).map_err(wrap)
+        crate::result::convert_with_fallback(&value, &list.cni_version, &list.cni_version)
+            .map_err(wrap)
     }
 
     fn version_at_least(list: &NetworkConfigList, min: &str) -> CniResult<bool> {

@@ -2,13 +2,11 @@
 //! ADD, CHECK, STATUS, GC and DEL in namespaces the tests create, and checks
 //! what is left behind. Subnets: 198.18.1.0/24 .. 198.18.15.0/24.
 
-mod support;
-
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{Attachment, CniConfig, RuntimeConf};
+use ferry_testkit::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use support::*;
 
 fn runtime(cache: &Path) -> CniConfig {
     CniConfig::new(vec!["/usr/lib/cni".into()], cache)

@@ -1,5 +1,5 @@
-//! Test support: namespaces, commands as oracles, unique names, cleanup guards.
-#![allow(dead_code)]
+//! Test support for root tests: namespaces, commands as oracles (`ip`, `nft`,
+//! `tc` are fine here, never in product code), unique names, cleanup guards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
