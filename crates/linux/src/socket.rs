@@ -2,8 +2,9 @@
 //! error, or read a whole dump.
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_ACK_TLVS,
-    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, NLMSG_DONE, NLMSG_ERROR,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_MULTIPART,
+    NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -30,6 +31,13 @@ pub struct Netlink {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    skipped: usize,
+}
+
+/// One message of a reply.
+enum Reply {
+    Message(NetlinkMessage<RouteNetlinkMessage>),
+    Undecodable { flags: u16, error: String },
 }
 
 impl std::fmt::Debug for Netlink {
@@ -55,6 +63,7 @@ impl Netlink {
             sock,
             seq: 0,
             buf: Vec::with_capacity(RECV_BUF),
+            skipped: 0,
         })
     }
 
@@ -80,8 +89,9 @@ impl Netlink {
         Ok(self.seq)
     }
 
-    /// Reads one datagram and splits it into messages carrying `seq`.
-    fn recv(&mut self, seq: u32, op: &str) -> Result<Vec<NetlinkMessage<RouteNetlinkMessage>>> {
+    /// Reads one datagram and splits it into the messages carrying `seq`
+    /// (stale replies to earlier requests are dropped).
+    fn recv(&mut self, seq: u32, op: &str) -> Result<Vec<Reply>> {
         self.buf.clear();
         self.buf.reserve(RECV_BUF);
         let n = loop {
@@ -101,26 +111,44 @@ impl Netlink {
         let mut off = 0usize;
         while off + NLMSG_HDRLEN <= n {
             let data = &self.buf[off..n];
-            let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
+            let word = |i: usize| [data[i], data[i + 1], data[i + 2], data[i + 3]];
+            let len = u32::from_ne_bytes(word(0)) as usize;
+            let kind = u16::from_ne_bytes([data[4], data[5]]);
+            let flags = u16::from_ne_bytes([data[6], data[7]]);
+            let msg_seq = u32::from_ne_bytes(word(8));
             if len < NLMSG_HDRLEN || len > data.len() {
                 return Err(Error::Decode {
                     op: op.to_string(),
                     message: format!("bad netlink message length {len}"),
                 });
             }
-            let msg =
-                NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]).map_err(|e| {
-                    Error::Decode {
+            off += (len + 3) & !3;
+            if msg_seq != seq {
+                continue;
+            }
+            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]) {
+                Ok(msg) => out.push(Reply::Message(msg)),
+                // Control messages must decode; an object this library
+                // cannot parse is reported to the caller to decide.
+                Err(e) if kind == NLMSG_ERROR || kind == NLMSG_DONE => {
+                    return Err(Error::Decode {
                         op: op.to_string(),
                         message: e.to_string(),
-                    }
-                })?;
-            if msg.header.sequence_number == seq {
-                out.push(msg);
+                    })
+                }
+                Err(e) => out.push(Reply::Undecodable {
+                    flags,
+                    error: e.to_string(),
+                }),
             }
-            off += (len + 3) & !3;
         }
         Ok(out)
+    }
+
+    /// How many objects in dumps were skipped so far because they could
+    /// not be decoded (exotic attributes this library does not know).
+    pub fn skipped_objects(&self) -> usize {
+        self.skipped
     }
 
     /// Sends `msg` with `NLM_F_REQUEST | NLM_F_ACK | flags` and waits for the
@@ -134,14 +162,26 @@ impl Netlink {
     ) -> Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags, op)?;
         let mut replies = Vec::new();
+        let mut undecodable = None;
         loop {
-            for m in self.recv(seq, op)? {
+            for reply in self.recv(seq, op)? {
+                let m = match reply {
+                    Reply::Message(m) => m,
+                    Reply::Undecodable { error, .. } => {
+                        undecodable = Some(error);
+                        continue;
+                    }
+                };
                 let flags = m.header.flags;
                 match m.payload {
                     NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(replies),
-                            Some(code) => Err(kernel_error(op, code.get(), flags, &e.header)),
+                        return match (e.code, undecodable) {
+                            (Some(code), _) => Err(kernel_error(op, code.get(), flags, &e.header)),
+                            (None, Some(message)) => Err(Error::Decode {
+                                op: op.to_string(),
+                                message,
+                            }),
+                            (None, None) => Ok(replies),
                         };
                     }
                     NetlinkPayload::Done(_) => return Ok(replies),
@@ -183,8 +223,17 @@ impl Netlink {
         let mut items = Vec::new();
         let mut interrupted = false;
         loop {
-            let msgs = self.recv(seq, op)?;
-            for m in msgs {
+            for reply in self.recv(seq, op)? {
+                let m = match reply {
+                    Reply::Message(m) => m,
+                    Reply::Undecodable { flags, .. } => {
+                        self.skipped += 1;
+                        if flags & NLM_F_DUMP_INTR != 0 {
+                            interrupted = true;
+                        }
+                        continue;
+                    }
+                };
                 let flags = m.header.flags;
                 if flags & NLM_F_DUMP_INTR != 0 {
                     interrupted = true;

@@ -175,6 +175,49 @@ fn veth_bridge_addresses_routes_and_ping() {
         "{neigh:?}"
     );
 
+    // IPv6 route through the other container, with a metric.
+    let r6 = Route::new(net("fd00:1ee:2::/64"))
+        .gateway(ip("fd00:1ee:1::3"))
+        .oif(eth0.index)
+        .priority(300);
+    c.add_route(&r6).unwrap();
+    let listed6 = c.routes(Family::V6, None).unwrap();
+    let got = listed6
+        .iter()
+        .find(|r| r.dst == net("fd00:1ee:2::/64"))
+        .expect("v6 route listed");
+    assert_eq!(got.gateway, Some(ip("fd00:1ee:1::3")));
+    assert_eq!(got.priority, Some(300));
+    let j6 = ip_json(&c1_name, &["-6", "route", "show", "fd00:1ee:2::/64"]);
+    assert_eq!(j6[0]["gateway"], "fd00:1ee:1::3");
+    assert_eq!(j6[0]["metric"], 300);
+    c.del_route(&r6).unwrap();
+
+    // Permanent neighbour entries.
+    let nmac: MacAddr = "02:00:c6:13:80:32".parse().unwrap();
+    c.set_neighbour(eth0.index, ip("198.19.128.50"), nmac)
+        .unwrap();
+    c.set_neighbour(eth0.index, ip("fd00:1ee:1::50"), nmac)
+        .unwrap();
+    let nj = ip_json(&c1_name, &["neigh", "show", "198.19.128.50"]);
+    assert_eq!(nj[0]["lladdr"], "02:00:c6:13:80:32");
+    assert_eq!(nj[0]["state"][0], "PERMANENT");
+    let n6 = c.neighbours(Some(eth0.index), Family::V6).unwrap();
+    let e6 = n6.iter().find(|n| n.ip == ip("fd00:1ee:1::50")).unwrap();
+    assert_eq!(e6.mac, Some(nmac));
+    assert_eq!(e6.state, ferry_linux::NUD_PERMANENT);
+    c.del_neighbour(eth0.index, ip("198.19.128.50")).unwrap();
+    let err = c
+        .del_neighbour(eth0.index, ip("198.19.128.50"))
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert_eq!(
+        ip_json(&c1_name, &["neigh", "show", "198.19.128.50"])
+            .as_array()
+            .map(|a| a.len()),
+        Some(0)
+    );
+
     // Deleting routes and addresses.
     c.del_route(&Route::new(net("198.19.135.0/24")).gateway(ip("198.19.128.1")))
         .unwrap();
@@ -636,4 +679,40 @@ fn netns_create_delete_leaves_nothing() {
     assert!(Netns::delete(&name).unwrap_err().is_not_found());
     assert!(Netns::create("bad/name").is_err());
     assert_eq!(ns_inode(), before);
+}
+
+#[test]
+fn dumps_spanning_many_datagrams() {
+    let mut g = Guard::new();
+    let (name, ns) = g.netns("fd");
+    let mut nl = ns.netlink().unwrap();
+    let pairs = 80;
+    for i in 0..pairs {
+        nl.create_link(&LinkSpec::veth(&format!("da{i}"), &format!("db{i}")))
+            .unwrap();
+        let a = nl.link_by_name(&format!("da{i}")).unwrap();
+        let net = net(&format!("fd00:1ee:3:{i:x}::1/64"));
+        nl.add_address(
+            a.index,
+            net,
+            AddrOptions {
+                nodad: true,
+                replace: false,
+            },
+        )
+        .unwrap();
+    }
+    let links = nl.links().unwrap();
+    assert_eq!(links.len(), 2 * pairs + 1, "all links and lo");
+    let oracle = ip_json(&name, &["link", "show"]);
+    assert_eq!(oracle.as_array().unwrap().len(), links.len());
+    let addrs = nl.addresses(None, Family::V6).unwrap();
+    assert_eq!(
+        addrs
+            .iter()
+            .filter(|a| a.net.to_string().starts_with("fd00:1ee:3:"))
+            .count(),
+        pairs
+    );
+    assert_eq!(nl.skipped_objects(), 0);
 }
