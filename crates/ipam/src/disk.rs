@@ -326,6 +326,7 @@ impl StoreTxn for DiskTxn<'_> {
     }
 
     fn reserve(&mut self, key: &Attachment, ip: IpAddr, range_set: usize) -> Result<bool> {
+        let key = &key.normalized();
         if self.is_reserved(ip)? {
             return Ok(false);
         }
@@ -357,6 +358,7 @@ impl StoreTxn for DiskTxn<'_> {
     }
 
     fn get_by_id(&mut self, key: &Attachment) -> Result<Vec<IpAddr>> {
+        let key = &key.normalized();
         if let Some(ips) = self.read_index(key) {
             let want = Holder::Attachment(key.clone());
             let mut held = Vec::new();
@@ -378,6 +380,7 @@ impl StoreTxn for DiskTxn<'_> {
     }
 
     fn release_ip(&mut self, key: &Attachment, ip: IpAddr) -> Result<bool> {
+        let key = &key.normalized();
         let path = self.ip_path(ip);
         let removed = match self.holder_at(&path)? {
             Some(h) if h.matches(key) => self.remove(&path)?,
@@ -388,6 +391,7 @@ impl StoreTxn for DiskTxn<'_> {
     }
 
     fn release(&mut self, key: &Attachment) -> Result<Vec<IpAddr>> {
+        let key = &key.normalized();
         let want = Holder::Attachment(key.clone());
         let mut released = Vec::new();
         if let Some(ips) = self.read_index(key) {
@@ -428,6 +432,8 @@ impl StoreTxn for DiskTxn<'_> {
     }
 
     fn gc(&mut self, valid: &HashSet<Attachment>) -> Result<Vec<(IpAddr, Holder)>> {
+        let valid: HashSet<Attachment> = valid.iter().map(Attachment::normalized).collect();
+        let valid = &valid;
         let mut removed = Vec::new();
         for (ip, path, holder) in self.walk()? {
             if !holder.is_live(valid) && self.remove(&path)? {

@@ -30,6 +30,13 @@ impl Attachment {
         }
     }
 
+    /// The same key with the container ID trimmed, which is how it is
+    /// stored and compared (the fields are public, so a key built by hand
+    /// may carry whitespace).
+    pub fn normalized(&self) -> Attachment {
+        Attachment::new(&self.container_id, self.ifname.clone())
+    }
+
     /// Check that the key can be written into a host-local reservation file
     /// (`containerID\r\nifname`) and read back unambiguously.
     pub fn validate(&self) -> Result<()> {
@@ -101,6 +108,18 @@ pub trait Store {
     /// Take the store's exclusive lock; it is released when the transaction
     /// is dropped.
     fn lock(&self) -> Result<Box<dyn StoreTxn + '_>>;
+}
+
+impl<S: Store + ?Sized> Store for &S {
+    fn lock(&self) -> Result<Box<dyn StoreTxn + '_>> {
+        (**self).lock()
+    }
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn lock(&self) -> Result<Box<dyn StoreTxn + '_>> {
+        (**self).lock()
+    }
 }
 
 /// Exclusive access to one network's reservations.
