@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
 
 use crate::error::{Error, Result};
 use crate::socket::Netlink;
@@ -38,6 +39,16 @@ impl Netns {
             .custom_flags(libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| Error::io(format!("open network namespace {}", path.display()), e))?;
+        // A plain file (say a leftover of an interrupted `ip netns add`)
+        // would only fail later, in setns(2); refuse it here.
+        let fs = fstatfs(&file).map_err(|e| Error::nix(format!("statfs {}", path.display()), e))?;
+        if fs.filesystem_type() != NSFS_MAGIC {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a namespace file (not on nsfs); remove it or give the path of a \
+                 bound namespace such as /run/netns/NAME or /proc/PID/ns/net",
+                path.display()
+            )));
+        }
         Ok(Netns {
             file,
             path: path.to_path_buf(),
@@ -48,6 +59,11 @@ impl Netns {
     pub fn named(name: &str) -> Result<Self> {
         check_ns_name(name)?;
         Self::open(Path::new(NETNS_RUN_DIR).join(name))
+    }
+
+    /// Opens the network namespace of process `pid`.
+    pub fn of_pid(pid: u32) -> Result<Self> {
+        Self::open(format!("/proc/{pid}/ns/net"))
     }
 
     /// Opens the network namespace of the calling thread.

@@ -678,6 +678,19 @@ fn netns_create_delete_leaves_nothing() {
         .any(|l| l.split_whitespace().next() == Some(&name)));
     assert!(Netns::delete(&name).unwrap_err().is_not_found());
     assert!(Netns::create("bad/name").is_err());
+    // A plain file is refused at open, not at setns time.
+    let plain = std::env::temp_dir().join(format!("ferry-linux-plain-{}", std::process::id()));
+    std::fs::write(&plain, b"").unwrap();
+    let err = Netns::open(&plain).unwrap_err();
+    let _ = std::fs::remove_file(&plain);
+    assert!(
+        matches!(err, ferry_linux::Error::InvalidArgument(_)),
+        "{err}"
+    );
+    assert_eq!(
+        Netns::of_pid(std::process::id()).unwrap().inode().unwrap(),
+        before
+    );
     assert_eq!(ns_inode(), before);
 }
 
@@ -715,4 +728,83 @@ fn dumps_spanning_many_datagrams() {
         pairs
     );
     assert_eq!(nl.skipped_objects(), 0);
+}
+
+/// The workload `library_makes_no_exec` runs under strace: a bit of every
+/// kind of operation, using the library only. A no-op unless
+/// `FERRY_LINUX_NOEXEC_WORKLOAD` is set.
+#[test]
+fn noexec_workload() {
+    if std::env::var_os("FERRY_LINUX_NOEXEC_WORKLOAD").is_none() {
+        return;
+    }
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Netns::delete(&self.0);
+        }
+    }
+    let name = unique("fz");
+    let ns = Netns::create(&name).unwrap();
+    let _del = Del(name.clone());
+    let name2 = unique("fy");
+    let peer_ns = Netns::create(&name2).unwrap();
+    let _del2 = Del(name2);
+    let mut nl = ns.netlink().unwrap();
+    nl.create_link(&LinkSpec::bridge("br0")).unwrap();
+    nl.create_link(&LinkSpec::veth("v0", "eth0").peer_netns(&peer_ns))
+        .unwrap();
+    let br = nl.link_by_name("br0").unwrap();
+    let v0 = nl.link_by_name("v0").unwrap();
+    nl.set_master(v0.index, br.index).unwrap();
+    nl.set_bridge_port_flags(
+        v0.index,
+        &BridgePortFlags {
+            hairpin: Some(true),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    nl.set_up(v0.index).unwrap();
+    nl.set_up(br.index).unwrap();
+    nl.add_address(br.index, net("198.19.132.1/24"), AddrOptions::default())
+        .unwrap();
+    nl.add_route(&Route::new(net("198.19.133.0/24")).gateway(ip("198.19.132.2")))
+        .unwrap();
+    nl.links().unwrap();
+    nl.routes(Family::All, None).unwrap();
+    create_tap(&TapSpec::new("tap0"), Some(&ns)).unwrap();
+    sysctl::write_if_different_in(&ns, "net.ipv4.ip_forward", "1").unwrap();
+    sysctl::read_in(&peer_ns, "net.ipv4.ip_forward").unwrap();
+}
+
+#[test]
+fn library_makes_no_exec() {
+    common::require("strace", "strace");
+    let exe = std::env::current_exe().unwrap();
+    let log = std::env::temp_dir().join(format!("ferry-linux-strace-{}.log", std::process::id()));
+    let status = std::process::Command::new("strace")
+        .arg("-f")
+        .arg("-qq")
+        .args(["-e", "trace=execve"])
+        .arg("-o")
+        .arg(&log)
+        .arg(&exe)
+        .args(["--exact", "noexec_workload", "--test-threads=1"])
+        .env("FERRY_LINUX_NOEXEC_WORKLOAD", "1")
+        .output()
+        .unwrap();
+    let trace = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        status.status.success(),
+        "workload failed: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    let execs: Vec<&str> = trace.lines().filter(|l| l.contains("execve(")).collect();
+    assert_eq!(execs.len(), 1, "only the test binary itself: {execs:#?}");
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("1 passed"),
+        "the workload ran"
+    );
 }
