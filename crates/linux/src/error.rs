@@ -13,7 +13,7 @@ pub enum Error {
     /// The kernel refused a netlink request; `errno` is the positive errno
     /// value (for example `libc::EEXIST`), `op` names the request and
     /// `detail` carries the kernel's extended-ack text when it sent one.
-    #[error("{op}: the kernel answered: {} (errno {errno}){}; check the names, indexes and addresses of the request", io::Error::from_raw_os_error(*errno), fmt_detail(detail))]
+    #[error("{op}: {} ({:?}){}", nix::errno::Errno::from_raw(*errno).desc(), nix::errno::Errno::from_raw(*errno), fmt_detail(detail))]
     Kernel {
         /// What was asked, e.g. `create link veth0`.
         op: String,

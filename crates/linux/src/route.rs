@@ -150,11 +150,14 @@ impl Route {
             3 // RTPROT_BOOT
         }));
         m.header.kind = RouteType::from(self.kind.unwrap_or(1));
-        let scope = match self.scope {
-            Some(s) => s,
-            None if deleting => 255, // RT_SCOPE_NOWHERE: match any scope
-            None if self.gateway.is_none() && self.kind.unwrap_or(1) == 1 => SCOPE_LINK,
-            None => SCOPE_UNIVERSE,
+        // The defaults of `ip route`.
+        let scope = match (self.scope, self.kind.unwrap_or(1)) {
+            (Some(s), _) => s,
+            (None, _) if deleting => 255, // RT_SCOPE_NOWHERE: match any scope
+            (None, 2) => SCOPE_HOST,      // local
+            (None, 3..=5) => SCOPE_LINK,  // broadcast, anycast, multicast
+            (None, 1) if self.gateway.is_none() => SCOPE_LINK,
+            (None, _) => SCOPE_UNIVERSE,
         };
         m.header.scope = RouteScope::from(scope);
         if dst.prefix_len() > 0 {

@@ -545,6 +545,11 @@ fn kernel_errnos() {
         .unwrap_err();
     assert_eq!(err.errno(), Some(libc::EEXIST), "{err}");
     assert!(err.is_exists());
+    let text = err.to_string();
+    assert!(
+        text.contains("File exists (EEXIST)") && text.contains(&a),
+        "{text}"
+    );
     assert!(matches!(
         err,
         ferry_linux::Error::Kernel {
