@@ -47,3 +47,13 @@ pub mod raw {
     pub use netlink_packet_core as core;
     pub use netlink_packet_route as route;
 }
+
+// Sockets and namespace handles move between threads (a daemon opens one
+// socket per namespace up front and hands it to a worker).
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Netlink>();
+    assert_send_sync::<Netns>();
+    assert_send_sync::<Error>();
+};
