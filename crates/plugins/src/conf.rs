@@ -1,0 +1,78 @@
+//! What every plugin reads from its request: its own config struct, the
+//! common keys, `prevResult`, and namespaces; and how kernel errors become CNI errors.
+
+use ferry_cni::result::{self, Result as CniResultType};
+use ferry_cni::skel::CmdArgs;
+use ferry_cni::{code, CniError, CniResult};
+use ferry_linux::Netns;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Decodes the plugin's config struct. Malformed JSON or a key of the wrong
+/// type is code 6; semantic checks after this are code 7.
+pub fn parse<T: DeserializeOwned>(args: &CmdArgs) -> CniResult<T> {
+    serde_json::from_slice(&args.stdin)
+        .map_err(|e| CniError::decoding(format!("failed to load netconf: {e}")))
+}
+
+/// The `prevResult` of the request, as the current result type.
+pub fn prev_result(args: &CmdArgs) -> CniResult<Option<CniResultType>> {
+    match args.config.get("prevResult") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => result::parse_result(v, &args.cni_version).map(Some),
+    }
+}
+
+/// The `prevResult` a chained plugin cannot work without.
+pub fn required_prev_result(args: &CmdArgs, plugin: &str) -> CniResult<CniResultType> {
+    prev_result(args)?.ok_or_else(|| {
+        CniError::invalid_config(format!(
+            "{plugin} is a chained plugin: the request has no prevResult"
+        ))
+    })
+}
+
+/// The delegated IPAM plugin's type (`ipam.type`), required by interface plugins.
+pub fn ipam_type(args: &CmdArgs) -> CniResult<String> {
+    match args.config.get("ipam").and_then(|i| i.get("type")) {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t.clone()),
+        _ => Err(CniError::invalid_config("missing \"ipam\" with a \"type\"")),
+    }
+}
+
+/// Opens the container's namespace (CNI_NETNS); code 3 when it does not exist.
+pub fn open_netns(path: &str) -> CniResult<Netns> {
+    if path.is_empty() {
+        return Err(CniError::invalid_env("CNI_NETNS is empty"));
+    }
+    Netns::open(path).map_err(|e| {
+        if e.is_not_found() {
+            CniError::new(
+                code::UNKNOWN_CONTAINER,
+                format!("network namespace {path:?} does not exist"),
+                e.to_string(),
+            )
+        } else {
+            CniError::new(
+                code::INTERNAL,
+                format!("failed to open netns {path:?}"),
+                e.to_string(),
+            )
+        }
+    })
+}
+
+/// Opens the namespace for DEL: a missing namespace is `None`, not an error
+/// (DEL is best-effort and the runtime may have removed it already).
+pub fn open_netns_for_del(path: &str) -> Option<Netns> {
+    if path.is_empty() {
+        return None;
+    }
+    Netns::open(path).ok()
+}
+
+/// Wraps a kernel error with what was being done (code 100 + context).
+pub fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> CniError {
+    let context = context.into();
+    move |e| CniError::new(code::INTERNAL, context, e.to_string())
+}

@@ -1,0 +1,165 @@
+//! Applying a result to an interface inside a namespace (the reference's
+//! `ipam.ConfigureIface`): addresses, link up, IPv6 settling, routes.
+
+use crate::conf::kernel;
+use ferry_cni::result::Result as CniResultType;
+use ferry_cni::{CniError, CniResult};
+use ferry_linux::{AddrOptions, Family, Netlink, Netns, Route};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How long to wait for IPv6 duplicate address detection, as the reference.
+const DAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options for [`configure`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Skip IPv6 DAD on the addresses (the bridge plugin's default, `enabledad: false`).
+    pub nodad: bool,
+}
+
+/// Assigns the result's addresses for interface `iface_index` (an index into
+/// `result.interfaces`) to `ifname`, brings it up, and adds the result's routes
+/// (a route without a gateway uses the first gateway of its family).
+pub fn configure(
+    netns: &Netns,
+    nl: &mut Netlink,
+    ifname: &str,
+    iface_index: usize,
+    result: &CniResultType,
+    opts: Options,
+) -> CniResult<()> {
+    let link = nl
+        .link_by_name(ifname)
+        .map_err(kernel(format!("failed to look up {ifname}")))?;
+    let ips: Vec<_> = result
+        .ips
+        .iter()
+        .filter(|ip| ip.interface == Some(iface_index))
+        .collect();
+    if ips.iter().any(|ip| !ip.is_ipv4()) {
+        for dev in ["lo", ifname] {
+            let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
+            ferry_linux::sysctl::write_if_different_in(netns, &key, "0")
+                .map_err(kernel(format!("failed to enable IPv6 on {dev}")))?;
+        }
+    }
+    let (mut v4gw, mut v6gw): (Option<IpAddr>, Option<IpAddr>) = (None, None);
+    for ip in &ips {
+        let addr_opts = AddrOptions {
+            nodad: opts.nodad,
+            ..AddrOptions::default()
+        };
+        nl.add_address(link.index, ip.address, addr_opts)
+            .map_err(kernel(format!(
+                "failed to add IP addr {} to {ifname}",
+                ip.address
+            )))?;
+        match ip.gateway {
+            Some(gw @ IpAddr::V4(_)) if v4gw.is_none() => v4gw = Some(gw),
+            Some(gw @ IpAddr::V6(_)) if v6gw.is_none() => v6gw = Some(gw),
+            _ => {}
+        }
+    }
+    nl.set_up(link.index)
+        .map_err(kernel(format!("failed to set {ifname} up")))?;
+    if ips.iter().any(|ip| !ip.is_ipv4()) && !opts.nodad {
+        settle_ipv6(nl, link.index, ifname)?;
+    }
+    for r in &result.routes {
+        let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
+        let mut route = Route::new(r.dst).oif(link.index);
+        if let Some(gw) = gw {
+            route = route.gateway(gw);
+        }
+        if let Some(mtu) = r.mtu {
+            route = route.mtu(mtu);
+        }
+        if let Some(mss) = r.advmss {
+            route = route.advmss(mss);
+        }
+        if let Some(p) = r.priority {
+            route = route.priority(p);
+        }
+        if let Some(t) = r.table {
+            route = route.table(t);
+        }
+        if let Some(s) = r.scope {
+            route = route.scope(s as u8);
+        }
+        nl.add_route(&route).map_err(kernel(format!(
+            "failed to add route '{} via {} dev {ifname}'",
+            r.dst,
+            gw.map(|g| g.to_string()).unwrap_or_else(|| "-".into())
+        )))?;
+    }
+    Ok(())
+}
+
+/// Waits until no IPv6 address on the link is tentative (DAD finished).
+pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> CniResult<()> {
+    let start = Instant::now();
+    loop {
+        let addrs = nl
+            .addresses(Some(index), Family::V6)
+            .map_err(kernel(format!("failed to list addresses of {ifname}")))?;
+        if !addrs.iter().any(|a| a.is_tentative()) {
+            return Ok(());
+        }
+        if start.elapsed() > DAD_TIMEOUT {
+            return Err(CniError::internal(format!(
+                "IPv6 addresses on {ifname} still tentative after {}s (duplicate address?)",
+                DAD_TIMEOUT.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CHECK: every address the result gives `ifname` is on it, and every route
+/// exists (the reference's `ip.ValidateExpectedInterfaceIPs` / `ValidateExpectedRoute`).
+pub fn check(
+    nl: &mut Netlink,
+    ifname: &str,
+    iface_index: usize,
+    result: &CniResultType,
+) -> CniResult<()> {
+    let link = nl
+        .link_by_name(ifname)
+        .map_err(kernel(format!("interface {ifname} not found")))?;
+    let have = nl
+        .addresses(Some(link.index), Family::All)
+        .map_err(kernel(format!("failed to list addresses of {ifname}")))?;
+    for ip in result
+        .ips
+        .iter()
+        .filter(|ip| ip.interface == Some(iface_index))
+    {
+        if !have.iter().any(|a| a.net == ip.address) {
+            return Err(CniError::internal(format!(
+                "{ifname}: expected address {} is missing",
+                ip.address
+            )));
+        }
+    }
+    for family in [Family::V4, Family::V6] {
+        let routes = nl
+            .routes(family, None)
+            .map_err(kernel("failed to list routes"))?;
+        for r in result.routes.iter().filter(|r| match family {
+            Family::V4 => r.dst.addr().is_ipv4(),
+            _ => r.dst.addr().is_ipv6(),
+        }) {
+            let found = routes
+                .iter()
+                .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gateway == r.gw));
+            if !found {
+                return Err(CniError::internal(format!(
+                    "route to {} (via {:?}) is missing",
+                    r.dst, r.gw
+                )));
+            }
+        }
+    }
+    Ok(())
+}

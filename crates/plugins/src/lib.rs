@@ -1,0 +1,29 @@
+//! Ferry's CNI plugins. Each module is one plugin type, a thin adapter from
+//! CNI config to the Linux layer and IPAM; drop-in replacements for the
+//! reference Go plugins (same type names, config keys and defaults).
+
+pub mod conf;
+pub mod delegate;
+pub mod iface;
+pub mod loopback;
+
+use ferry_cni::skel::Plugin;
+
+/// A plugin type: the name it is installed under and its `about` line.
+pub struct Entry {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub plugin: &'static (dyn Plugin + Sync),
+}
+
+/// Every plugin type `ferry-plugin` can run.
+pub static REGISTRY: &[Entry] = &[Entry {
+    name: "loopback",
+    about: "Ferry loopback plugin: brings lo up in the container",
+    plugin: &loopback::Loopback,
+}];
+
+/// The plugin installed under `name`.
+pub fn find(name: &str) -> Option<&'static Entry> {
+    REGISTRY.iter().find(|e| e.name == name)
+}
