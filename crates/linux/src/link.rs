@@ -488,6 +488,18 @@ impl Netlink {
         self.set_link(m, &format!("set link #{index} down"))
     }
 
+    /// Turns promiscuous mode on or off (`IFF_PROMISC`).
+    pub fn set_promisc(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut m = link_msg(index);
+        m.header.flags = if on {
+            LinkFlags::Promisc
+        } else {
+            LinkFlags::empty()
+        };
+        m.header.change_mask = LinkFlags::Promisc;
+        self.set_link(m, &format!("set promisc {on} on link #{index}"))
+    }
+
     /// Sets the MTU.
     pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
         let mut m = link_msg(index);

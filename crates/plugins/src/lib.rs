@@ -2,10 +2,14 @@
 //! CNI config to the Linux layer and IPAM; drop-in replacements for the
 //! reference Go plugins (same type names, config keys and defaults).
 
+pub mod bridge;
 pub mod conf;
 pub mod delegate;
 pub mod iface;
 pub mod loopback;
+pub mod netconf;
+pub mod ptp;
+pub mod veth;
 
 use ferry_cni::skel::Plugin;
 
@@ -17,11 +21,23 @@ pub struct Entry {
 }
 
 /// Every plugin type `ferry-plugin` can run.
-pub static REGISTRY: &[Entry] = &[Entry {
-    name: "loopback",
-    about: "Ferry loopback plugin: brings lo up in the container",
-    plugin: &loopback::Loopback,
-}];
+pub static REGISTRY: &[Entry] = &[
+    Entry {
+        name: "loopback",
+        about: "Ferry loopback plugin: brings lo up in the container",
+        plugin: &loopback::Loopback,
+    },
+    Entry {
+        name: "bridge",
+        about: "Ferry bridge plugin: a veth from the container to a Linux bridge",
+        plugin: &bridge::Bridge,
+    },
+    Entry {
+        name: "ptp",
+        about: "Ferry ptp plugin: a point-to-point veth routed through the host",
+        plugin: &ptp::Ptp,
+    },
+];
 
 /// The plugin installed under `name`.
 pub fn find(name: &str) -> Option<&'static Entry> {

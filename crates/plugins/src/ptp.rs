@@ -1,0 +1,268 @@
+//! `ptp`: a veth pair with the container's addresses routed point-to-point
+//! through the host: the gateway address on the host end (/32 or /128), a
+//! host route to each container address, and in the container a link route
+//! to the gateway with everything else via it. As the reference plugin.
+
+use crate::conf::{self, kernel};
+use crate::{delegate, iface, netconf, veth};
+use ferry_cni::result::{Interface, Result as CniResultType};
+use ferry_cni::skel::{CmdArgs, Plugin};
+use ferry_cni::{CniError, CniResult};
+use ferry_linux::{AddrOptions, Link, Netlink, Route, SCOPE_LINK, SCOPE_UNIVERSE};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Index of the container interface in the result (host veth, container).
+const CONTAINER_IFACE: usize = 1;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct PtpConf {
+    mtu: i64,
+}
+
+impl PtpConf {
+    fn load(args: &CmdArgs) -> CniResult<PtpConf> {
+        let c: PtpConf = conf::parse(args)?;
+        if c.mtu < 0 || c.mtu > 65535 {
+            return Err(CniError::invalid_config(format!("invalid MTU {}", c.mtu)));
+        }
+        netconf::refuse_ip_masq(args)?;
+        Ok(c)
+    }
+}
+
+pub struct Ptp;
+
+fn host_prefix(ip: std::net::IpAddr) -> IpNet {
+    let bits = if ip.is_ipv4() { 32 } else { 128 };
+    IpNet::new(ip, bits).unwrap_or_else(|_| IpNet::from(ip))
+}
+
+fn mac_string(link: &Link) -> String {
+    link.mac.map(|m| m.to_string()).unwrap_or_default()
+}
+
+/// Releases IPAM and removes the container veth when ADD fails halfway.
+struct Rollback<'a> {
+    args: &'a CmdArgs,
+    ipam: &'a str,
+    netns: Option<&'a ferry_linux::Netns>,
+    armed: bool,
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(Ok(mut nl)) = self.netns.map(|n| n.netlink()) {
+            let _ = veth::delete_in_container(&mut nl, &self.args.ifname);
+        }
+        let _ = delegate::ipam_pass(self.ipam, "DEL", self.args);
+    }
+}
+
+impl Plugin for Ptp {
+    fn add(&self, args: &CmdArgs) -> CniResult<Value> {
+        let c = PtpConf::load(args)?;
+        let ipam_type = conf::ipam_type(args)?;
+        let netns = conf::open_netns(&args.netns)?;
+        let mut host_nl = Netlink::new().map_err(kernel("failed to open netlink"))?;
+        let mut cont_nl = netns
+            .netlink()
+            .map_err(kernel("failed to open netlink in the container"))?;
+        if cont_nl.link_by_name(&args.ifname).is_ok() {
+            // Checked before IPAM so a refused ADD reserves nothing.
+            return Err(CniError::new(
+                ferry_cni::code::INVALID_ENVIRONMENT,
+                format!(
+                    "container veth name provided ({}) already exists",
+                    args.ifname
+                ),
+                "CNI_IFNAME names an interface that is already in the container's namespace",
+            ));
+        }
+
+        let ipam = delegate::ipam_add(&ipam_type, args)?;
+        let mut rollback = Rollback {
+            args,
+            ipam: &ipam_type,
+            netns: Some(&netns),
+            armed: true,
+        };
+        if ipam.ips.is_empty() {
+            return Err(CniError::internal("IPAM plugin returned missing IP config"));
+        }
+        let has_v4 = ipam.ips.iter().any(|ip| ip.is_ipv4());
+        let has_v6 = ipam.ips.iter().any(|ip| !ip.is_ipv4());
+        if has_v4 {
+            ferry_linux::sysctl::write_if_different("net.ipv4.ip_forward", "1")
+                .map_err(kernel("failed to enable IPv4 forwarding"))?;
+        }
+        if has_v6 {
+            ferry_linux::sysctl::write_if_different("net.ipv6.conf.all.forwarding", "1")
+                .map_err(kernel("failed to enable IPv6 forwarding"))?;
+        }
+
+        let mtu = (c.mtu > 0).then_some(c.mtu as u32);
+        let pair = veth::create(&mut host_nl, &mut cont_nl, &netns, &args.ifname, mtu, None)?;
+        let mut result = CniResultType {
+            cni_version: args.cni_version.clone(),
+            ips: ipam.ips,
+            routes: ipam.routes,
+            dns: ipam.dns,
+            ..CniResultType::default()
+        };
+        for ip in &mut result.ips {
+            ip.interface = Some(CONTAINER_IFACE);
+        }
+        iface::configure(
+            &netns,
+            &mut cont_nl,
+            &args.ifname,
+            CONTAINER_IFACE,
+            &result,
+            iface::Options::default(),
+        )?;
+        let cont_index = pair.container.index;
+        for ip in &result.ips {
+            let Some(gw) = ip.gateway else {
+                return Err(CniError::internal(format!(
+                    "IPAM gave {} no gateway: ptp routes through the gateway address",
+                    ip.address
+                )));
+            };
+            // Replace the connected subnet route by a link route to the
+            // gateway and the subnet via the gateway.
+            let subnet = ip.address.trunc();
+            let _ = cont_nl.del_route(&Route::new(subnet).oif(cont_index));
+            let src = ip.address.addr();
+            cont_nl
+                .add_route(
+                    &Route::new(host_prefix(gw))
+                        .oif(cont_index)
+                        .scope(SCOPE_LINK)
+                        .src(src),
+                )
+                .map_err(kernel(format!("failed to add route to gateway {gw}")))?;
+            cont_nl
+                .add_route(
+                    &Route::new(subnet)
+                        .oif(cont_index)
+                        .gateway(gw)
+                        .scope(SCOPE_UNIVERSE)
+                        .src(src),
+                )
+                .map_err(kernel(format!("failed to add route {subnet} via {gw}")))?;
+            // Host side: the gateway address, and a route to the container.
+            let opts = AddrOptions {
+                nodad: true,
+                ..AddrOptions::default()
+            };
+            match host_nl.add_address(pair.host.index, host_prefix(gw), opts) {
+                Ok(()) => {}
+                Err(e) if e.is_exists() => {}
+                Err(e) => {
+                    return Err(kernel(format!("failed to add {gw} to {}", pair.host.name))(
+                        e,
+                    ))
+                }
+            }
+            host_nl
+                .add_route(
+                    &Route::new(host_prefix(ip.address.addr()))
+                        .oif(pair.host.index)
+                        .scope(SCOPE_LINK),
+                )
+                .map_err(kernel(format!(
+                    "failed to add host route to {}",
+                    ip.address.addr()
+                )))?;
+        }
+        if let Some(dns) = netconf::dns(args)? {
+            result.dns = dns;
+        }
+        let cont = cont_nl
+            .link_by_index(cont_index)
+            .map_err(kernel("failed to re-read container interface"))?;
+        result.interfaces = vec![
+            Interface {
+                name: pair.host.name.clone(),
+                mac: mac_string(&pair.host),
+                ..Interface::default()
+            },
+            Interface {
+                name: args.ifname.clone(),
+                mac: mac_string(&cont),
+                sandbox: args.netns.clone(),
+                ..Interface::default()
+            },
+        ];
+        rollback.armed = false;
+        Ok(serde_json::to_value(result)?)
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        let _c: PtpConf = conf::parse(args)?;
+        let ipam_type = conf::ipam_type(args)?;
+        delegate::ipam_pass(&ipam_type, "DEL", args)?;
+        let Some(netns) = conf::open_netns_for_del(&args.netns) else {
+            return Ok(());
+        };
+        let Ok(mut nl) = netns.netlink() else {
+            return Ok(());
+        };
+        veth::delete_in_container(&mut nl, &args.ifname)?;
+        Ok(())
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let _c = PtpConf::load(args)?;
+        let ipam_type = conf::ipam_type(args)?;
+        delegate::ipam_pass(&ipam_type, "CHECK", args)?;
+        let prev = conf::required_prev_result(args, "ptp")?;
+        let netns = conf::open_netns(&args.netns)?;
+        let mut cont_nl = netns
+            .netlink()
+            .map_err(kernel("failed to open netlink in the container"))?;
+        let idx = prev
+            .interfaces
+            .iter()
+            .position(|i| i.name == args.ifname && !i.sandbox.is_empty())
+            .ok_or_else(|| {
+                CniError::internal(format!(
+                    "prevResult has no container interface {}",
+                    args.ifname
+                ))
+            })?;
+        let cont = cont_nl.link_by_name(&args.ifname).map_err(kernel(format!(
+            "container interface {} is missing",
+            args.ifname
+        )))?;
+        if cont.kind.as_deref() != Some("veth") {
+            return Err(CniError::internal(format!(
+                "container interface {} is not a veth",
+                args.ifname
+            )));
+        }
+        let mut host_nl = Netlink::new().map_err(kernel("failed to open netlink"))?;
+        for host in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
+            host_nl
+                .link_by_name(&host.name)
+                .map_err(kernel(format!("host veth {} is missing", host.name)))?;
+        }
+        // Routes: ptp rewrote the subnet route, so check addresses and the
+        // result's own routes only.
+        iface::check(&mut cont_nl, &args.ifname, idx, &prev)
+    }
+
+    fn status(&self, args: &CmdArgs) -> CniResult<()> {
+        delegate::ipam_pass(&conf::ipam_type(args)?, "STATUS", args)
+    }
+
+    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
+        delegate::ipam_pass(&conf::ipam_type(args)?, "GC", args)
+    }
+}

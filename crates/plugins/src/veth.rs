@@ -1,0 +1,107 @@
+//! The veth pair of bridge and ptp: the container end is created directly in
+//! the container's namespace under CNI_IFNAME, the host end in the host
+//! namespace under a random `vethXXXXXXXX` name, as the reference names it.
+
+use crate::conf::kernel;
+use ferry_cni::{code, CniError, CniResult};
+use ferry_linux::{Link, LinkSpec, MacAddr, Netlink, Netns};
+
+/// Both ends after creation, up.
+pub struct VethPair {
+    pub host: Link,
+    pub container: Link,
+}
+
+/// A fresh host-side name: `veth` and 8 random hex digits.
+fn random_host_name() -> CniResult<String> {
+    let mut buf = [0u8; 4];
+    // SAFETY: buf is a valid, writable 4-byte buffer for the duration of the call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        return Err(CniError::io(format!(
+            "getrandom for a veth name: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(format!(
+        "veth{:02x}{:02x}{:02x}{:02x}",
+        buf[0], buf[1], buf[2], buf[3]
+    ))
+}
+
+/// Creates the pair. Fails with code 4 when `ifname` already exists in the container.
+pub fn create(
+    host_nl: &mut Netlink,
+    cont_nl: &mut Netlink,
+    container: &Netns,
+    ifname: &str,
+    mtu: Option<u32>,
+    mac: Option<MacAddr>,
+) -> CniResult<VethPair> {
+    if cont_nl.link_by_name(ifname).is_ok() {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("container veth name provided ({ifname}) already exists"),
+            "CNI_IFNAME names an interface that is already in the container's namespace",
+        ));
+    }
+    // A random name may collide with another attachment's: try a few.
+    let mut last_err = None;
+    for _ in 0..5 {
+        let host_name = random_host_name()?;
+        let mut spec = LinkSpec::veth(ifname, &host_name).netns(container);
+        if let Some(m) = mtu {
+            spec = spec.mtu(m);
+        }
+        if let Some(m) = mac {
+            spec = spec.mac(m);
+        }
+        match host_nl.create_link(&spec) {
+            Ok(()) => {
+                let host = host_nl
+                    .link_by_name(&host_name)
+                    .map_err(kernel(format!("failed to look up {host_name}")))?;
+                host_nl
+                    .set_up(host.index)
+                    .map_err(kernel(format!("failed to set {host_name} up")))?;
+                let cont = cont_nl.link_by_name(ifname).map_err(kernel(format!(
+                    "failed to look up {ifname} in the container"
+                )))?;
+                return Ok(VethPair {
+                    host,
+                    container: cont,
+                });
+            }
+            Err(e) if e.is_exists() => {
+                if cont_nl.link_by_name(ifname).is_ok() {
+                    return Err(CniError::new(
+                        code::INVALID_ENVIRONMENT,
+                        format!("container veth name provided ({ifname}) already exists"),
+                        e.to_string(),
+                    ));
+                }
+                last_err = Some(e);
+            }
+            Err(e) => return Err(kernel("failed to create veth pair")(e)),
+        }
+    }
+    Err(kernel("failed to find a free host veth name")(
+        last_err.unwrap_or(ferry_linux::Error::InvalidArgument(
+            "no attempt made".into(),
+        )),
+    ))
+}
+
+/// Deletes the container end (which takes the host end with it); missing is fine.
+/// Returns whether a link was deleted.
+pub fn delete_in_container(cont_nl: &mut Netlink, ifname: &str) -> CniResult<bool> {
+    match cont_nl.link_by_name(ifname) {
+        Ok(link) => match cont_nl.delete_link(link.index) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(kernel(format!("failed to delete {ifname}"))(e)),
+        },
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(kernel(format!("failed to look up {ifname}"))(e)),
+    }
+}
