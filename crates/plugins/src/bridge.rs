@@ -357,10 +357,10 @@ impl Plugin for Bridge {
             result.routes = ipam.routes;
             result.dns = ipam.dns;
             let gateways = calc_gateways(&mut result, &c);
-            let has_v6 = result.ips.iter().any(|ip| !ip.is_ipv4());
-            if has_v6 && !c.enabledad {
+            if !c.enabledad {
                 // Hairpin and promiscuous bridges echo neighbour solicitations,
-                // which fails DAD: the reference disables it unless asked.
+                // which fails DAD: like the reference, turn DAD off on the
+                // container interface unless `enabledad` asks for it.
                 let key = format!("net.ipv6.conf.{}.accept_dad", args.ifname);
                 ferry_linux::sysctl::write_if_different_in(&netns, &key, "0")
                     .map_err(kernel("failed to disable IPv6 DAD"))?;
@@ -371,9 +371,7 @@ impl Plugin for Bridge {
                 &args.ifname,
                 CONTAINER_IFACE,
                 &result,
-                iface::Options {
-                    nodad: !c.enabledad,
-                },
+                iface::Options::default(),
             )?;
             for gw in &gateways {
                 ensure_gateway_addr(&mut host_nl, &br, *gw, c.force_address)?;

@@ -8,7 +8,7 @@ use crate::{delegate, iface, netconf, veth};
 use ferry_cni::result::{Interface, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
-use ferry_linux::{AddrOptions, Link, Netlink, Route, SCOPE_LINK, SCOPE_UNIVERSE};
+use ferry_linux::{AddrOptions, Link, Netlink, Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
@@ -174,7 +174,7 @@ impl Plugin for Ptp {
                 .add_route(
                     &Route::new(host_prefix(ip.address.addr()))
                         .oif(pair.host.index)
-                        .scope(SCOPE_LINK),
+                        .scope(SCOPE_HOST),
                 )
                 .map_err(kernel(format!(
                     "failed to add host route to {}",

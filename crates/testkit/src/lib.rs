@@ -1,6 +1,8 @@
 //! Test support for root tests: namespaces, commands as oracles (`ip`, `nft`,
 //! `tc` are fine here, never in product code), unique names, cleanup guards.
 
+pub mod snapshot;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
