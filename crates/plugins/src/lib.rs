@@ -5,10 +5,12 @@
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
+pub mod host_local;
 pub mod iface;
 pub mod loopback;
 pub mod netconf;
 pub mod ptp;
+pub mod static_ipam;
 pub mod veth;
 
 use ferry_cni::skel::Plugin;
@@ -36,6 +38,16 @@ pub static REGISTRY: &[Entry] = &[
         name: "ptp",
         about: "Ferry ptp plugin: a point-to-point veth routed through the host",
         plugin: &ptp::Ptp,
+    },
+    Entry {
+        name: "host-local",
+        about: "Ferry host-local IPAM plugin: addresses from local range sets, state in files",
+        plugin: &host_local::HostLocal,
+    },
+    Entry {
+        name: "static",
+        about: "Ferry static IPAM plugin: returns the configured addresses",
+        plugin: &static_ipam::Static,
     },
 ];
 
