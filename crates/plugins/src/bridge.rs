@@ -308,6 +308,26 @@ impl Plugin for Bridge {
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
 
+        // IPAM first, so a refused address changes nothing on the host.
+        veth::ensure_absent(&mut cont_nl, &args.ifname)?;
+        let mut rollback = Rollback {
+            args,
+            ipam: None,
+            netns: &netns,
+            armed: true,
+        };
+        let ipam = match &ipam_type {
+            Some(t) => {
+                let ipam = delegate::ipam_add(t, args)?;
+                rollback.ipam = Some(t.clone());
+                if ipam.ips.is_empty() {
+                    return Err(CniError::internal("IPAM plugin returned missing IP config"));
+                }
+                Some(ipam)
+            }
+            None => None,
+        };
+
         let br = ensure_bridge(&mut host_nl, &c)?;
         let pair = veth::create(
             &mut host_nl,
@@ -317,12 +337,6 @@ impl Plugin for Bridge {
             c.mtu(),
             mac,
         )?;
-        let mut rollback = Rollback {
-            args,
-            ipam: None,
-            netns: &netns,
-            armed: true,
-        };
         host_nl
             .set_master(pair.host.index, br.index)
             .map_err(kernel(format!(
@@ -347,12 +361,7 @@ impl Plugin for Bridge {
             cni_version: args.cni_version.clone(),
             ..CniResultType::default()
         };
-        if let Some(t) = &ipam_type {
-            let ipam = delegate::ipam_add(t, args)?;
-            rollback.ipam = Some(t.clone());
-            if ipam.ips.is_empty() {
-                return Err(CniError::internal("IPAM plugin returned missing IP config"));
-            }
+        if let Some(ipam) = ipam {
             result.ips = ipam.ips;
             result.routes = ipam.routes;
             result.dns = ipam.dns;
@@ -482,20 +491,34 @@ impl Plugin for Bridge {
         if br.kind.as_deref() != Some("bridge") {
             return Err(CniError::internal(format!("{} is not a bridge", c.bridge)));
         }
+        // The host veth is the prevResult interface whose index is the
+        // container veth's peer; anything else (an ifb a later plugin added)
+        // is not ours to check.
+        let mut found = false;
         for host in prev
             .interfaces
             .iter()
             .filter(|i| i.sandbox.is_empty() && i.name != c.bridge)
         {
-            let link = host_nl
-                .link_by_name(&host.name)
-                .map_err(kernel(format!("host veth {} is missing", host.name)))?;
+            let Ok(link) = host_nl.link_by_name(&host.name) else {
+                continue;
+            };
+            if link.kind.as_deref() != Some("veth") || Some(link.index) != cont.parent {
+                continue;
+            }
             if link.master != Some(br.index) {
                 return Err(CniError::internal(format!(
                     "host veth {} is not a port of bridge {}",
                     host.name, c.bridge
                 )));
             }
+            found = true;
+        }
+        if !found {
+            return Err(CniError::internal(format!(
+                "CNI veth created for bridge {} was not found",
+                c.bridge
+            )));
         }
         iface::check(&mut cont_nl, &args.ifname, idx, &prev)
     }

@@ -73,17 +73,7 @@ impl Plugin for Ptp {
         let mut cont_nl = netns
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
-        if cont_nl.link_by_name(&args.ifname).is_ok() {
-            // Checked before IPAM so a refused ADD reserves nothing.
-            return Err(CniError::new(
-                ferry_cni::code::INVALID_ENVIRONMENT,
-                format!(
-                    "container veth name provided ({}) already exists",
-                    args.ifname
-                ),
-                "CNI_IFNAME names an interface that is already in the container's namespace",
-            ));
-        }
+        veth::ensure_absent(&mut cont_nl, &args.ifname)?;
 
         let ipam = delegate::ipam_add(&ipam_type, args)?;
         let mut rollback = Rollback {

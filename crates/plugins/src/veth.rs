@@ -29,6 +29,19 @@ fn random_host_name() -> CniResult<String> {
     ))
 }
 
+/// Fails with code 4 when `ifname` already exists in the container: checked
+/// before anything is allocated, so a refused ADD changes nothing.
+pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> CniResult<()> {
+    if cont_nl.link_by_name(ifname).is_ok() {
+        return Err(CniError::new(
+            code::INVALID_ENVIRONMENT,
+            format!("container veth name provided ({ifname}) already exists"),
+            "CNI_IFNAME names an interface that is already in the container's namespace",
+        ));
+    }
+    Ok(())
+}
+
 /// Creates the pair. Fails with code 4 when `ifname` already exists in the container.
 pub fn create(
     host_nl: &mut Netlink,
@@ -38,13 +51,7 @@ pub fn create(
     mtu: Option<u32>,
     mac: Option<MacAddr>,
 ) -> CniResult<VethPair> {
-    if cont_nl.link_by_name(ifname).is_ok() {
-        return Err(CniError::new(
-            code::INVALID_ENVIRONMENT,
-            format!("container veth name provided ({ifname}) already exists"),
-            "CNI_IFNAME names an interface that is already in the container's namespace",
-        ));
-    }
+    ensure_absent(cont_nl, ifname)?;
     // A random name may collide with another attachment's: try a few.
     let mut last_err = None;
     for _ in 0..5 {

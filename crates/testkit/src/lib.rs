@@ -96,10 +96,10 @@ impl Drop for Netns {
 
 /// Runs the closures it holds when dropped (also on panic), in reverse order.
 #[derive(Default)]
-pub struct Cleanup(Vec<Box<dyn FnOnce()>>);
+pub struct Cleanup(Vec<Box<dyn FnOnce() + Send>>);
 
 impl Cleanup {
-    pub fn push(&mut self, f: impl FnOnce() + 'static) {
+    pub fn push(&mut self, f: impl FnOnce() + Send + 'static) {
         self.0.push(Box::new(f));
     }
     /// Deletes a host link on drop.
