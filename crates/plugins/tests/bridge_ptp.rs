@@ -403,3 +403,60 @@ fn bad_config_answers_the_right_code_and_changes_nothing() {
         &br,
     );
 }
+
+#[test]
+fn cni_1_1_0_gc_removes_exactly_the_stale_and_status_reports_exhaustion() {
+    let br = unique("tbg");
+    let mut links = Cleanup::default();
+    links.link(&br);
+    let mut net = Net::new(
+        &unique("t-gc"),
+        json!([{"type": "bridge", "bridge": br, "isGateway": true,
+                "ipam": {"type": "host-local", "subnet": "198.18.37.0/29"}}]),
+    );
+    // Ferry's own plugins speak 1.1.0, so STATUS and GC reach them.
+    net.list.cni_version = "1.1.0".into();
+    net.rt.status_network_list(&net.list).unwrap();
+    let (a, b, c) = (Netns::new("tga"), Netns::new("tgb"), Netns::new("tgc"));
+    let ra = net.add(&net.att(&a, "gc-a"));
+    net.add(&net.att(&b, "gc-b"));
+    // c is added by another runtime (its own cache) and then its container dies:
+    // only GC's valid list can tell that its lease is stale.
+    let other_cache = tempfile::tempdir().unwrap();
+    let other = CniConfig::new(net.rt.plugin_paths.clone(), other_cache.path());
+    other
+        .add_network_list(&net.list, &net.att(&c, "gc-c"))
+        .unwrap();
+    drop(c);
+    assert_eq!(net.leases().len(), 3);
+
+    let valid = [ferry_cni::runtime::Attachment {
+        container_id: "gc-a".into(),
+        ifname: "eth0".into(),
+    }];
+    net.rt.gc_network_list(&net.list, Some(&valid)).unwrap();
+    assert_eq!(
+        net.leases(),
+        addresses(&ra),
+        "GC must keep exactly a's lease"
+    );
+    assert!(
+        !b.exec_ok("ip link show eth0"),
+        "b (cached, not valid) was not DELeted"
+    );
+    assert!(a.exec_ok("ip link show eth0"), "a (valid) was touched");
+
+    // Fill the /29 (5 usable addresses): STATUS then reports code 50.
+    let more: Vec<Netns> = (0..4).map(|_| Netns::new("tgm")).collect();
+    for (i, ns) in more.iter().enumerate() {
+        net.add(&net.att(ns, &format!("gc-m{i}")));
+    }
+    let err = net.rt.status_network_list(&net.list).unwrap_err();
+    assert_eq!(err.code, 50, "{err}");
+    for (i, ns) in more.iter().enumerate() {
+        net.del(&net.att(ns, &format!("gc-m{i}")));
+    }
+    net.del(&net.att(&a, "gc-a"));
+    net.rt.status_network_list(&net.list).unwrap();
+    assert!(net.leases().is_empty());
+}
