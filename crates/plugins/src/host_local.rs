@@ -40,8 +40,8 @@ use ferry_cni::result::{Dns, IpConfig, Result as CniResultType, Route};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{code, version, CniError, CniResult};
 use ferry_ipam::{
-    canonical_ip, Allocator, Attachment, Config, DiskStore, IpamConfig, IpamError, Range,
-    RangeConfig, RangeSet, Store, DEFAULT_DATA_DIR,
+    allocate_in_set, canonical_ip, Allocation, Allocator, Attachment, Config, DiskStore,
+    IpamConfig, IpamError, Range, RangeConfig, RangeSet, Store, DEFAULT_DATA_DIR,
 };
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
@@ -374,6 +374,69 @@ fn has_free(set: &RangeSet, reserved: &HashSet<IpAddr>) -> bool {
     })
 }
 
+/// One address per range set for `key`, under one lock; like
+/// [`Allocator::allocate`], but every check that can fail without
+/// allocating runs first: requested addresses outside every range or two in
+/// one range set, and an existing lease in any range set. Then the range
+/// sets with a requested address, then the others. So a failing request
+/// leaves the store as it was, `last_reserved_ip.*` included, unless a later
+/// range set turns out to be exhausted.
+fn allocate(
+    store: &DiskStore,
+    ranges: &[RangeSet],
+    key: &Attachment,
+    requested: &[IpAddr],
+) -> Result<Vec<Allocation>, IpamError> {
+    key.validate()?;
+    let all = || {
+        let sets: Vec<String> = ranges.iter().map(RangeSet::to_string).collect();
+        sets.join(",")
+    };
+    let mut wanted: Vec<Option<IpAddr>> = vec![None; ranges.len()];
+    for ip in requested.iter().copied().map(canonical_ip) {
+        let idx = ranges
+            .iter()
+            .position(|s| s.contains(ip))
+            .ok_or_else(|| IpamError::RequestedNotInRange { ip, ranges: all() })?;
+        match wanted[idx] {
+            Some(other) if other != ip => {
+                return Err(IpamError::RequestedUnfulfilled(format!(
+                    "{other} {ip} (both in range set {idx})"
+                )))
+            }
+            _ => wanted[idx] = Some(ip),
+        }
+    }
+    let mut txn = store.lock()?;
+    let held = txn.get_by_id(key)?;
+    for set in ranges {
+        if let Some(ip) = held.iter().find(|ip| set.contains(**ip)) {
+            return Err(IpamError::DuplicateAllocation {
+                ip: *ip,
+                container_id: key.container_id.clone(),
+            });
+        }
+    }
+    let order = (0..ranges.len())
+        .filter(|i| wanted[*i].is_some())
+        .chain((0..ranges.len()).filter(|i| wanted[*i].is_none()));
+    let mut done: Vec<Allocation> = Vec::with_capacity(ranges.len());
+    for idx in order {
+        match allocate_in_set(txn.as_mut(), idx, &ranges[idx], key, wanted[idx]) {
+            Ok(a) => done.push(a),
+            Err(e) => {
+                for a in &done {
+                    // Best effort: the original error is the one to report.
+                    let _ = txn.release_ip(key, a.address.addr());
+                }
+                return Err(e);
+            }
+        }
+    }
+    done.sort_by_key(|a| a.range_set);
+    Ok(done)
+}
+
 impl Plugin for HostLocal {
     fn add(&self, args: &CmdArgs) -> CniResult<Value> {
         let l = load(args, true)?;
@@ -384,9 +447,9 @@ impl Plugin for HostLocal {
             None => Dns::default(),
         };
         let store = DiskStore::open(&l.name, &l.config.data_dir).map_err(ipam_err)?;
-        let alloc = Allocator::new(l.config.ranges, store);
         let key = attachment(args);
-        let ips = alloc.allocate(&key, &l.requested).map_err(ipam_err)?;
+        let ips = allocate(&store, &l.config.ranges, &key, &l.requested).map_err(ipam_err)?;
+        let alloc = Allocator::new(l.config.ranges, store);
         let result = CniResultType {
             cni_version: version::CURRENT.to_string(),
             ips: ips
