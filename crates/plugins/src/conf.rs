@@ -40,6 +40,19 @@ pub fn ipam_type(args: &CmdArgs) -> CniResult<String> {
     }
 }
 
+/// The IPAM type of a plugin for which IPAM is optional (macvlan, host-device,
+/// tap): `None` when there is no `ipam` section or it has no type (L2 only).
+pub fn optional_ipam_type(args: &CmdArgs) -> CniResult<Option<String>> {
+    match args.config.get("ipam").and_then(|i| i.get("type")) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(t)) if t.is_empty() => Ok(None),
+        Some(Value::String(t)) => Ok(Some(t.clone())),
+        Some(other) => Err(CniError::decoding(format!(
+            "\"ipam.type\" must be a string, got {other}"
+        ))),
+    }
+}
+
 /// Opens the container's namespace (CNI_NETNS); code 3 when it does not exist.
 pub fn open_netns(path: &str) -> CniResult<Netns> {
     if path.is_empty() {

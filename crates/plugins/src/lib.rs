@@ -5,12 +5,16 @@
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
+pub mod host_device;
 pub mod host_local;
 pub mod iface;
+mod linkattr;
 pub mod loopback;
+pub mod macvlan;
 pub mod netconf;
 pub mod ptp;
 pub mod static_ipam;
+pub mod tap;
 pub mod veth;
 
 use ferry_cni::skel::Plugin;
@@ -48,6 +52,21 @@ pub static REGISTRY: &[Entry] = &[
         name: "static",
         about: "Ferry static IPAM plugin: returns the configured addresses",
         plugin: &static_ipam::Static,
+    },
+    Entry {
+        name: "macvlan",
+        about: "Ferry macvlan plugin: a macvlan of a host interface in the container",
+        plugin: &macvlan::Macvlan,
+    },
+    Entry {
+        name: "host-device",
+        about: "Ferry host-device plugin: moves a host interface into the container",
+        plugin: &host_device::HostDevice,
+    },
+    Entry {
+        name: "tap",
+        about: "Ferry tap plugin: a TAP device in the container",
+        plugin: &tap::Tap,
     },
 ];
 
