@@ -187,11 +187,13 @@ fn find_device(nl: &mut Netlink, c: &HostDeviceConf) -> CniResult<Link> {
     })
 }
 
-/// Moves the device out again after a failed ADD.
+/// Moves the device out again after a failed ADD, with the alias it had.
 struct Rollback<'a> {
     args: &'a CmdArgs,
     netns: &'a Netns,
-    moved: bool,
+    /// Set once the device is in the container: its alias before ADD and
+    /// whether it was up.
+    moved: Option<(String, bool)>,
     ipam: Option<&'a str>,
 }
 
@@ -200,21 +202,31 @@ impl Drop for Rollback<'_> {
         if let Some(t) = self.ipam {
             let _ = delegate::ipam_pass(t, "DEL", self.args);
         }
-        if self.moved {
-            let _ = move_out(self.netns, &self.args.ifname);
+        if let Some((alias, was_up)) = &self.moved {
+            if let Ok(Some(name)) = move_out(self.netns, &self.args.ifname, Some(alias)) {
+                if *was_up {
+                    if let Ok(mut nl) = Netlink::new() {
+                        if let Ok(l) = nl.link_by_name(&name) {
+                            let _ = nl.set_up(l.index);
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
 /// Moves CNI_IFNAME back to the host namespace under the name kept in its
-/// alias. Returns false when there was nothing to move.
-fn move_out(netns: &Netns, ifname: &str) -> CniResult<bool> {
+/// alias. The alias stays as it is (as the reference leaves it) unless
+/// `restore_alias` gives the one to put back. Returns the host name, `None`
+/// when there was nothing to move.
+fn move_out(netns: &Netns, ifname: &str, restore_alias: Option<&str>) -> CniResult<Option<String>> {
     let mut nl = netns
         .netlink()
         .map_err(kernel("failed to open netlink in the container"))?;
     let dev = match nl.link_by_name(ifname) {
         Ok(l) => l,
-        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(kernel(format!("failed to find {ifname:?}"))(e)),
     };
     let original = linkattr::alias(&mut nl, dev.index)?;
@@ -232,7 +244,7 @@ fn move_out(netns: &Netns, ifname: &str) -> CniResult<bool> {
         nl.set_down(dev.index)
             .map_err(kernel(format!("failed to set {ifname:?} down")))?;
     }
-    if let Err(e) = linkattr::move_rename(&mut nl, dev.index, &host, &name, None) {
+    if let Err(e) = linkattr::move_rename(&mut nl, dev.index, &host, &name, restore_alias) {
         if dev.up {
             let _ = nl.set_up(dev.index);
         }
@@ -242,7 +254,7 @@ fn move_out(netns: &Netns, ifname: &str) -> CniResult<bool> {
             e.to_string(),
         ));
     }
-    Ok(true)
+    Ok(Some(name))
 }
 
 pub struct HostDevice;
@@ -262,7 +274,7 @@ impl Plugin for HostDevice {
         let mut rollback = Rollback {
             args,
             netns: &netns,
-            moved: false,
+            moved: None,
             ipam: None,
         };
         if !l.dpdk {
@@ -274,6 +286,7 @@ impl Plugin for HostDevice {
                     "CNI_IFNAME names an interface that is already in the container's namespace",
                 ));
             }
+            let original_alias = linkattr::alias(&mut host_nl, dev.index)?;
             // One request: into the container, renamed, original name in the alias.
             linkattr::move_rename(
                 &mut host_nl,
@@ -293,7 +306,7 @@ impl Plugin for HostDevice {
                     )
                 }
             })?;
-            rollback.moved = true;
+            rollback.moved = Some((original_alias, dev.up));
             let cont = cont_nl
                 .link_by_name(&args.ifname)
                 .map_err(kernel(format!("failed to find {:?}", args.ifname)))?;
@@ -331,7 +344,7 @@ impl Plugin for HostDevice {
             // With IPAM the reference puts the config's dns in the result.
             result.dns = l.conf.dns.clone().unwrap_or_default();
         }
-        rollback.moved = false;
+        rollback.moved = None;
         rollback.ipam = None;
         Ok(serde_json::to_value(result)?)
     }
@@ -347,7 +360,7 @@ impl Plugin for HostDevice {
         let Some(netns) = conf::open_netns_for_del(&args.netns) else {
             return Ok(());
         };
-        move_out(&netns, &args.ifname).map(|_| ())
+        move_out(&netns, &args.ifname, None).map(|_| ())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {

@@ -267,6 +267,22 @@ fn refused_configs_change_nothing() {
     for k in ["ifname", "ifindex", "mtu", "address", "flags", "ifalias"] {
         assert_eq!(before[k], after[k], "device {k} changed");
     }
+
+    // IPAM fails after the move: the device comes back as it was (name,
+    // alias, up), and the container is as before.
+    ns.exec("ip link del eth0");
+    let c = conf(
+        &name,
+        json!({"device": d.a}),
+        Some(json!({"type": "hdnosuchipam"})),
+    );
+    let o = run(&dir, "ADD", &c, &att);
+    assert!(!o.ok, "ADD with a missing IPAM plugin succeeded");
+    let after = link_json(None, &d.a);
+    for k in ["ifname", "mtu", "address", "flags", "ifalias"] {
+        assert_eq!(before[k], after[k], "device {k} changed by the rollback");
+    }
+    assert_eq!(ns_links(&ns), vec!["lo".to_string()]);
     assert!(
         leases(data.path(), &name).is_empty(),
         "an address was reserved"

@@ -136,6 +136,23 @@ fn differential_passthru() {
 }
 
 #[test]
+fn differential_cni_0_4_0_ipv6_only() {
+    require_root();
+    let m = HostVeth::new("mvm");
+    let data = tempfile::tempdir().unwrap();
+    let mut c = conf(
+        &unique("mvd"),
+        Some(&m.a),
+        json!({}),
+        Some(json!({"type": "host-local", "dataDir": data.path(),
+            "ranges": [[{"subnet": "fd00:128:86::/64"}]],
+            "routes": [{"dst": "::/0"}]})),
+    );
+    c["cniVersion"] = json!("0.4.0");
+    differential("cniVersion 0.4.0, IPv6 only", c, false, &[NDISC]);
+}
+
+#[test]
 fn two_containers_reach_each_other_v4_v6() {
     require_root();
     let m = HostVeth::new("mvm");
@@ -379,6 +396,17 @@ fn refused_configs_change_nothing() {
         link_json(Some(&ns.name), "eth0")["linkinfo"]["info_kind"],
         json!("veth")
     );
+
+    // IPAM fails after the link exists: the link goes again.
+    ns.exec("ip link del eth0");
+    let c = conf(
+        &name,
+        Some(&m.a),
+        json!({}),
+        Some(json!({"type": "mvnosuchipam"})),
+    );
+    assert!(!run(&dir, "ADD", &c, &att).ok);
+    assert_eq!(ns_links(&ns), vec!["lo".to_string()]);
 
     assert!(
         children_of(&m.a).is_empty(),

@@ -189,6 +189,11 @@ fn refused_configs_change_nothing() {
     );
     assert_eq!(o.code(), 4, "ifname present: {}", o.raw);
 
+    // IPAM fails after the tap exists: the tap goes again.
+    let att1 = Att::new("tp-bad", &ns.path(), "tap1");
+    let c = conf(&name, json!({}), Some(json!({"type": "tpnosuchipam"})));
+    assert!(!run(&dir, "ADD", &c, &att1).ok);
+
     let mut links = ns_links(&ns);
     links.sort();
     assert_eq!(links, vec!["lo", "notbr0", "notbr1", "tap0"]);
