@@ -13,6 +13,7 @@ fi
 packages=(
   containernetworking-plugins # the reference Go plugins in /usr/lib/cni, our differential peers
   iproute2 iputils-ping nftables iptables strace jq curl
+  docker.io busybox-static    # a real dockerd for ferryd's Docker tests (started by the tests)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,66 @@
+//! Durable state in an embedded redb file: one key per object, every change
+//! committed before Docker hears back, so kill -9 and restart lose nothing.
+
+use crate::error::{CnmError, Result};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::Path;
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+
+pub struct Store {
+    db: Database,
+}
+
+fn err(e: impl std::fmt::Display) -> CnmError {
+    CnmError::Store(e.to_string())
+}
+
+/// One change of a transaction: write a value, or delete the key.
+pub enum Change {
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(err)?;
+        txn.open_table(OBJECTS).map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(Store { db })
+    }
+
+    /// Applies all changes atomically.
+    pub fn apply(&self, changes: Vec<Change>) -> Result<()> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = txn.open_table(OBJECTS).map_err(err)?;
+            for c in &changes {
+                match c {
+                    Change::Put(k, v) => {
+                        t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+                    }
+                    Change::Delete(k) => {
+                        t.remove(k.as_str()).map_err(err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Every key and value.
+    pub fn load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(OBJECTS).map_err(err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(err)? {
+            let (k, v) = item.map_err(err)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}

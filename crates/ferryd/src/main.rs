@@ -1,0 +1,93 @@
+//! ferryd: Ferry's node daemon. Serves Docker's remote NetworkDriver and
+//! IpamDriver (plugin protocol v1.2) on `/run/docker/plugins/ferry.sock`, so
+//! `docker network create -d ferry --ipam-driver ferry` uses Ferry networks,
+//! and Ferry's own read API on a root-only socket. State lives in an embedded
+//! redb file and survives kill -9.
+
+mod plugin_api;
+
+use clap::Parser;
+use ferry_cnm::ipam::{default_pools, DefaultPool};
+use ferry_cnm::{Controller, ControllerConfig};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Parser)]
+#[command(
+    name = "ferryd",
+    version,
+    about = "Ferry's node daemon (CNM controller, Docker plugin)"
+)]
+struct Args {
+    /// Docker plugin socket (Docker discovers plugins in /run/docker/plugins).
+    #[arg(long, default_value = "/run/docker/plugins/ferry.sock")]
+    plugin_socket: PathBuf,
+    /// Ferry's own API socket (root only).
+    #[arg(long, default_value = "/run/ferry/ferry.sock")]
+    api_socket: PathBuf,
+    /// The state database.
+    #[arg(long, default_value = "/var/lib/ferry/ferryd.redb")]
+    state: PathBuf,
+    /// A default address pool, `base=CIDR,size=N` (repeatable; replaces Ferry's defaults).
+    #[arg(long = "default-address-pool")]
+    default_address_pool: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferryd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let pools = if args.default_address_pool.is_empty() {
+        default_pools()
+    } else {
+        args.default_address_pool
+            .iter()
+            .map(|p| DefaultPool::parse(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?
+    };
+    let controller = Controller::open(ControllerConfig {
+        state_path: args.state.clone(),
+        default_pools: pools,
+    })
+    .map_err(|e| e.to_string())?;
+    let shared = Arc::new(Mutex::new(controller));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let plugin = plugin_api::bind(&args.plugin_socket, 0o600)?;
+        let api = plugin_api::bind(&args.api_socket, 0o600)?;
+        eprintln!(
+            "ferryd: serving Docker on {} and Ferry's API on {}",
+            args.plugin_socket.display(),
+            args.api_socket.display()
+        );
+        let p = tokio::spawn(plugin_api::serve(
+            plugin,
+            plugin_api::docker_router(shared.clone()),
+        ));
+        let a = tokio::spawn(plugin_api::serve(api, plugin_api::ferry_router(shared)));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("signal handler: {e}"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            r = p => eprintln!("ferryd: plugin server stopped: {r:?}"),
+            r = a => eprintln!("ferryd: API server stopped: {r:?}"),
+        }
+        let _ = std::fs::remove_file(&args.plugin_socket);
+        let _ = std::fs::remove_file(&args.api_socket);
+        Ok(())
+    })
+}

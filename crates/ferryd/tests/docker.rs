@@ -1,0 +1,272 @@
+//! A real dockerd (Debian docker.io, started by the test) uses Ferry networks
+//! through ferryd's remote NetworkDriver and IpamDriver: networks with and
+//! without a subnet, containers reaching each other over IPv4 and IPv6,
+//! connect/disconnect on a running container, kill -9 and restart of ferryd,
+//! bad requests answered in Docker's error fields, and nothing left after rm.
+//! Addresses: 198.18.232.0/21 and fd00:232::/48.
+
+use ferry_testkit::docker::Dockerd;
+use ferry_testkit::*;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// ferryd under a driver name of its own (its socket in /run/docker/plugins).
+struct Ferryd {
+    child: Option<Child>,
+    plugin_socket: PathBuf,
+    api_socket: PathBuf,
+    state: PathBuf,
+}
+
+impl Ferryd {
+    fn start(dir: &Path, name: &str) -> Ferryd {
+        let mut f = Ferryd {
+            child: None,
+            plugin_socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
+            api_socket: dir.join("api.sock"),
+            state: dir.join("ferryd.redb"),
+        };
+        f.spawn();
+        f
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.with_extension("log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
+            .arg("--plugin-socket")
+            .arg(&self.plugin_socket)
+            .arg("--api-socket")
+            .arg(&self.api_socket)
+            .arg("--state")
+            .arg(&self.state)
+            .args(["--default-address-pool", "base=198.18.232.0/22,size=24"])
+            .args(["--default-address-pool", "base=fd00:232::/48,size=64"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let start = Instant::now();
+        while !self.plugin_socket.exists() || UnixStream::connect(&self.plugin_socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "ferryd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// A raw plugin-protocol call: (HTTP status, JSON body).
+    fn call(&self, method: &str, body: &str) -> (u16, Value) {
+        http(&self.plugin_socket, "POST", &format!("/{method}"), body)
+    }
+
+    fn api(&self, path: &str) -> Value {
+        http(&self.api_socket, "GET", path, "").1
+    }
+}
+
+impl Drop for Ferryd {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.plugin_socket);
+    }
+}
+
+/// A minimal HTTP/1.1 client over a unix socket (one request per connection).
+fn http(socket: &Path, verb: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "{verb} {path} HTTP/1.1\r\nHost: ferry\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = raw.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
+fn ip_of(d: &Dockerd, container: &str, network: &str, key: &str) -> String {
+    d.run(&format!(
+        "inspect -f '{{{{(index .NetworkSettings.Networks \"{network}\").{key}}}}}' {container}"
+    ))
+}
+
+fn ferry_links() -> Vec<String> {
+    let mut v = host_links("fr-");
+    v.extend(host_links("fv"));
+    v.extend(host_links("fc"));
+    v
+}
+
+#[test]
+fn docker_uses_ferry_networks_end_to_end() {
+    require_root();
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-docker")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let name = format!("ferry-t{}", std::process::id());
+    let mut ferryd = Ferryd::start(dir.path(), &name);
+    let docker = Dockerd::start(&dir.path().join("docker"));
+    docker.import_busybox("ferrybox");
+    let net = |n: &str, extra: &str| {
+        docker.run(&format!(
+            "network create -d {name} --ipam-driver {name} {extra} {n}"
+        ))
+    };
+
+    // Without --subnet: a /24 carved from the default pool.
+    net("fauto", "");
+    let subnet = docker.run("network inspect -f '{{(index .IPAM.Config 0).Subnet}}' fauto");
+    assert!(
+        subnet.starts_with("198.18.23") && subnet.ends_with("/24"),
+        "{subnet}"
+    );
+    // With --subnet, and two containers reaching each other.
+    net("fsub", "--subnet 198.18.236.0/24");
+    docker.run("run -d --name c1 --net fsub ferrybox sleep 600");
+    docker.run("run -d --name c2 --net fsub ferrybox sleep 600");
+    let ip1 = ip_of(&docker, "c1", "fsub", "IPAddress");
+    assert!(ip1.starts_with("198.18.236."), "{ip1}");
+    assert!(
+        docker.ok(&format!("exec c2 ping -c1 -W2 {ip1}")),
+        "c2 cannot reach c1"
+    );
+
+    // connect and disconnect on a running container.
+    docker.run("network connect fauto c1");
+    let ip1b = ip_of(&docker, "c1", "fauto", "IPAddress");
+    assert!(docker.run("exec c1 ip -o -4 addr").contains(&ip1b));
+    docker.run("network disconnect fauto c1");
+    assert!(!docker.run("exec c1 ip -o -4 addr").contains(&ip1b));
+
+    // Dual-stack: both addresses, reachable over IPv6.
+    net(
+        "fds",
+        "--ipv6 --subnet 198.18.237.0/24 --subnet fd00:232:237::/64",
+    );
+    docker.run("run -d --name c3 --net fds ferrybox sleep 600");
+    docker.run("run -d --name c4 --net fds ferrybox sleep 600");
+    let ip3v6 = ip_of(&docker, "c3", "fds", "GlobalIPv6Address");
+    assert!(ip3v6.starts_with("fd00:232:237::"), "{ip3v6}");
+    assert!(
+        docker.ok(&format!("exec c4 ping -6 -c1 -W2 {ip3v6}")),
+        "no IPv6 between c4 and c3"
+    );
+
+    // Publishing ports needs the nftables layer: refused clearly, not ignored.
+    let (ok, out) = docker.try_run("run -d --name cp --net fsub -p 18480:80 ferrybox sleep 600");
+    assert!(!ok && out.contains("nftables"), "{out}");
+    let _ = docker.try_run("rm -f cp");
+
+    // Overlapping subnets and an exhausted pool: Docker-style errors.
+    let (ok, out) = docker.try_run(&format!(
+        "network create -d {name} --ipam-driver {name} --subnet 198.18.236.128/25 fover"
+    ));
+    assert!(!ok && out.contains("overlaps"), "{out}");
+    net("ftiny", "--subnet 198.18.238.0/30");
+    docker.run("run -d --name c5 --net ftiny ferrybox sleep 600");
+    let (ok, out) = docker.try_run("run -d --name c6 --net ftiny ferrybox sleep 600");
+    assert!(!ok && out.contains("exhausted"), "{out}");
+    let _ = docker.try_run("rm -f c6");
+
+    // kill -9 and restart: state survives, another container joins.
+    ferryd.kill9();
+    ferryd.spawn();
+    docker.run("run -d --name c7 --net fsub ferrybox sleep 600");
+    let ip7 = ip_of(&docker, "c7", "fsub", "IPAddress");
+    assert!(ip7.starts_with("198.18.236.") && ip7 != ip1, "{ip7}");
+    assert!(
+        docker.ok(&format!("exec c7 ping -c1 -W2 {ip1}")),
+        "c7 cannot reach c1 after restart"
+    );
+
+    // Bad requests straight to the plugin socket.
+    let (status, body) = ferryd.call("NetworkDriver.CreateEndpoint", "{not json");
+    assert_eq!(status, 400);
+    assert!(
+        body["Err"].as_str().unwrap_or("").contains("malformed"),
+        "{body}"
+    );
+    let (_, body) = ferryd.call(
+        "NetworkDriver.CreateEndpoint",
+        r#"{"NetworkID":"0123456789abcdef0123","EndpointID":"fedcba9876543210fedc","Interface":{}}"#,
+    );
+    assert!(
+        body["Err"].as_str().unwrap_or("").contains("not found"),
+        "{body}"
+    );
+    let (_, body) = ferryd.call(
+        "IpamDriver.RequestAddress",
+        r#"{"PoolID":"local/198.18.239.0/24"}"#,
+    );
+    assert!(
+        body["Error"].as_str().unwrap_or("").contains("not found"),
+        "{body}"
+    );
+    let eps = ferryd.api("/endpoints");
+    let joined = eps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| !e["sandbox"].is_null())
+        .expect("a joined endpoint")
+        .clone();
+    let before = ferryd.api("/endpoints");
+    let (_, body) = ferryd.call(
+        "NetworkDriver.Join",
+        &format!(
+            r#"{{"NetworkID":"{}","EndpointID":"{}","SandboxKey":"/var/run/docker/netns/other"}}"#,
+            joined["network_id"].as_str().unwrap(),
+            joined["id"].as_str().unwrap()
+        ),
+    );
+    assert!(
+        body["Err"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already joined"),
+        "{body}"
+    );
+    assert_eq!(
+        ferryd.api("/endpoints"),
+        before,
+        "a refused Join changed state"
+    );
+    let (status, _) = ferryd.call("NetworkDriver.NoSuchMethod", "{}");
+    assert_eq!(status, 404);
+
+    // Remove everything: no links, endpoints or pools remain.
+    docker.run("rm -f c1 c2 c3 c4 c5 c7");
+    for n in ["fauto", "fsub", "fds", "ftiny"] {
+        docker.run(&format!("network rm {n}"));
+    }
+    assert_eq!(ferryd.api("/endpoints"), serde_json::json!([]));
+    assert_eq!(ferryd.api("/networks"), serde_json::json!([]));
+    assert_eq!(ferryd.api("/pools"), serde_json::json!({}));
+    assert!(ferry_links().is_empty(), "links left: {:?}", ferry_links());
+}
