@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Builds Ferry and starts its main job on embedded defaults: installs the CNI
+# plugins into /opt/cni/bin, then runs ferryd in the foreground, serving
+# Docker's network and IPAM plugin protocol on /run/docker/plugins/ferry.sock
+# (state in /var/lib/ferry, default pools 10.89.0.0/16 and fd00:89::/48).
+# Run as root. Then: docker network create -d ferry --ipam-driver ferry mynet
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+cargo build --release --locked --bins
+./target/release/ferry plugins install --dir /opt/cni/bin --force
+exec ./target/release/ferryd "$@"
