@@ -18,6 +18,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
+    /// Set for networks made through Ferry's API (Docker keeps its own names).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Pools Ferry's API allocated for the network (Docker's IPAM calls hold their own).
+    #[serde(default)]
+    pub pools: Vec<String>,
+    /// Routes the network gives every sandbox on it, besides the default route.
+    #[serde(default)]
+    pub routes: Vec<crate::sandbox::RouteSpec>,
     pub bridge: String,
     pub mtu: Option<u32>,
     pub internal: bool,
@@ -39,6 +48,12 @@ pub struct Endpoint {
     pub address_v6: Option<IpNet>,
     pub mac: String,
     pub sandbox: Option<String>,
+    /// The interface name inside a Ferry sandbox (Docker names its own).
+    #[serde(default)]
+    pub ifname: Option<String>,
+    /// Route arbitration priority: the highest wins a contested prefix.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -48,23 +63,24 @@ pub struct ControllerConfig {
 }
 
 pub struct Controller {
-    store: Store,
-    defaults: Vec<DefaultPool>,
-    ipam: Ipam,
-    networks: BTreeMap<String, Network>,
-    endpoints: BTreeMap<String, Endpoint>,
+    pub(crate) store: Store,
+    pub(crate) defaults: Vec<DefaultPool>,
+    pub(crate) ipam: Ipam,
+    pub(crate) networks: BTreeMap<String, Network>,
+    pub(crate) endpoints: BTreeMap<String, Endpoint>,
+    pub(crate) sandboxes: BTreeMap<String, crate::sandbox::Sandbox>,
 }
 
-const IPAM_KEY: &str = "ipam";
+pub(crate) const IPAM_KEY: &str = "ipam";
 
-fn net_key(id: &str) -> String {
+pub(crate) fn net_key(id: &str) -> String {
     format!("network/{id}")
 }
-fn ep_key(id: &str) -> String {
+pub(crate) fn ep_key(id: &str) -> String {
     format!("endpoint/{id}")
 }
 
-fn put<T: Serialize>(key: String, v: &T) -> Result<Change> {
+pub(crate) fn put<T: Serialize>(key: String, v: &T) -> Result<Change> {
     serde_json::to_vec(v)
         .map(|b| Change::Put(key, b))
         .map_err(|e| CnmError::Store(e.to_string()))
@@ -89,7 +105,7 @@ fn flag(v: Option<&Value>, default: bool, key: &str) -> Result<bool> {
 }
 
 /// IDs are Docker's 64-hex strings; names derive from their first characters.
-fn short(id: &str, n: usize) -> Result<&str> {
+pub(crate) fn short(id: &str, n: usize) -> Result<&str> {
     if id.len() < n || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(CnmError::Invalid(format!("malformed ID {id:?}")));
     }
@@ -106,6 +122,7 @@ impl Controller {
             ipam: Ipam::default(),
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
+            sandboxes: BTreeMap::new(),
         };
         for (k, v) in c.store.load()? {
             let bad = |e: serde_json::Error| CnmError::Store(format!("{k}: {e}"));
@@ -301,6 +318,9 @@ impl Controller {
         }
         let n = Network {
             id: req.network_id.clone(),
+            name: None,
+            pools: Vec::new(),
+            routes: Vec::new(),
             bridge,
             mtu,
             internal,
@@ -432,6 +452,8 @@ impl Controller {
             address_v6,
             mac: cont_mac.to_string(),
             sandbox: None,
+            ifname: None,
+            priority: 0,
         };
         if let Err(e) = self.store.apply(vec![put(ep_key(&ep.id), &ep)?]) {
             let _ = delete_link_by_name(&mut nl, &host_veth);
@@ -548,13 +570,13 @@ impl Controller {
     }
 }
 
-fn nl_link(nl: &mut Netlink, name: &str) -> Result<ferry_linux::Link> {
+pub(crate) fn nl_link(nl: &mut Netlink, name: &str) -> Result<ferry_linux::Link> {
     nl.link_by_name(name)
         .map_err(kernel(format!("look up {name}")))
 }
 
 /// Deletes a link if it exists.
-fn delete_link_by_name(nl: &mut Netlink, name: &str) -> Result<()> {
+pub(crate) fn delete_link_by_name(nl: &mut Netlink, name: &str) -> Result<()> {
     match nl.link_by_name(name) {
         Ok(l) => match nl.delete_link(l.index) {
             Ok(()) => Ok(()),
@@ -568,7 +590,7 @@ fn delete_link_by_name(nl: &mut Netlink, name: &str) -> Result<()> {
 
 /// Prefixes the host routes (main table, both families, defaults excluded):
 /// an automatically chosen pool must not collide with them.
-fn host_routes() -> Vec<IpNet> {
+pub(crate) fn host_routes() -> Vec<IpNet> {
     let Ok(mut nl) = Netlink::new() else {
         return Vec::new();
     };

@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod error;
 pub mod ipam;
+pub mod sandbox;
 pub mod store;
 pub mod wire;
 

@@ -28,9 +28,6 @@ pub struct CniArgs {
     /// Result cache directory (libcni's default).
     #[arg(long, env = "FERRY_CNI_CACHE_DIR", default_value = ferry_cni::cache::DEFAULT_CACHE_DIR, global = true)]
     cache_dir: PathBuf,
-    /// Print machine-readable JSON (results and errors) on stdout.
-    #[arg(long, global = true)]
-    json: bool,
     #[command(subcommand)]
     command: CniCommand,
 }
@@ -81,9 +78,8 @@ enum CniCommand {
     List,
 }
 
-pub fn run(args: CniArgs) -> ExitCode {
-    let json = args.json;
-    match execute(args) {
+pub fn run(args: CniArgs, json: bool) -> ExitCode {
+    match execute(args, json) {
         Ok(Some(out)) => {
             print_value(&out, json);
             ExitCode::SUCCESS
@@ -144,7 +140,7 @@ fn runtime_conf(a: &Attach) -> CniResult<RuntimeConf> {
     })
 }
 
-fn execute(args: CniArgs) -> CniResult<Option<Value>> {
+fn execute(args: CniArgs, json: bool) -> CniResult<Option<Value>> {
     let runtime = CniConfig::new(invoke::split_paths(&args.cni_path), &args.cache_dir);
     let dir = args.netconfpath.as_path();
     match &args.command {
@@ -192,7 +188,7 @@ fn execute(args: CniArgs) -> CniResult<Option<Value>> {
         }
         CniCommand::Version { plugins } => {
             if plugins.is_empty() {
-                return Ok(Some(if args.json {
+                return Ok(Some(if json {
                     json!({"cniVersion": version::CURRENT, "supportedVersions": version::SUPPORTED})
                 } else {
                     Value::String(format!(
@@ -208,7 +204,7 @@ fn execute(args: CniArgs) -> CniResult<Option<Value>> {
             }
             Ok(Some(Value::Object(out)))
         }
-        CniCommand::List => Ok(Some(list_networks(&runtime, dir, args.json)?)),
+        CniCommand::List => Ok(Some(list_networks(&runtime, dir, json)?)),
     }
 }
 

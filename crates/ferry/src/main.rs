@@ -1,6 +1,8 @@
 //! `ferry`: the command line for Ferry container networking.
 
+mod api;
 mod cni_cmd;
+mod cnm_cmd;
 mod plugins_cmd;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +15,17 @@ use std::process::ExitCode;
     about = "Ferry container networking (CNI and CNM)"
 )]
 struct Cli {
+    /// Print machine-readable JSON (results and errors) on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// ferryd's API socket.
+    #[arg(
+        long,
+        env = "FERRY_API_SOCKET",
+        default_value = "/run/ferry/ferry.sock",
+        global = true
+    )]
+    api_socket: std::path::PathBuf,
     #[command(subcommand)]
     command: Top,
 }
@@ -23,12 +36,51 @@ enum Top {
     Cni(cni_cmd::CniArgs),
     /// Install Ferry's CNI plugins into a plugin directory.
     Plugins(plugins_cmd::PluginsArgs),
+    /// Networks of ferryd (CNM).
+    #[command(subcommand)]
+    Network(cnm_cmd::NetworkCommand),
+    /// Sandboxes: network namespaces ferryd connects to networks.
+    #[command(subcommand)]
+    Sandbox(cnm_cmd::SandboxCommand),
+    /// Connect a sandbox to a network.
+    Connect {
+        network: String,
+        sandbox: String,
+        /// Interface name in the sandbox (default: the next free ethN).
+        #[arg(long)]
+        ifname: Option<String>,
+        /// Route arbitration priority: the highest wins a contested prefix.
+        #[arg(long, default_value_t = 0)]
+        priority: i32,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect { network: String, sandbox: String },
+    /// Move a live sandbox from one network to another, keeping its interface name.
+    Swap {
+        sandbox: String,
+        from: String,
+        to: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let api = cnm_cmd::ApiArgs {
+        api_socket: cli.api_socket,
+        json: cli.json,
+    };
     match cli.command {
-        Top::Cni(args) => cni_cmd::run(args),
+        Top::Cni(args) => cni_cmd::run(args, cli.json),
         Top::Plugins(args) => plugins_cmd::run(args),
+        Top::Network(c) => cnm_cmd::network(&api, c),
+        Top::Sandbox(c) => cnm_cmd::sandbox(&api, c),
+        Top::Connect {
+            network,
+            sandbox,
+            ifname,
+            priority,
+        } => cnm_cmd::connect(&api, network, sandbox, ifname, priority),
+        Top::Disconnect { network, sandbox } => cnm_cmd::disconnect(&api, network, sandbox),
+        Top::Swap { sandbox, from, to } => cnm_cmd::swap(&api, sandbox, from, to),
     }
 }

@@ -172,32 +172,200 @@ pub fn docker_router(ctl: Shared) -> Router {
     }))
 }
 
-/// Ferry's read API: what the controller holds.
+/// Ferry's own API (root-only socket): networks by name, sandboxes, connect,
+/// disconnect and swap. Errors are `{"error": ...}` with a fitting status.
 pub fn ferry_router(ctl: Shared) -> Router {
-    let c1 = ctl.clone();
-    let c2 = ctl.clone();
-    let c3 = ctl;
+    use axum::extract::Path as P;
+    let c = ctl;
+    macro_rules! with {
+        ($c:expr, |$ctl:ident| $body:expr) => {{
+            let shared = $c.clone();
+            move || {
+                let $ctl = shared;
+                async move { $body }
+            }
+        }};
+    }
     Router::new()
         .route(
             "/networks",
-            get(move || async move { snapshot(&c1, |c| json!(c.networks().collect::<Vec<_>>())) }),
+            get(with!(c, |ctl| read(&ctl, |c| json!(c
+                .networks()
+                .collect::<Vec<_>>()))))
+            .post({
+                let ctl = c.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: ferry_cnm::sandbox::NetworkCreate| {
+                        c.create_named_network(&r).map(|n| json!(n))
+                    })
+                }
+            }),
+        )
+        .route(
+            "/networks/{name}",
+            get({
+                let ctl = c.clone();
+                move |P(name): P<String>| async move {
+                    read_result(&ctl, |c| c.network_by_name(&name).map(|n| json!(n)))
+                }
+            })
+            .delete({
+                let ctl = c.clone();
+                move |P(name): P<String>| {
+                    write(ctl, Bytes::from_static(b"{}"), move |c, _: Value| {
+                        c.remove_named_network(&name).map(|_| json!({}))
+                    })
+                }
+            }),
         )
         .route(
             "/endpoints",
-            get(move || async move { snapshot(&c2, |c| json!(c.endpoints().collect::<Vec<_>>())) }),
+            get(with!(c, |ctl| read(&ctl, |c| json!(c
+                .endpoints()
+                .collect::<Vec<_>>())))),
         )
         .route(
             "/pools",
-            get(move || async move { snapshot(&c3, |c| json!(c.ipam().pools)) }),
+            get(with!(c, |ctl| read(&ctl, |c| json!(c.ipam().pools)))),
+        )
+        .route(
+            "/sandboxes",
+            get(with!(c, |ctl| read(&ctl, |c| json!(c
+                .sandboxes()
+                .collect::<Vec<_>>()))))
+            .post({
+                let ctl = c.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: SandboxCreate| {
+                        c.create_sandbox(&r.name, r.path.as_deref())
+                            .map(|s| json!(s))
+                    })
+                }
+            }),
+        )
+        .route(
+            "/sandboxes/{name}",
+            get({
+                let ctl = c.clone();
+                move |P(name): P<String>| async move {
+                    read_result(&ctl, |c| {
+                        let sb = c.sandbox(&name)?;
+                        Ok(json!({"sandbox": sb, "endpoints": c.sandbox_endpoints(&name)}))
+                    })
+                }
+            })
+            .delete({
+                let ctl = c.clone();
+                move |P(name): P<String>| {
+                    write(ctl, Bytes::from_static(b"{}"), move |c, _: Value| {
+                        c.remove_sandbox(&name).map(|_| json!({}))
+                    })
+                }
+            }),
+        )
+        .route(
+            "/connect",
+            post({
+                let ctl = c.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: ferry_cnm::sandbox::Connect| {
+                        c.connect(&r).map(|e| json!(e))
+                    })
+                }
+            }),
+        )
+        .route(
+            "/disconnect",
+            post({
+                let ctl = c.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: Disconnect| {
+                        c.disconnect(&r.network, &r.sandbox).map(|_| json!({}))
+                    })
+                }
+            }),
+        )
+        .route(
+            "/swap",
+            post({
+                let ctl = c.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: Swap| {
+                        c.swap(&r.sandbox, &r.from, &r.to).map(|e| json!(e))
+                    })
+                }
+            }),
         )
 }
 
-fn snapshot(ctl: &Shared, f: impl FnOnce(&Controller) -> Value) -> Response {
+#[derive(serde::Deserialize)]
+struct SandboxCreate {
+    name: String,
+    #[serde(default)]
+    path: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct Disconnect {
+    network: String,
+    sandbox: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Swap {
+    sandbox: String,
+    from: String,
+    to: String,
+}
+
+fn status_of(e: &CnmError) -> StatusCode {
+    match e {
+        CnmError::NotFound { .. } => StatusCode::NOT_FOUND,
+        CnmError::Kernel { .. } | CnmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CnmError::PoolOverlap { .. } | CnmError::AlreadyJoined(_) => StatusCode::CONFLICT,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn read(ctl: &Shared, f: impl FnOnce(&Controller) -> Value) -> Response {
+    read_result(ctl, |c| Ok(f(c)))
+}
+
+fn read_result(ctl: &Shared, f: impl FnOnce(&Controller) -> Result<Value, CnmError>) -> Response {
     match ctl.lock() {
-        Ok(c) => reply(StatusCode::OK, f(&c)),
+        Ok(c) => match f(&c) {
+            Ok(v) => reply(StatusCode::OK, v),
+            Err(e) => reply(status_of(&e), json!({"error": e.to_string()})),
+        },
         Err(_) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"Err": "controller poisoned"}),
+            json!({"error": "controller poisoned"}),
+        ),
+    }
+}
+
+async fn write<T, F>(ctl: Shared, body: Bytes, f: F) -> Response
+where
+    T: DeserializeOwned + Send + 'static,
+    F: FnOnce(&mut Controller, T) -> Result<Value, CnmError> + Send + 'static,
+{
+    let done = tokio::task::spawn_blocking(move || -> Result<Value, (StatusCode, String)> {
+        let req: T = decode(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        let mut c = ctl.lock().map_err(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "controller poisoned".to_string(),
+            )
+        })?;
+        f(&mut c, req).map_err(|e| (status_of(&e), e.to_string()))
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => reply(StatusCode::OK, v),
+        Ok(Err((status, msg))) => reply(status, json!({ "error": msg })),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": e.to_string()}),
         ),
     }
 }

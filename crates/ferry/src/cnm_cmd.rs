@@ -1,0 +1,264 @@
+//! The CNM commands: `ferry network`, `ferry sandbox`, `ferry connect`,
+//! `ferry disconnect` and `ferry swap`, all calls to ferryd's API.
+
+use crate::api;
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where ferryd listens and how to print.
+pub struct ApiArgs {
+    pub api_socket: PathBuf,
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create a bridge network; without --subnet one comes from the default pools.
+    Create {
+        name: String,
+        /// A subnet (repeatable; IPv4 and/or IPv6).
+        #[arg(long)]
+        subnet: Vec<String>,
+        /// Also give the network an IPv6 subnet (from the default pools if none is named).
+        #[arg(long)]
+        ipv6: bool,
+        /// No gateway and no way out.
+        #[arg(long)]
+        internal: bool,
+        #[arg(long)]
+        mtu: Option<u32>,
+        /// Bridge name (default: fr-<id>).
+        #[arg(long)]
+        bridge: Option<String>,
+        /// A route every sandbox on the network gets: DST or DST,GATEWAY (repeatable).
+        #[arg(long)]
+        route: Vec<String>,
+    },
+    /// List networks.
+    Ls,
+    /// Show one network.
+    Inspect { name: String },
+    /// Remove a network (refused while sandboxes are connected).
+    Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum SandboxCommand {
+    /// Create a sandbox: a new network namespace, or an existing one with --path.
+    Create {
+        name: String,
+        #[arg(long)]
+        path: Option<String>,
+    },
+    /// List sandboxes.
+    Ls,
+    /// Show a sandbox, its endpoints and route arbitration.
+    Inspect { name: String },
+    /// Disconnect everything and remove the sandbox.
+    Rm { name: String },
+}
+
+fn print(v: &Value, json_out: bool, text: impl FnOnce(&Value) -> String) {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        println!("{}", text(v));
+    }
+}
+
+fn finish(r: Result<(), String>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn subnets(n: &Value) -> String {
+    n["ipv4"]
+        .as_array()
+        .into_iter()
+        .chain(n["ipv6"].as_array())
+        .flatten()
+        .map(|d| d["Pool"].as_str().unwrap_or("").to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_route(s: &str) -> Result<Value, String> {
+    let (dst, gw) = match s.split_once(',') {
+        Some((d, g)) => (d, Some(g)),
+        None => (s, None),
+    };
+    let dst: ipnet::IpNet = dst.parse().map_err(|e| format!("route {s:?}: {e}"))?;
+    let gw = gw
+        .map(|g| {
+            g.parse::<std::net::IpAddr>()
+                .map_err(|e| format!("route {s:?}: {e}"))
+        })
+        .transpose()?;
+    Ok(json!({"dst": dst, "gateway": gw}))
+}
+
+pub fn network(api: &ApiArgs, cmd: NetworkCommand) -> ExitCode {
+    let sock = &api.api_socket;
+    finish((|| {
+        match cmd {
+            NetworkCommand::Create {
+                name,
+                subnet,
+                ipv6,
+                internal,
+                mtu,
+                bridge,
+                route,
+            } => {
+                let routes = route
+                    .iter()
+                    .map(|r| parse_route(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let body = json!({"name": name, "subnets": subnet, "ipv6": ipv6, "internal": internal,
+                                  "mtu": mtu, "bridge": bridge, "routes": routes});
+                let n = api::call(sock, "POST", "/networks", Some(&body))?;
+                print(&n, api.json, |n| {
+                    format!(
+                        "{name} {} {}",
+                        n["bridge"].as_str().unwrap_or(""),
+                        subnets(n)
+                    )
+                });
+            }
+            NetworkCommand::Ls => {
+                let list = api::call(sock, "GET", "/networks", None)?;
+                print(&list, api.json, |l| {
+                    let mut out = format!("{:<20} {:<16} {}", "NAME", "BRIDGE", "SUBNETS");
+                    for n in l.as_array().into_iter().flatten() {
+                        let name = n["name"].as_str().map(str::to_string).unwrap_or_else(|| {
+                            format!(
+                                "(docker) {}",
+                                &n["id"].as_str().unwrap_or("")
+                                    [..12.min(n["id"].as_str().unwrap_or("").len())]
+                            )
+                        });
+                        out.push_str(&format!(
+                            "\n{:<20} {:<16} {}",
+                            name,
+                            n["bridge"].as_str().unwrap_or(""),
+                            subnets(n)
+                        ));
+                    }
+                    out
+                });
+            }
+            NetworkCommand::Inspect { name } => {
+                let n = api::call(sock, "GET", &format!("/networks/{name}"), None)?;
+                println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
+            }
+            NetworkCommand::Rm { name } => {
+                api::call(sock, "DELETE", &format!("/networks/{name}"), None)?;
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub fn sandbox(api: &ApiArgs, cmd: SandboxCommand) -> ExitCode {
+    let sock = &api.api_socket;
+    finish((|| {
+        match cmd {
+            SandboxCommand::Create { name, path } => {
+                let s = api::call(
+                    sock,
+                    "POST",
+                    "/sandboxes",
+                    Some(&json!({"name": name, "path": path})),
+                )?;
+                print(&s, api.json, |s| {
+                    format!("{name} {}", s["path"].as_str().unwrap_or(""))
+                });
+            }
+            SandboxCommand::Ls => {
+                let list = api::call(sock, "GET", "/sandboxes", None)?;
+                print(&list, api.json, |l| {
+                    let mut out = format!("{:<20} {}", "NAME", "NAMESPACE");
+                    for s in l.as_array().into_iter().flatten() {
+                        out.push_str(&format!(
+                            "\n{:<20} {}",
+                            s["name"].as_str().unwrap_or(""),
+                            s["path"].as_str().unwrap_or("")
+                        ));
+                    }
+                    out
+                });
+            }
+            SandboxCommand::Inspect { name } => {
+                let s = api::call(sock, "GET", &format!("/sandboxes/{name}"), None)?;
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            }
+            SandboxCommand::Rm { name } => {
+                api::call(sock, "DELETE", &format!("/sandboxes/{name}"), None)?;
+            }
+        }
+        Ok(())
+    })())
+}
+
+pub fn connect(
+    api: &ApiArgs,
+    network: String,
+    sandbox: String,
+    ifname: Option<String>,
+    priority: i32,
+) -> ExitCode {
+    finish((|| {
+        let body =
+            json!({"network": network, "sandbox": sandbox, "ifname": ifname, "priority": priority});
+        let ep = api::call(&api.api_socket, "POST", "/connect", Some(&body))?;
+        print(&ep, api.json, |e| {
+            format!(
+                "{} {} {}",
+                e["ifname"].as_str().unwrap_or(""),
+                e["address"].as_str().unwrap_or(""),
+                e["address_v6"].as_str().unwrap_or("")
+            )
+            .trim()
+            .to_string()
+        });
+        Ok(())
+    })())
+}
+
+pub fn disconnect(api: &ApiArgs, network: String, sandbox: String) -> ExitCode {
+    finish(
+        api::call(
+            &api.api_socket,
+            "POST",
+            "/disconnect",
+            Some(&json!({"network": network, "sandbox": sandbox})),
+        )
+        .map(|_| ()),
+    )
+}
+
+pub fn swap(api: &ApiArgs, sandbox: String, from: String, to: String) -> ExitCode {
+    finish((|| {
+        let ep = api::call(
+            &api.api_socket,
+            "POST",
+            "/swap",
+            Some(&json!({"sandbox": sandbox, "from": from, "to": to})),
+        )?;
+        print(&ep, api.json, |e| {
+            format!(
+                "{} {}",
+                e["ifname"].as_str().unwrap_or(""),
+                e["address"].as_str().unwrap_or("")
+            )
+        });
+        Ok(())
+    })())
+}
