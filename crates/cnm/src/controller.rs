@@ -2,6 +2,7 @@
 //! its request, changes the kernel, then commits the new state before it
 //! answers; every handler is idempotent because Docker retries and replays.
 
+use crate::driver::{macvlan_mode, Driver};
 use crate::error::{kernel, CnmError, Result};
 use crate::ipam::{DefaultPool, Ipam};
 use crate::store::{Change, Store};
@@ -27,6 +28,9 @@ pub struct Network {
     /// Routes the network gives every sandbox on it, besides the default route.
     #[serde(default)]
     pub routes: Vec<crate::sandbox::RouteSpec>,
+    #[serde(default)]
+    pub driver: Driver,
+    /// The bridge (bridge driver only; empty otherwise).
     pub bridge: String,
     pub mtu: Option<u32>,
     pub internal: bool,
@@ -224,6 +228,10 @@ impl Controller {
             return Ok(()); // a replay
         }
         let o = &req.options;
+        let driver = Driver::from_options(o.get(keys::GENERIC))?;
+        if driver != Driver::Bridge {
+            return self.create_plain_network(req, driver);
+        }
         let bridge = match generic(o, keys::BRIDGE_NAME).and_then(Value::as_str) {
             Some(name) if !name.is_empty() => name.to_string(),
             _ => format!("fr-{}", short(&req.network_id, 12)?),
@@ -321,6 +329,7 @@ impl Controller {
             name: None,
             pools: Vec::new(),
             routes: Vec::new(),
+            driver,
             bridge,
             mtu,
             internal,
@@ -341,6 +350,45 @@ impl Controller {
         Ok(())
     }
 
+    /// Networks of the macvlan, null and host drivers: nothing to build on the
+    /// host beyond checking the macvlan parent exists.
+    fn create_plain_network(&mut self, req: &wire::CreateNetwork, driver: Driver) -> Result<()> {
+        if let Driver::Macvlan { parent, .. } = &driver {
+            let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
+            nl.link_by_name(parent).map_err(|e| {
+                CnmError::Invalid(format!("macvlan parent {parent:?} is not usable: {e}"))
+            })?;
+        }
+        let internal = flag(req.options.get(keys::INTERNAL), false, keys::INTERNAL)?;
+        let mtu = match generic(&req.options, keys::MTU) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+                    .parse::<u32>()
+                    .map_err(|_| CnmError::Invalid(format!("{}: not a number", keys::MTU)))?,
+            ),
+        };
+        let n = Network {
+            id: req.network_id.clone(),
+            name: None,
+            pools: Vec::new(),
+            routes: Vec::new(),
+            driver,
+            bridge: String::new(),
+            mtu,
+            internal,
+            enable_icc: true,
+            enable_ip_masquerade: false,
+            ipv4: req.ipv4_data.clone(),
+            ipv6: req.ipv6_data.clone(),
+        };
+        self.store.apply(vec![put(net_key(&n.id), &n)?])?;
+        self.networks.insert(n.id.clone(), n);
+        Ok(())
+    }
+
     pub fn delete_network(&mut self, network_id: &str) -> Result<()> {
         let Some(n) = self.networks.get(network_id).cloned() else {
             return Ok(()); // already gone: a replay
@@ -351,8 +399,10 @@ impl Controller {
                 ep.id
             )));
         }
-        let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-        delete_link_by_name(&mut nl, &n.bridge)?;
+        if n.driver == Driver::Bridge {
+            let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
+            delete_link_by_name(&mut nl, &n.bridge)?;
+        }
         self.store
             .apply(vec![Change::Delete(net_key(network_id))])?;
         self.networks.remove(network_id);
@@ -409,6 +459,16 @@ impl Controller {
         let id12 = short(&req.endpoint_id, 11)?;
         let host_veth = format!("fv{id12}");
         let container_veth = format!("fc{id12}");
+        if network.driver != Driver::Bridge {
+            return self.create_plain_endpoint(
+                req,
+                &network,
+                address,
+                address_v6,
+                mac,
+                container_veth,
+            );
+        }
 
         let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
         let br = nl.link_by_name(&network.bridge).map_err(kernel(format!(
@@ -469,13 +529,71 @@ impl Controller {
         Ok(response)
     }
 
+    /// Docker endpoints of the macvlan driver (a macvlan on the parent, which
+    /// Docker moves into the sandbox) and of null and host (no interface).
+    fn create_plain_endpoint(
+        &mut self,
+        req: &wire::CreateEndpoint,
+        network: &Network,
+        address: Option<IpNet>,
+        address_v6: Option<IpNet>,
+        mac: Option<MacAddr>,
+        name: String,
+    ) -> Result<wire::CreateEndpointResponse> {
+        let mut link_mac = String::new();
+        let mut made = String::new();
+        if let Driver::Macvlan { parent, mode } = &network.driver {
+            let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
+            let p = nl_link(&mut nl, parent)?;
+            delete_link_by_name(&mut nl, &name)?;
+            let mut spec = LinkSpec::macvlan(&name, p.index, macvlan_mode(mode)?);
+            if let Some(m) = network.mtu {
+                spec = spec.mtu(m);
+            }
+            if let Some(m) = mac {
+                spec = spec.mac(m);
+            }
+            nl.create_link(&spec)
+                .map_err(kernel(format!("create macvlan {name} on {parent}")))?;
+            link_mac = nl_link(&mut nl, &name)?
+                .mac
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            made = name.clone();
+        }
+        let ep = Endpoint {
+            id: req.endpoint_id.clone(),
+            network_id: network.id.clone(),
+            host_veth: String::new(),
+            container_veth: made,
+            address,
+            address_v6,
+            mac: link_mac,
+            sandbox: None,
+            ifname: None,
+            priority: 0,
+        };
+        self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+        let response = wire::CreateEndpointResponse {
+            interface: (mac.is_none() && !ep.mac.is_empty()).then(|| wire::EndpointInterface {
+                mac_address: ep.mac.clone(),
+                ..Default::default()
+            }),
+        };
+        self.endpoints.insert(ep.id.clone(), ep);
+        Ok(response)
+    }
+
     pub fn delete_endpoint(&mut self, req: &wire::EndpointRef) -> Result<()> {
         let Some(ep) = self.endpoints.get(&req.endpoint_id).cloned() else {
             return Ok(()); // a replay
         };
         let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-        delete_link_by_name(&mut nl, &ep.host_veth)?;
-        delete_link_by_name(&mut nl, &ep.container_veth)?;
+        for link in [&ep.host_veth, &ep.container_veth] {
+            if !link.is_empty() {
+                delete_link_by_name(&mut nl, link)?;
+            }
+        }
         self.store.apply(vec![Change::Delete(ep_key(&ep.id))])?;
         self.endpoints.remove(&ep.id);
         Ok(())
@@ -487,6 +605,7 @@ impl Controller {
             .get(&req.endpoint_id)
             .ok_or_else(|| CnmError::not_found("endpoint", &req.endpoint_id))?;
         Ok(serde_json::json!({
+            "driver": self.networks.get(&ep.network_id).map(|n| n.driver.name()),
             "host_veth": ep.host_veth,
             "bridge": self.networks.get(&ep.network_id).map(|n| n.bridge.clone()),
             "mac": ep.mac,
@@ -514,24 +633,26 @@ impl Controller {
                 .map(|d| d.gateway.split('/').next().unwrap_or_default().to_string())
                 .unwrap_or_default()
         };
+        // An internal network has no way out and wants none; null and host
+        // endpoints have no interface to route through.
+        let routed = !network.internal && network.driver.has_interface();
         let response = wire::JoinResponse {
-            interface_name: wire::InterfaceName {
+            interface_name: network.driver.has_interface().then(|| wire::InterfaceName {
                 src_name: ep.container_veth.clone(),
                 dst_prefix: "eth".into(),
-            },
-            gateway: if network.internal {
-                String::new()
-            } else {
+            }),
+            gateway: if routed {
                 gateway_of(&network.ipv4)
-            },
-            gateway_ipv6: if network.internal {
-                String::new()
             } else {
+                String::new()
+            },
+            gateway_ipv6: if routed {
                 gateway_of(&network.ipv6)
+            } else {
+                String::new()
             },
             static_routes: Vec::new(),
-            // An internal network has no way out, and wants none.
-            disable_gateway_service: network.internal,
+            disable_gateway_service: !routed,
         };
         if ep.sandbox.is_none() {
             ep.sandbox = Some(req.sandbox_key.clone());

@@ -3,6 +3,7 @@
 //! the bridge driver on ferry-linux, and Docker's remote-plugin wire types.
 
 pub mod controller;
+pub mod driver;
 pub mod error;
 pub mod ipam;
 pub mod sandbox;

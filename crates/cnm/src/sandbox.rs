@@ -13,6 +13,7 @@ use crate::controller::{
     delete_link_by_name, ep_key, net_key, nl_link, put, short, Controller, Endpoint, Network,
     IPAM_KEY,
 };
+use crate::driver::{macvlan_mode, Driver, DRIVER_KEY};
 use crate::error::{kernel, CnmError, Result};
 use crate::store::Change;
 use crate::wire;
@@ -58,6 +59,12 @@ pub struct NetworkCreate {
     pub bridge: Option<String>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// bridge (default), macvlan, null or host.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// Driver options, e.g. `parent` and `macvlan_mode` for macvlan.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
 }
 
 /// `ferry connect`.
@@ -140,9 +147,10 @@ impl Controller {
 
     /// Endpoints joined to a Ferry sandbox, in a stable order.
     pub fn sandbox_endpoints(&self, name: &str) -> Vec<&Endpoint> {
+        // Docker's sandbox keys are paths, Ferry's sandbox names never are.
         self.endpoints
             .values()
-            .filter(|e| e.sandbox.as_deref() == Some(name) && e.ifname.is_some())
+            .filter(|e| e.sandbox.as_deref() == Some(name))
             .collect()
     }
 
@@ -155,16 +163,31 @@ impl Controller {
                 req.name
             )));
         }
+        let mut generic = serde_json::Map::new();
+        for (k, v) in &req.options {
+            generic.insert(k.clone(), v.clone().into());
+        }
+        if let Some(d) = &req.driver {
+            generic.insert(DRIVER_KEY.into(), d.clone().into());
+        }
+        let driver = Driver::from_options(Some(&serde_json::Value::Object(generic.clone())))?;
         let mut wanted: Vec<(String, bool)> = req
             .subnets
             .iter()
             .map(|s| (s.clone(), s.contains(':')))
             .collect();
-        if !wanted.iter().any(|(_, v6)| !v6) {
-            wanted.push((String::new(), false));
-        }
-        if req.ipv6 && !wanted.iter().any(|(_, v6)| *v6) {
-            wanted.push((String::new(), true));
+        if driver.has_interface() {
+            if !wanted.iter().any(|(_, v6)| !v6) {
+                wanted.push((String::new(), false));
+            }
+            if req.ipv6 && !wanted.iter().any(|(_, v6)| *v6) {
+                wanted.push((String::new(), true));
+            }
+        } else if !wanted.is_empty() {
+            return Err(CnmError::Invalid(format!(
+                "the {} driver gives no addresses: drop --subnet",
+                driver.name()
+            )));
         }
         // Pools and gateways first; undone if anything later fails.
         let mut pools = Vec::new();
@@ -207,7 +230,6 @@ impl Controller {
         }
         let id = random_hex(64)?;
         let mut options = BTreeMap::new();
-        let mut generic = serde_json::Map::new();
         if let Some(b) = &req.bridge {
             generic.insert(wire::keys::BRIDGE_NAME.into(), b.clone().into());
         }
@@ -374,11 +396,14 @@ impl Controller {
         priority: i32,
         replacing: Option<&Endpoint>,
     ) -> Result<Endpoint> {
-        if network.pools.is_empty() {
+        if network.name.is_none() {
             return Err(CnmError::Invalid(format!(
                 "network {} is Docker's: connect containers to it with docker",
                 network.id
             )));
+        }
+        if !network.driver.has_interface() {
+            return self.attach_without_interface(network, sb, priority, replacing);
         }
         let mut addrs = Vec::new();
         let mut alloc_err = None;
@@ -416,18 +441,32 @@ impl Controller {
                     sb.name
                 )));
             }
-            let br = nl_link(&mut host, &network.bridge)?;
-            let mut spec = LinkSpec::veth(&temp, &host_veth).netns(&ns);
-            if let Some(m) = network.mtu {
-                spec = spec.mtu(m);
+            match &network.driver {
+                Driver::Macvlan { parent, mode } => {
+                    let p = nl_link(&mut host, parent)?;
+                    let mut spec =
+                        LinkSpec::macvlan(&temp, p.index, macvlan_mode(mode)?).netns(&ns);
+                    if let Some(m) = network.mtu {
+                        spec = spec.mtu(m);
+                    }
+                    host.create_link(&spec)
+                        .map_err(kernel(format!("create macvlan {temp} on {parent}")))?;
+                }
+                _ => {
+                    let br = nl_link(&mut host, &network.bridge)?;
+                    let mut spec = LinkSpec::veth(&temp, &host_veth).netns(&ns);
+                    if let Some(m) = network.mtu {
+                        spec = spec.mtu(m);
+                    }
+                    host.create_link(&spec)
+                        .map_err(kernel(format!("create veth {host_veth}")))?;
+                    let hv = nl_link(&mut host, &host_veth)?;
+                    host.set_master(hv.index, br.index)
+                        .map_err(kernel(format!("attach {host_veth} to {}", network.bridge)))?;
+                    host.set_up(hv.index)
+                        .map_err(kernel(format!("set {host_veth} up")))?;
+                }
             }
-            host.create_link(&spec)
-                .map_err(kernel(format!("create veth {host_veth}")))?;
-            let hv = nl_link(&mut host, &host_veth)?;
-            host.set_master(hv.index, br.index)
-                .map_err(kernel(format!("attach {host_veth} to {}", network.bridge)))?;
-            host.set_up(hv.index)
-                .map_err(kernel(format!("set {host_veth} up")))?;
             let inner = nl_link(&mut inside, &temp)?;
             if addrs.iter().any(|(_, a)| a.addr().is_ipv6()) {
                 let _ = ferry_linux::sysctl::write_if_different_in(
@@ -453,6 +492,9 @@ impl Controller {
                 if let Ok(mut host) = Netlink::new() {
                     let _ = delete_link_by_name(&mut host, &host_veth);
                 }
+                if let Ok(mut inside) = Netns::open(&sb.path).and_then(|ns| ns.netlink()) {
+                    let _ = delete_link_by_name(&mut inside, &temp);
+                }
                 release(self, &addrs);
                 return Err(e);
             }
@@ -476,10 +518,11 @@ impl Controller {
                 .map_err(kernel(format!("set {ifname} up")))?;
             Ok(())
         })();
+        let is_bridge = network.driver == Driver::Bridge;
         let ep = Endpoint {
             id: id.clone(),
             network_id: network.id.clone(),
-            host_veth,
+            host_veth: if is_bridge { host_veth } else { String::new() },
             container_veth: temp,
             address: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv4()),
             address_v6: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv6()),
@@ -497,10 +540,66 @@ impl Controller {
         Ok(ep)
     }
 
-    /// Removes an endpoint's veth and releases its addresses.
+    /// Endpoints of the null and host drivers: recorded, nothing built.
+    fn attach_without_interface(
+        &mut self,
+        network: &Network,
+        sb: &Sandbox,
+        priority: i32,
+        replacing: Option<&Endpoint>,
+    ) -> Result<Endpoint> {
+        if network.driver == Driver::Host {
+            let host = Netns::current()
+                .and_then(|n| n.inode())
+                .map_err(kernel("read the host namespace"))?;
+            let mine = Netns::open(&sb.path)
+                .and_then(|n| n.inode())
+                .map_err(kernel(format!("open sandbox {}", sb.name)))?;
+            if host != mine {
+                return Err(CnmError::Invalid(format!(
+                    "the host driver shares the host's stack: sandbox {} has its own namespace \
+                     (create it with --path /proc/self/ns/net, ferryd's own namespace)",
+                    sb.name
+                )));
+            }
+        }
+        if let Some(old) = replacing {
+            self.detach(old)?;
+        }
+        let ep = Endpoint {
+            id: random_hex(64)?,
+            network_id: network.id.clone(),
+            host_veth: String::new(),
+            container_veth: String::new(),
+            address: None,
+            address_v6: None,
+            mac: String::new(),
+            sandbox: Some(sb.name.clone()),
+            ifname: None,
+            priority,
+        };
+        self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+        self.endpoints.insert(ep.id.clone(), ep.clone());
+        Ok(ep)
+    }
+
+    /// Removes an endpoint's interface and releases its addresses.
     fn detach(&mut self, ep: &Endpoint) -> Result<()> {
-        let mut host = Netlink::new().map_err(kernel("open netlink"))?;
-        delete_link_by_name(&mut host, &ep.host_veth)?;
+        if !ep.host_veth.is_empty() {
+            let mut host = Netlink::new().map_err(kernel("open netlink"))?;
+            delete_link_by_name(&mut host, &ep.host_veth)?;
+        } else if let Some(ifname) = &ep.ifname {
+            // A macvlan lives only in the sandbox; a namespace already gone took it along.
+            let path = ep
+                .sandbox
+                .as_ref()
+                .and_then(|s| self.sandboxes.get(s))
+                .map(|s| s.path.clone());
+            if let Some(Ok(mut inside)) = path.map(|p| Netns::open(&p).and_then(|ns| ns.netlink()))
+            {
+                delete_link_by_name(&mut inside, ifname)?;
+            }
+        }
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
             for a in ep.address.iter().chain(ep.address_v6.iter()) {
                 if let Some(p) = n.pools.iter().find(|p| {

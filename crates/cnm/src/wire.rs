@@ -147,8 +147,9 @@ pub struct StaticRoute {
 
 #[derive(Debug, Serialize, Default)]
 pub struct JoinResponse {
-    #[serde(rename = "InterfaceName")]
-    pub interface_name: InterfaceName,
+    /// None for drivers without an interface (null, host).
+    #[serde(rename = "InterfaceName", skip_serializing_if = "Option::is_none")]
+    pub interface_name: Option<InterfaceName>,
     #[serde(rename = "Gateway", skip_serializing_if = "String::is_empty")]
     pub gateway: String,
     #[serde(rename = "GatewayIPv6", skip_serializing_if = "String::is_empty")]

@@ -35,6 +35,12 @@ pub enum NetworkCommand {
         /// A route every sandbox on the network gets: DST or DST,GATEWAY (repeatable).
         #[arg(long)]
         route: Vec<String>,
+        /// bridge (default), macvlan, null or host.
+        #[arg(long, short = 'd')]
+        driver: Option<String>,
+        /// A driver option KEY=VALUE, e.g. parent=eth0, macvlan_mode=bridge (repeatable).
+        #[arg(long = "opt", short = 'o')]
+        opt: Vec<String>,
     },
     /// List networks.
     Ls,
@@ -116,13 +122,23 @@ pub fn network(api: &ApiArgs, cmd: NetworkCommand) -> ExitCode {
                 mtu,
                 bridge,
                 route,
+                driver,
+                opt,
             } => {
                 let routes = route
                     .iter()
                     .map(|r| parse_route(r))
                     .collect::<Result<Vec<_>, _>>()?;
+                let mut options = serde_json::Map::new();
+                for o in &opt {
+                    let (k, v) = o
+                        .split_once('=')
+                        .ok_or(format!("-o {o:?}: expected KEY=VALUE"))?;
+                    options.insert(k.to_string(), v.into());
+                }
                 let body = json!({"name": name, "subnets": subnet, "ipv6": ipv6, "internal": internal,
-                                  "mtu": mtu, "bridge": bridge, "routes": routes});
+                                  "mtu": mtu, "bridge": bridge, "routes": routes, "driver": driver,
+                                  "options": options});
                 let n = api::call(sock, "POST", "/networks", Some(&body))?;
                 print(&n, api.json, |n| {
                     format!(

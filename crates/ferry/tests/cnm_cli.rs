@@ -274,3 +274,87 @@ fn networks_sandboxes_connect_arbitrate_swap_and_clean_up() {
     );
     assert!(host_links(&nb_bridge).is_empty(), "a bridge was left");
 }
+
+#[test]
+fn macvlan_null_and_host_drivers() {
+    let mut d = Daemon::start();
+    // The macvlan parent: one end of a veth pair whose peer is up (carrier).
+    let parent = unique("cmp");
+    sh(&format!(
+        "ip link add {parent} type veth peer name {parent}p"
+    ));
+    let mut links = Cleanup::default();
+    links.link(&parent);
+    sh(&format!(
+        "ip link set {parent} up; ip link set {parent}p up"
+    ));
+    let (nm, nn, nh) = (unique("cnm"), unique("cnn"), unique("cnh"));
+    d.networks = vec![nm.clone(), nn.clone(), nh.clone()];
+
+    let (ok, out) = d.ferry(&format!("network create {} -d macvlan", unique("cnx")));
+    assert!(!ok && out.contains("parent"), "{out}");
+    let (ok, out) = d.ferry(&format!(
+        "network create {} -d macvlan -o parent=nosuchif0",
+        unique("cnx")
+    ));
+    assert!(!ok && out.contains("nosuchif0"), "{out}");
+    let (ok, out) = d.ferry(&format!(
+        "network create {} -d macvlan -o parent={parent} -o macvlan_mode=weird",
+        unique("cnx")
+    ));
+    assert!(!ok && out.contains("macvlan_mode"), "{out}");
+    d.ok(&format!(
+        "network create {nm} -d macvlan -o parent={parent} --subnet 198.18.244.0/24"
+    ));
+    d.ok(&format!("network create {nn} -d null"));
+    d.ok(&format!("network create {nh} -d host"));
+
+    let s1 = d.sandbox("cm1");
+    let s2 = d.sandbox("cm2");
+    let e1 = d.json(&format!("connect {nm} {s1}"));
+    let e2 = d.json(&format!("connect {nm} {s2}"));
+    let kind = sh(&format!("ip -n {s1} -j -d link show eth0"));
+    assert!(
+        kind.contains("\"info_kind\":\"macvlan\"") && kind.contains("\"mode\":\"bridge\""),
+        "{kind}"
+    );
+    assert!(
+        ping(&s1, &addr(&e2)),
+        "macvlan sandboxes cannot reach each other"
+    );
+    // null: connected, but no interface appears.
+    let links_before = sh(&format!("ip -n {s1} -o link")).lines().count();
+    d.ok(&format!("connect {nn} {s1}"));
+    assert_eq!(
+        sh(&format!("ip -n {s1} -o link")).lines().count(),
+        links_before
+    );
+    let inspect = d.json(&format!("sandbox inspect {s1}"));
+    assert_eq!(inspect["endpoints"].as_array().unwrap().len(), 2);
+    // host: only for a sandbox that is the host's namespace.
+    let (ok, out) = d.ferry(&format!("connect {nh} {s1}"));
+    assert!(!ok && out.contains("host"), "{out}");
+    let hs = unique("chs");
+    d.ok(&format!("sandbox create {hs} --path /proc/self/ns/net"));
+    d.ok(&format!("connect {nh} {hs}"));
+    d.ok(&format!("sandbox rm {hs}"));
+    assert!(
+        sh_ok("ip link show lo"),
+        "removing a host sandbox touched the host"
+    );
+    // swap from macvlan to null drops the interface, keeping the sandbox.
+    d.ok(&format!("disconnect {nn} {s1}"));
+    d.ok(&format!("swap {s1} {nm} {nn}"));
+    assert!(
+        !sh_ok(&format!("ip -n {s1} link show eth0")),
+        "eth0 left after swapping to null"
+    );
+    let _ = e1;
+    for s in std::mem::take(&mut d.sandboxes) {
+        d.ok(&format!("sandbox rm {s}"));
+    }
+    for n in std::mem::take(&mut d.networks) {
+        d.ok(&format!("network rm {n}"));
+    }
+    assert_eq!(d.json("network ls"), serde_json::json!([]));
+}

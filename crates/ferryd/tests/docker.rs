@@ -178,6 +178,40 @@ fn docker_uses_ferry_networks_end_to_end() {
         "no IPv6 between c4 and c3"
     );
 
+    // The macvlan driver (Docker's keys) and the null driver.
+    let parent = unique("dmp");
+    sh(&format!(
+        "ip link add {parent} type veth peer name {parent}p"
+    ));
+    let mut links = Cleanup::default();
+    links.link(&parent);
+    sh(&format!(
+        "ip link set {parent} up; ip link set {parent}p up"
+    ));
+    net(
+        "fmac",
+        &format!("-o ferry.driver=macvlan -o parent={parent} -o macvlan_mode=bridge --subnet 198.18.239.0/24"),
+    );
+    docker.run("run -d --name m1 --net fmac ferrybox sleep 600");
+    docker.run("run -d --name m2 --net fmac ferrybox sleep 600");
+    let m1 = ip_of(&docker, "m1", "fmac", "IPAddress");
+    let key = docker.run("inspect -f '{{.NetworkSettings.SandboxKey}}' m2");
+    let kind = sh(&format!("nsenter --net={key} ip -d link show eth0"));
+    assert!(kind.contains("macvlan mode bridge"), "{kind}");
+    assert!(
+        docker.ok(&format!("exec m2 ping -c1 -W2 {m1}")),
+        "macvlan containers cannot talk"
+    );
+    net("fnull", "-o ferry.driver=null");
+    let links_in = docker.run("run --rm --net fnull ferrybox ip -o link");
+    assert_eq!(
+        links_in.lines().count(),
+        1,
+        "a null network gave an interface: {links_in}"
+    );
+    docker.run("rm -f m1 m2");
+    docker.run("network rm fmac fnull");
+
     // Publishing ports needs the nftables layer: refused clearly, not ignored.
     let (ok, out) = docker.try_run("run -d --name cp --net fsub -p 18480:80 ferrybox sleep 600");
     assert!(!ok && out.contains("nftables"), "{out}");

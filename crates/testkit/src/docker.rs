@@ -128,6 +128,8 @@ impl Dockerd {
 impl Drop for Dockerd {
     fn drop(&mut self) {
         let _ = self.cmd("rm -f $(docker ps -aq) >/dev/null 2>&1").status();
+        // Networks too, while their plugin is still up to tear them down.
+        let _ = self.cmd("network prune -f >/dev/null 2>&1").status();
         // SIGTERM lets dockerd unmount its layers and remove its sockets.
         let _ = nix_kill(self.child.id());
         let start = Instant::now();
