@@ -304,3 +304,34 @@ fn full_chain_bridge_portmap_firewall_tuning_bandwidth() {
     assert!(files(&cache.path().join("results")).is_empty());
     assert!(bridge_ports(&bridge).is_empty());
 }
+
+#[test]
+fn validate_a_whole_list_with_version() {
+    require_reference("bridge");
+    require_reference("portmap");
+    let cache = tempfile::tempdir().unwrap();
+    let rt = runtime(cache.path());
+    let ok = list(json!({
+        "cniVersion": "1.0.0", "name": "val-ok",
+        "plugins": [
+            {"type": "bridge", "ipam": {"type": "host-local", "subnet": "198.18.10.0/24"}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    }));
+    assert_eq!(
+        rt.validate_network_list(&ok).unwrap(),
+        vec!["portMappings".to_string()]
+    );
+    // The reference plugins stop at 1.0.0: a 1.1.0 list is refused, naming the plugin.
+    let newer =
+        list(json!({"cniVersion": "1.1.0", "name": "val-new", "plugins": [{"type": "bridge"}]}));
+    let err = rt.validate_network_list(&newer).unwrap_err();
+    assert_eq!(err.code, 1, "{err}");
+    assert!(err.to_string().contains("bridge"), "{err}");
+    // A missing IPAM plugin is found before anything runs.
+    let no_ipam = list(json!({"cniVersion": "1.0.0", "name": "val-ipam",
+        "plugins": [{"type": "bridge", "ipam": {"type": "no-such-ipam"}}]}));
+    let err = rt.validate_network_list(&no_ipam).unwrap_err();
+    assert_eq!(err.code, 7, "{err}");
+    assert!(err.to_string().contains("no-such-ipam"), "{err}");
+}
