@@ -23,6 +23,7 @@ mod link;
 mod mac;
 mod neigh;
 mod netns;
+pub mod nft;
 mod route;
 mod socket;
 pub mod sysctl;

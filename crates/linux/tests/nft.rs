@@ -1,0 +1,580 @@
+//! nftables over netlink against the real kernel, with `nft` as the oracle.
+//! Root only. Every test builds its rulesets in namespaces of its own (made
+//! and removed by a guard, also on panic), so the host's ruleset is never
+//! touched and tests run in parallel. Addresses: 198.18.160.0/20 and
+//! fd00:160::/48.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::{in_ns, require, unique, Guard};
+use ferry_linux::nft::{
+    self, Batch, Chain, ChainType, CtState, Element, ElementData, Family, Field, Hook, Policy,
+    Rule, Set, Table, Type, Value, Verdict, TCP, UDP,
+};
+use ferry_linux::{AddrOptions, LinkSpec, Netns};
+use ipnet::IpNet;
+use serde_json::Value as Json;
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn v4(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// A namespace of its own with an nft socket inside it.
+fn setup(prefix: &str) -> (Guard, String, Netns, nft::Socket) {
+    require("nft", "nftables");
+    let mut g = Guard::new();
+    let (name, ns) = g.netns(prefix);
+    let sock = nft::Socket::in_netns(&ns).expect("open nft socket in netns");
+    (g, name, ns, sock)
+}
+
+/// `nft list ARGS` inside the namespace.
+fn nft_list(ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["nft", "list"];
+    all.extend_from_slice(args);
+    in_ns(ns, &all)
+}
+
+/// `nft -j list ruleset` inside the namespace, as the array of objects.
+fn ruleset_json(ns: &str) -> Vec<Json> {
+    let out = in_ns(ns, &["nft", "-j", "list", "ruleset"]);
+    let v: Json = serde_json::from_str(&out).unwrap_or_else(|e| panic!("parse {out:?}: {e}"));
+    v["nftables"].as_array().cloned().unwrap_or_default()
+}
+
+/// Objects of one kind (`table`, `chain`, `rule`, `set`, `map`) in the
+/// ruleset.
+fn objects(ns: &str, kind: &str) -> Vec<Json> {
+    ruleset_json(ns)
+        .into_iter()
+        .filter_map(|o| o.get(kind).cloned())
+        .collect()
+}
+
+/// The table every test uses: a small version of what Ferry builds.
+fn representative(t: &Table) -> Batch {
+    let mut b = Batch::new();
+    b.add_table(t)
+        .add_chain(
+            &Chain::base(t, "forward", ChainType::Filter, Hook::Forward, 0).policy(Policy::Accept),
+        )
+        .add_chain(&Chain::regular(t, "ctr-1"))
+        .add_chain(&Chain::base(
+            t,
+            "prerouting",
+            ChainType::Nat,
+            Hook::Prerouting,
+            -100,
+        ))
+        .add_chain(&Chain::base(
+            t,
+            "postrouting",
+            ChainType::Nat,
+            Hook::Postrouting,
+            100,
+        ))
+        .add_set(&Set::new(
+            t,
+            "published",
+            &[Type::Ipv4Addr, Type::InetProto, Type::InetService],
+        ))
+        .add_set(&Set::new(t, "containers", &[Type::Ipv4Addr]).verdict_map())
+        .add_set(&Set::new(t, "subnets", &[Type::Ipv4Addr]).interval())
+        .add_rule(
+            &Rule::new(t, "forward")
+                .ct_state(CtState::ESTABLISHED | CtState::RELATED)
+                .accept()
+                .comment("ferry: established"),
+        )
+        .add_rule(
+            &Rule::new(t, "forward")
+                .vmap(&[Field::IpSaddr], "containers")
+                .comment("ferry: per-container"),
+        )
+        .add_rule(
+            &Rule::new(t, "forward")
+                .lookup(
+                    &[Field::IpDaddr, Field::L4Proto, Field::ThDport],
+                    "published",
+                )
+                .counter()
+                .accept(),
+        )
+        .add_rule(
+            &Rule::new(t, "forward")
+                .iifname("fbr0")
+                .saddr(net("198.18.160.0/24"))
+                .not_lookup(&[Field::IpDaddr], "subnets")
+                .jump("ctr-1"),
+        )
+        .add_rule(&Rule::new(t, "forward").daddr(net("fd00:160::/64")).drop())
+        .add_rule(&Rule::new(t, "ctr-1").dport(UDP, 53).accept())
+        .add_rule(&Rule::new(t, "ctr-1").ret())
+        .add_rule(
+            &Rule::new(t, "prerouting")
+                .daddr(net("198.18.160.1/32"))
+                .dport(TCP, 8080)
+                .dnat(IpAddr::V4(v4("198.18.160.2")), Some(80))
+                .comment("ferry: port 8080"),
+        )
+        .add_rule(
+            &Rule::new(t, "postrouting")
+                .saddr(net("198.18.160.0/24"))
+                .oifname("eth0")
+                .masquerade(),
+        )
+        .add_elements(
+            t,
+            "containers",
+            &[
+                Element::new(Value::Ipv4(v4("198.18.160.2")))
+                    .verdict(Verdict::Jump("ctr-1".into())),
+            ],
+        )
+        .add_elements(
+            t,
+            "published",
+            &[Element::new([
+                Value::Ipv4(v4("198.18.160.2")),
+                Value::Proto(TCP),
+                Value::Port(80),
+            ])],
+        )
+        .add_elements(t, "subnets", &[Element::prefix(net("198.18.160.0/24"))]);
+    b
+}
+
+#[test]
+fn table_chains_rules_render_like_the_golden_file() {
+    let (_g, ns, _h, mut sock) = setup("nf");
+    let t = Table::new(Family::Inet, "ferry");
+    sock.commit(&representative(&t)).expect("commit");
+    let got = nft_list(&ns, &["table", "inet", "ferry"]);
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/nft_inet_ferry.nft"
+    );
+    if std::env::var_os("FERRY_BLESS").is_some() {
+        std::fs::write(path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(path).unwrap_or_default();
+    assert_eq!(
+        got, want,
+        "nft list differs from {path} (FERRY_BLESS=1 rewrites it)"
+    );
+}
+
+/// Number of rules in the namespace's ruleset, by `nft -j`.
+fn rule_count(ns: &str) -> usize {
+    objects(ns, "rule").len()
+}
+
+/// Elements of a set or map, by `nft -j`.
+fn elem_count(ns: &str, name: &str) -> usize {
+    ruleset_json(ns)
+        .into_iter()
+        .filter_map(|o| o.get("set").or_else(|| o.get("map")).cloned())
+        .find(|s| s["name"] == name)
+        .map(|s| s["elem"].as_array().map_or(0, |a| a.len()))
+        .unwrap_or_else(|| panic!("set {name} not in ruleset"))
+}
+
+#[test]
+fn set_and_verdict_map_elements_grow_while_rules_stay() {
+    let (_g, ns, _h, mut sock) = setup("ns");
+    let t = Table::new(Family::Ip, "ferry");
+    let key = [Type::Ipv4Addr, Type::InetProto, Type::InetService];
+    sock.commit(
+        Batch::new()
+            .add_table(&t)
+            .add_chain(&Chain::base(
+                &t,
+                "forward",
+                ChainType::Filter,
+                Hook::Forward,
+                0,
+            ))
+            .add_chain(&Chain::regular(&t, "c-a"))
+            .add_set(&Set::new(&t, "published", &key))
+            .add_set(&Set::new(&t, "containers", &[Type::Ipv4Addr]).verdict_map())
+            .add_rule(&Rule::new(&t, "forward").vmap(&[Field::IpSaddr], "containers"))
+            .add_rule(
+                &Rule::new(&t, "forward")
+                    .lookup(
+                        &[Field::IpDaddr, Field::L4Proto, Field::ThDport],
+                        "published",
+                    )
+                    .accept(),
+            ),
+    )
+    .unwrap();
+    assert_eq!(rule_count(&ns), 2);
+
+    let addr = |i: u8| Value::Ipv4(Ipv4Addr::new(198, 18, 160, 10 + i));
+    for i in 0..20u8 {
+        // One batch per "container", as a plugin's ADD would do.
+        sock.commit(
+            Batch::new()
+                .add_elements(
+                    &t,
+                    "containers",
+                    &[Element::new(addr(i)).verdict(Verdict::Jump("c-a".into()))],
+                )
+                .add_elements(
+                    &t,
+                    "published",
+                    &[Element::new([
+                        addr(i),
+                        Value::Proto(TCP),
+                        Value::Port(8000 + i as u16),
+                    ])],
+                ),
+        )
+        .unwrap();
+        assert_eq!(rule_count(&ns), 2, "rules must not grow with elements");
+    }
+    assert_eq!(elem_count(&ns, "containers"), 20);
+    assert_eq!(elem_count(&ns, "published"), 20);
+
+    // Our own dump agrees, values included.
+    let els = sock.elements(&t, "containers").unwrap();
+    assert_eq!(els.len(), 20);
+    assert!(els.iter().any(|e| e.key == vec![198, 18, 160, 10]
+        && e.data == Some(ElementData::Verdict(Verdict::Jump("c-a".into())))));
+    let pub_els = sock.elements(&t, "published").unwrap();
+    assert!(pub_els
+        .iter()
+        .any(|e| e.key == vec![198, 18, 160, 11, 6, 0, 0, 0, 0x1f, 0x41, 0, 0]));
+    let listed = nft_list(&ns, &["set", "ip", "ferry", "published"]);
+    assert!(listed.contains("198.18.160.29 . tcp . 8019"), "{listed}");
+
+    // Delete five; deleting a missing one fails, destroying it does not.
+    let gone: Vec<Element> = (0..5).map(|i| Element::new(addr(i))).collect();
+    sock.commit(Batch::new().delete_elements(&t, "containers", &gone))
+        .unwrap();
+    assert_eq!(elem_count(&ns, "containers"), 15);
+    let err = sock
+        .commit(Batch::new().delete_elements(&t, "containers", &gone[..1]))
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    sock.commit(Batch::new().destroy_elements(&t, "containers", &gone))
+        .unwrap();
+    assert_eq!(elem_count(&ns, "containers"), 15);
+    sock.commit(Batch::new().flush_set(&t, "published"))
+        .unwrap();
+    assert_eq!(elem_count(&ns, "published"), 0);
+    assert_eq!(rule_count(&ns), 2);
+}
+
+#[test]
+fn interval_sets_hold_prefixes_and_ranges() {
+    let (_g, ns, _h, mut sock) = setup("ni");
+    let t = Table::new(Family::Inet, "ferry");
+    sock.commit(
+        Batch::new()
+            .add_table(&t)
+            .add_set(&Set::new(&t, "nets4", &[Type::Ipv4Addr]).interval())
+            .add_set(&Set::new(&t, "nets6", &[Type::Ipv6Addr]).interval())
+            .add_set(&Set::new(&t, "pairs", &[Type::Ipv4Addr, Type::InetService]).interval())
+            .add_elements(
+                &t,
+                "nets4",
+                &[
+                    Element::prefix(net("198.18.161.0/24")),
+                    Element::prefix(net("198.18.162.0/23")),
+                ],
+            )
+            .add_elements(&t, "nets6", &[Element::prefix(net("fd00:160:1::/64"))])
+            .add_elements(
+                &t,
+                "pairs",
+                &[Element::range(
+                    [Value::Ipv4(v4("198.18.160.0")), Value::Port(1000)],
+                    [Value::Ipv4(v4("198.18.160.255")), Value::Port(2000)],
+                )],
+            ),
+    )
+    .unwrap();
+    let out = nft_list(&ns, &["table", "inet", "ferry"]);
+    for want in [
+        "198.18.161.0/24, 198.18.162.0/23",
+        "fd00:160:1::/64",
+        "198.18.160.0/24 . 1000-2000",
+    ] {
+        assert!(out.contains(want), "missing {want} in\n{out}");
+    }
+    sock.commit(Batch::new().delete_elements(
+        &t,
+        "nets4",
+        &[Element::prefix(net("198.18.161.0/24"))],
+    ))
+    .unwrap();
+    let out = nft_list(&ns, &["set", "inet", "ferry", "nets4"]);
+    assert!(out.contains("elements = { 198.18.162.0/23 }"), "{out}");
+}
+
+/// Two namespaces joined by a veth: `srv` (198.18.163.1) and `cli`
+/// (198.18.163.2).
+fn two_hosts(g: &mut Guard) -> (String, Netns, Netns) {
+    let (srv_name, srv) = g.netns("nd");
+    let (_, cli) = g.netns("nc");
+    let mut s = srv.netlink().unwrap();
+    let (vs, vc) = (unique("vs"), unique("vc"));
+    s.create_link(&LinkSpec::veth(&vs, &vc).peer_netns(&cli))
+        .unwrap();
+    let l = s.link_by_name(&vs).unwrap();
+    s.add_address(l.index, net("198.18.163.1/24"), AddrOptions::default())
+        .unwrap();
+    s.set_up(l.index).unwrap();
+    let mut c = cli.netlink().unwrap();
+    let l = c.link_by_name(&vc).unwrap();
+    c.add_address(l.index, net("198.18.163.2/24"), AddrOptions::default())
+        .unwrap();
+    c.set_up(l.index).unwrap();
+    (srv_name, srv, cli)
+}
+
+/// Connects from `cli` to `to`, sends "ping" and returns the answer.
+fn exchange(cli: &Netns, to: SocketAddr) -> std::io::Result<String> {
+    let mut stream = cli
+        .run(move || TcpStream::connect_timeout(&to, Duration::from_secs(3)))
+        .unwrap()?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    stream.write_all(b"ping")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn dnat_port_forward_reaches_the_listener() {
+    require("nft", "nftables");
+    let mut g = Guard::new();
+    let (srv_name, srv, cli) = two_hosts(&mut g);
+    let listener = srv
+        .run(|| TcpListener::bind("198.18.163.1:9000"))
+        .unwrap()
+        .expect("listen in the server namespace");
+    let server = std::thread::spawn(move || {
+        // Serves one connection that arrives through the DNAT rule.
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"ping" {
+                let _ = s.write_all(b"pong");
+            }
+        }
+    });
+    let published: SocketAddr = "198.18.163.1:8080".parse().unwrap();
+    assert!(
+        exchange(&cli, published).is_err(),
+        "port 8080 must be closed before the rule"
+    );
+
+    let mut sock = nft::Socket::in_netns(&srv).unwrap();
+    let t = Table::new(Family::Ip, "ferry");
+    sock.commit(
+        Batch::new()
+            .add_table(&t)
+            .add_chain(&Chain::base(
+                &t,
+                "prerouting",
+                ChainType::Nat,
+                Hook::Prerouting,
+                -100,
+            ))
+            .add_rule(
+                &Rule::new(&t, "prerouting")
+                    .daddr(net("198.18.163.1/32"))
+                    .dport(TCP, 8080)
+                    .counter()
+                    .dnat(IpAddr::V4(v4("198.18.163.1")), Some(9000)),
+            ),
+    )
+    .unwrap();
+    assert_eq!(exchange(&cli, published).unwrap(), "pong");
+    server.join().unwrap();
+    let out = nft_list(&srv_name, &["table", "ip", "ferry"]);
+    assert!(out.contains("tcp dport 8080 counter packets 1"), "{out}");
+}
+
+#[test]
+fn masquerade_and_snat_render_in_nft_list() {
+    let (_g, ns, _h, mut sock) = setup("nm");
+    let t = Table::new(Family::Ip, "ferry");
+    sock.commit(
+        Batch::new()
+            .add_table(&t)
+            .add_chain(&Chain::base(
+                &t,
+                "postrouting",
+                ChainType::Nat,
+                Hook::Postrouting,
+                100,
+            ))
+            .add_rule(
+                &Rule::new(&t, "postrouting")
+                    .saddr(net("198.18.164.0/24"))
+                    .neq(Field::IpDaddr, Value::Ipv4(v4("198.18.164.1")))
+                    .masquerade(),
+            )
+            .add_rule(
+                &Rule::new(&t, "postrouting")
+                    .saddr(net("198.18.165.0/24"))
+                    .snat(IpAddr::V4(v4("198.18.164.1")), None),
+            ),
+    )
+    .unwrap();
+    let out = nft_list(&ns, &["chain", "ip", "ferry", "postrouting"]);
+    assert!(
+        out.contains("ip saddr 198.18.164.0/24 ip daddr != 198.18.164.1 masquerade"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ip saddr 198.18.165.0/24 snat to 198.18.164.1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn failing_batch_applies_nothing_and_names_the_message() {
+    let (_g, ns, _h, mut sock) = setup("nb");
+    let t = Table::new(Family::Inet, "ferry-a");
+    let err = sock
+        .commit(
+            Batch::new()
+                .add_table(&t)
+                .add_chain(&Chain::regular(&t, "c"))
+                .add_rule(&Rule::new(&t, "c").jump("missing")),
+        )
+        .unwrap_err();
+    assert_eq!(err.errno(), Some(libc::ENOENT), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("message 3 of 3"), "{text}");
+    assert!(text.contains("add rule inet ferry-a c"), "{text}");
+    assert!(text.contains("nothing was applied"), "{text}");
+    assert!(objects(&ns, "table").is_empty(), "the table must not exist");
+
+    // Another's table is refused before anything is sent.
+    let err = sock
+        .commit(Batch::new().add_table(&Table::new(Family::Inet, "filter")))
+        .unwrap_err();
+    assert!(err.to_string().contains("not Ferry's"), "{err}");
+    assert!(objects(&ns, "table").is_empty());
+
+    // An invalid rule (a value of the wrong size) is caught before sending.
+    let err = sock
+        .commit(
+            Batch::new()
+                .add_table(&t)
+                .add_rule(&Rule::new(&t, "c").eq(Field::ThDport, Value::Ipv4(v4("198.18.160.1")))),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, ferry_linux::Error::InvalidArgument(_)),
+        "{err}"
+    );
+}
+
+#[test]
+fn deleting_a_missing_table_is_not_an_error() {
+    let (_g, ns, _h, mut sock) = setup("nx");
+    let t = Table::new(Family::Inet, "ferry-gone");
+    sock.delete_table_if_exists(&t).unwrap();
+    let err = sock.commit(Batch::new().delete_table(&t)).unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+
+    sock.commit(&representative(&t)).unwrap();
+    assert!(sock.table_exists(&t).unwrap());
+    // Replace the whole table atomically: drop it if there, build anew.
+    let mut b = Batch::new();
+    b.delete_table_if_exists(&t)
+        .add_table(&t)
+        .add_chain(&Chain::regular(&t, "only"));
+    sock.commit(&b).unwrap();
+    let chains: Vec<String> = sock
+        .chains(&t)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(chains, vec!["only".to_string()]);
+    sock.delete_table_if_exists(&t).unwrap();
+    assert!(!sock.table_exists(&t).unwrap());
+    assert!(objects(&ns, "table").is_empty());
+}
+
+#[test]
+fn listing_finds_handles_and_comments() {
+    let (_g, ns, _h, mut sock) = setup("nl");
+    let t = Table::new(Family::Inet, "ferry");
+    let t6 = Table::new(Family::Ip6, "ferry6");
+    sock.commit(&representative(&t)).unwrap();
+    sock.commit(
+        Batch::new()
+            .add_table(&t6)
+            .add_chain(
+                &Chain::base(&t6, "input", ChainType::Filter, Hook::Input, 10).policy(Policy::Drop),
+            )
+            .add_rule(&Rule::new(&t6, "input").daddr(net("fd00:160::/64")).accept()),
+    )
+    .unwrap();
+
+    let tables = sock.tables().unwrap();
+    assert!(tables
+        .iter()
+        .any(|x| x.family == Family::Inet && x.name == "ferry"));
+    assert!(tables
+        .iter()
+        .any(|x| x.family == Family::Ip6 && x.name == "ferry6"));
+
+    let chains = sock.chains(&t6).unwrap();
+    assert_eq!(chains.len(), 1);
+    assert_eq!(chains[0].hook, Some((Hook::Input, 10)));
+    assert_eq!(chains[0].policy, Some(Policy::Drop));
+    assert_eq!(chains[0].chain_type.as_deref(), Some("filter"));
+    let out = nft_list(&ns, &["table", "ip6", "ferry6"]);
+    assert!(out.contains("ip6 daddr fd00:160::/64 accept"), "{out}");
+
+    let sets = sock.sets(&t).unwrap();
+    let mut names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["containers", "published", "subnets"]);
+
+    let rules = sock.rules(&t).unwrap();
+    assert_eq!(rules.len(), 9);
+    let dnat = rules
+        .iter()
+        .find(|r| r.comment.as_deref() == Some("ferry: port 8080"))
+        .expect("the commented DNAT rule");
+    assert_eq!(dnat.chain, "prerouting");
+    assert!(dnat.exprs.iter().any(|e| e == "nat"), "{:?}", dnat.exprs);
+    sock.commit(Batch::new().delete_rule(&t, "prerouting", dnat.handle))
+        .unwrap();
+    let out = nft_list(&ns, &["table", "inet", "ferry"]);
+    assert!(!out.contains("port 8080"), "{out}");
+    assert_eq!(sock.rules(&t).unwrap().len(), 8);
+
+    // Flush a chain, then the table; then drop a chain (once no map
+    // element jumps to it: the kernel says EBUSY before) and a set.
+    sock.commit(Batch::new().flush_chain(&t, "ctr-1")).unwrap();
+    assert_eq!(sock.rules(&t).unwrap().len(), 6);
+    sock.commit(
+        Batch::new()
+            .flush_table(&t)
+            .flush_set(&t, "containers")
+            .delete_chain(&t, "ctr-1")
+            .delete_set(&t, "subnets"),
+    )
+    .unwrap();
+    assert!(sock.rules(&t).unwrap().is_empty());
+    assert_eq!(sock.chains(&t).unwrap().len(), 3);
+    assert_eq!(sock.sets(&t).unwrap().len(), 2);
+}
