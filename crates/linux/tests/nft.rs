@@ -578,3 +578,124 @@ fn listing_finds_handles_and_comments() {
     assert_eq!(sock.chains(&t).unwrap().len(), 3);
     assert_eq!(sock.sets(&t).unwrap().len(), 2);
 }
+
+/// Accepts one connection on `listener`, answers "ping" with `reply`.
+fn serve_once(listener: TcpListener, reply: &'static [u8]) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"ping" {
+                let _ = s.write_all(reply);
+            }
+        }
+    })
+}
+
+#[test]
+fn dnat_map_forwards_each_published_port() {
+    require("nft", "nftables");
+    let mut g = Guard::new();
+    let (srv_name, srv, cli) = two_hosts(&mut g);
+    let listen = |port: u16| {
+        srv.run(move || TcpListener::bind(("198.18.163.1", port)))
+            .unwrap()
+            .expect("listen in the server namespace")
+    };
+    let (l1, l2) = (listen(9001), listen(9002));
+    let s1 = serve_once(l1, b"one");
+    let s2 = serve_once(l2, b"two");
+
+    let mut sock = nft::Socket::in_netns(&srv).unwrap();
+    let t = Table::new(Family::Inet, "ferry");
+    let key = [Field::IpDaddr, Field::L4Proto, Field::ThDport];
+    let host = Value::Ipv4(v4("198.18.163.1"));
+    let entry = |published: u16, target: u16| {
+        Element::new([host.clone(), Value::Proto(TCP), Value::Port(published)])
+            .data([host.clone(), Value::Port(target)])
+    };
+    sock.commit(
+        Batch::new()
+            .add_table(&t)
+            .add_chain(&Chain::base(
+                &t,
+                "prerouting",
+                ChainType::Nat,
+                Hook::Prerouting,
+                -100,
+            ))
+            .add_set(
+                &Set::new(
+                    &t,
+                    "ports",
+                    &[Type::Ipv4Addr, Type::InetProto, Type::InetService],
+                )
+                .map(&[Type::Ipv4Addr, Type::InetService]),
+            )
+            .add_rule(&Rule::new(&t, "prerouting").dnat_map(
+                &key,
+                "ports",
+                &[Type::Ipv4Addr, Type::InetService],
+            )),
+    )
+    .unwrap();
+    // Each published port is one element; the rule stays the same.
+    for (p, to) in [(8081, 9001), (8082, 9002)] {
+        sock.commit(Batch::new().add_elements(&t, "ports", &[entry(p, to)]))
+            .unwrap();
+    }
+    assert_eq!(rule_count(&srv_name), 1);
+    let out = nft_list(&srv_name, &["table", "inet", "ferry"]);
+    assert!(
+        out.contains("dnat ip to ip daddr . meta l4proto . th dport map @ports"),
+        "{out}"
+    );
+    assert!(
+        out.contains("198.18.163.1 . tcp . 8081 : 198.18.163.1 . 9001"),
+        "{out}"
+    );
+
+    let at = |port: u16| SocketAddr::from((v4("198.18.163.1"), port));
+    assert_eq!(exchange(&cli, at(8081)).unwrap(), "one");
+    assert_eq!(exchange(&cli, at(8082)).unwrap(), "two");
+    s1.join().unwrap();
+    s2.join().unwrap();
+
+    // Unpublished again: the port is closed.
+    sock.commit(Batch::new().delete_elements(&t, "ports", &[entry(8081, 9001)]))
+        .unwrap();
+    assert!(exchange(&cli, at(8081)).is_err());
+}
+
+#[test]
+fn large_batches_and_dumps() {
+    let (_g, ns, _h, mut sock) = setup("nz");
+    let t = Table::new(Family::Ip, "ferry");
+    let mut b = Batch::new();
+    b.add_table(&t)
+        .add_chain(&Chain::regular(&t, "many"))
+        .add_set(&Set::new(&t, "big", &[Type::Ipv4Addr, Type::InetService]));
+    for i in 0..300u16 {
+        b.add_rule(
+            &Rule::new(&t, "many")
+                .dport(TCP, 10000 + i)
+                .accept()
+                .comment(format!("ferry: rule {i}")),
+        );
+    }
+    let elements: Vec<Element> = (0..3000u32)
+        .map(|i| {
+            let a = Ipv4Addr::from(u32::from(v4("198.18.168.0")) + i);
+            Element::new([Value::Ipv4(a), Value::Port(80)])
+        })
+        .collect();
+    b.add_elements(&t, "big", &elements);
+    // 3 + 300 rules + 3000 elements in 256-element messages.
+    assert_eq!(b.len(), 3 + 300 + 12);
+    sock.commit(&b).unwrap();
+    assert_eq!(rule_count(&ns), 300);
+    let rules = sock.rules(&t).unwrap();
+    assert_eq!(rules.len(), 300);
+    assert_eq!(rules[299].comment.as_deref(), Some("ferry: rule 299"));
+    assert_eq!(sock.elements(&t, "big").unwrap().len(), 3000);
+    assert_eq!(elem_count(&ns, "big"), 3000);
+}

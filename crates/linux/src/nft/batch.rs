@@ -527,6 +527,40 @@ impl Rule {
         self.nat(NatKind::Snat, addr, port)
     }
 
+    /// `dnat ip to FIELDS map @MAP`: the new destination is the value the
+    /// map holds for the key, of types `to`: an address, or an address and
+    /// a port (`ipv4_addr . inet_service`). Published ports then become map
+    /// elements and the rule stays the same however many there are.
+    pub fn dnat_map(mut self, fields: &[Field], map: &str, to: &[Type]) -> Self {
+        let (ipv6, with_port) = match to {
+            [Type::Ipv4Addr] => (false, false),
+            [Type::Ipv6Addr] => (true, false),
+            [Type::Ipv4Addr, Type::InetService] => (false, true),
+            [Type::Ipv6Addr, Type::InetService] => (true, true),
+            _ => {
+                self.fail(format!(
+                    "dnat map values must be an address, optionally with a port, not {to:?}"
+                ));
+                (false, false)
+            }
+        };
+        let sreg = self.load_key(fields);
+        self.exprs.push(Expr::Lookup {
+            set: map.to_string(),
+            sreg,
+            dreg: Some(REG32_00),
+            invert: false,
+        });
+        let port_reg = REG32_00 + if ipv6 { 4 } else { 1 };
+        self.exprs.push(Expr::Nat {
+            kind: NatKind::Dnat,
+            ipv6,
+            addr: Some(REG32_00),
+            port: with_port.then_some(port_reg),
+        });
+        self
+    }
+
     /// `masquerade`.
     pub fn masquerade(mut self) -> Self {
         self.exprs.push(Expr::Masquerade);

@@ -112,3 +112,11 @@ impl std::fmt::Display for Family {
         f.write_str(self.as_str())
     }
 }
+
+// A daemon opens one socket per namespace and hands it to a worker.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send::<Socket>();
+    assert_send_sync::<Batch>();
+};
