@@ -432,6 +432,33 @@ fn masquerade_and_snat_render_in_nft_list() {
             ),
     )
     .unwrap();
+    let t6 = Table::new(Family::Inet, "ferry6");
+    sock.commit(
+        Batch::new()
+            .add_table(&t6)
+            .add_chain(&Chain::base(
+                &t6,
+                "post",
+                ChainType::Nat,
+                Hook::Postrouting,
+                100,
+            ))
+            .add_rule(
+                &Rule::new(&t6, "post")
+                    .saddr(net("fd00:160:5::/64"))
+                    .snat("fd00:160::1".parse().unwrap(), None),
+            )
+            // Inserted rules go first.
+            .insert_rule(&Rule::new(&t6, "post").oifname("lo").ret()),
+    )
+    .unwrap();
+    let out = nft_list(&ns, &["chain", "inet", "ferry6", "post"]);
+    let first = out.find("oifname \"lo\" return").expect("inserted rule");
+    let second = out
+        .find("ip6 saddr fd00:160:5::/64 snat ip6 to fd00:160::1")
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(first < second, "{out}");
+
     let out = nft_list(&ns, &["chain", "ip", "ferry", "postrouting"]);
     assert!(
         out.contains("ip saddr 198.18.164.0/24 ip daddr != 198.18.164.1 masquerade"),
@@ -460,6 +487,10 @@ fn failing_batch_applies_nothing_and_names_the_message() {
     assert!(text.contains("message 3 of 3"), "{text}");
     assert!(text.contains("add rule inet ferry-a c"), "{text}");
     assert!(text.contains("nothing was applied"), "{text}");
+    assert!(
+        text.contains("the kernel points at expression 1 (immediate)"),
+        "{text}"
+    );
     assert!(objects(&ns, "table").is_empty(), "the table must not exist");
 
     // Another's table is refused before anything is sent.

@@ -9,7 +9,7 @@ use super::expr::{
     encode_concat, pad4, CmpOp, CtKey, CtState, Expr, Field, NatKind, Type, Value, Verdict,
     NFTA_DATA_VALUE, NFTA_LIST_ELEM, REG32_00, REG32_15, REG_VERDICT,
 };
-use super::nla::Attrs;
+use super::nla::{parse, Attr, Attrs};
 use super::{is_ferry_table, Family};
 
 // Message types (NFT_MSG_*).
@@ -854,6 +854,11 @@ impl Batch {
             ));
         }
         self.check_name("table", &table.name);
+        if attrs.overflowed() {
+            self.fail(format!(
+                "{what}: an attribute exceeds the 64 KiB netlink limit; use fewer expressions"
+            ));
+        }
         self.msgs.push(Msg {
             kind,
             family: table.family.raw(),
@@ -989,6 +994,18 @@ impl Batch {
             a,
             what,
         );
+        self
+    }
+
+    /// Inserts a rule at the top of its chain.
+    pub fn insert_rule(&mut self, rule: &Rule) -> &mut Self {
+        self.add_rule(rule);
+        if let Some(m) = self.msgs.last_mut() {
+            if m.kind == NFT_MSG_NEWRULE {
+                m.flags = NLM_F_CREATE;
+                m.what = m.what.replacen("add rule", "insert rule", 1);
+            }
+        }
         self
     }
 
@@ -1147,6 +1164,66 @@ impl Batch {
     }
 }
 
+/// The attribute of `attrs` (and its index) that contains byte `off`,
+/// offsets counted from the start of `base`.
+fn containing<'a>(base: &[u8], attrs: Vec<Attr<'a>>, off: usize) -> Option<(usize, Attr<'a>)> {
+    attrs.into_iter().enumerate().find(|(_, a)| {
+        let start = (a.value.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize + 4);
+        off >= start && off < start + 4 + a.value.len()
+    })
+}
+
+/// Names the attribute at byte `off` of a message's attributes, the place
+/// the kernel's extended ack points at: `expression 2 (lookup)`,
+/// `element 5`, `chain hook` ...
+pub(crate) fn describe_offset(kind: u8, attrs: &[u8], off: usize) -> Option<String> {
+    let (_, a) = containing(attrs, parse(attrs).ok()?, off)?;
+    let rule = matches!(kind, NFT_MSG_NEWRULE | NFT_MSG_DELRULE);
+    let elem = matches!(
+        kind,
+        NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM | NFT_MSG_DESTROYSETELEM
+    );
+    let chain = matches!(kind, NFT_MSG_NEWCHAIN | NFT_MSG_DELCHAIN);
+    let set = matches!(kind, NFT_MSG_NEWSET | NFT_MSG_DELSET);
+    let name = match a.kind {
+        NFTA_RULE_EXPRESSIONS if rule => {
+            let Some((i, e)) = containing(attrs, a.nested().ok()?, off) else {
+                return Some("the expression list".into());
+            };
+            let expr = e
+                .nested()
+                .ok()?
+                .into_iter()
+                .find(|x| x.kind == 1)
+                .map(|x| x.str())
+                .unwrap_or_default();
+            return Some(format!("expression {} ({expr})", i + 1));
+        }
+        NFTA_SET_ELEM_LIST_ELEMENTS if elem => {
+            return Some(match containing(attrs, a.nested().ok()?, off) {
+                Some((i, _)) => format!("element {} of the message", i + 1),
+                None => "the element list".into(),
+            });
+        }
+        1 => "the table name",
+        NFTA_RULE_CHAIN if rule => "the chain name",
+        NFTA_RULE_HANDLE if rule => "the rule handle",
+        NFTA_RULE_USERDATA if rule => "the comment",
+        NFTA_CHAIN_NAME if chain => "the chain name",
+        NFTA_CHAIN_HOOK if chain => "the hook and priority",
+        NFTA_CHAIN_POLICY if chain => "the policy",
+        NFTA_CHAIN_TYPE if chain => "the chain type",
+        NFTA_SET_NAME if set => "the set name",
+        NFTA_SET_FLAGS if set => "the set flags",
+        NFTA_SET_KEY_TYPE | NFTA_SET_KEY_LEN if set => "the key type",
+        NFTA_SET_DATA_TYPE | NFTA_SET_DATA_LEN if set => "the map's data type",
+        NFTA_SET_DESC if set => "the concatenation's field lengths",
+        NFTA_SET_ELEM_LIST_SET if elem => "the set name",
+        other => return Some(format!("attribute {other}")),
+    };
+    Some(name.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1160,6 +1237,29 @@ mod tests {
         let mut b = Batch::new();
         b.add_table(&Table::new(Family::Inet, "ferry-x"));
         assert!(b.error.is_none());
+    }
+
+    #[test]
+    fn offsets_name_the_expression() {
+        let t = Table::new(Family::Inet, "ferry");
+        let mut b = Batch::new();
+        b.add_rule(&Rule::new(&t, "c").counter().jump("x"));
+        let a = b.msgs[0].attrs.bytes();
+        // table (4 + 8), chain (4 + 4), list header (4): expression 1 at 24.
+        assert_eq!(
+            describe_offset(NFT_MSG_NEWRULE, a, 24).as_deref(),
+            Some("expression 1 (counter)")
+        );
+        let second = 24 + u16::from_ne_bytes([a[24], a[25]]) as usize;
+        assert_eq!(
+            describe_offset(NFT_MSG_NEWRULE, a, second).as_deref(),
+            Some("expression 2 (immediate)")
+        );
+        assert_eq!(
+            describe_offset(NFT_MSG_NEWRULE, a, 0).as_deref(),
+            Some("the table name")
+        );
+        assert_eq!(describe_offset(NFT_MSG_NEWRULE, a, 10_000), None);
     }
 
     #[test]

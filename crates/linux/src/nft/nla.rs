@@ -17,11 +17,26 @@ pub(crate) const fn align4(n: usize) -> usize {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Attrs {
     buf: Vec<u8>,
+    /// An attribute grew past the 64 KiB a netlink attribute can hold.
+    overflow: bool,
 }
 
 impl Attrs {
     pub(crate) fn new() -> Self {
         Attrs::default()
+    }
+
+    /// True when an attribute was too long to encode (the caller must not
+    /// send these attributes).
+    pub(crate) fn overflowed(&self) -> bool {
+        self.overflow
+    }
+
+    fn len16(&mut self, len: usize) -> u16 {
+        u16::try_from(len).unwrap_or_else(|_| {
+            self.overflow = true;
+            u16::MAX
+        })
     }
 
     /// The encoded attributes.
@@ -32,9 +47,7 @@ impl Attrs {
     /// Appends one attribute with a raw value, padded to 4 bytes.
     pub(crate) fn put(&mut self, kind: u16, value: &[u8]) -> &mut Self {
         let len = NLA_HDRLEN + value.len();
-        // Attribute lengths are u16; nf_tables values are far smaller
-        // (the largest is a 64-byte data value or a 256-byte name).
-        let len16 = u16::try_from(len).unwrap_or(u16::MAX);
+        let len16 = self.len16(len);
         self.buf.extend_from_slice(&len16.to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
         self.buf.extend_from_slice(value);
@@ -65,7 +78,7 @@ impl Attrs {
         let start = self.buf.len();
         self.buf.extend_from_slice(&[0; NLA_HDRLEN]);
         f(self);
-        let len = u16::try_from(self.buf.len() - start).unwrap_or(u16::MAX);
+        let len = self.len16(self.buf.len() - start);
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
         self.buf[start + 2..start + 4].copy_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
         self
@@ -165,6 +178,16 @@ mod tests {
         assert_eq!(inner[0].value, &[1, 2, 3]);
         assert_eq!(inner[1].be64().unwrap(), 9);
         assert_eq!(a.bytes().len() % 4, 0);
+    }
+
+    #[test]
+    fn overlong_attributes_are_flagged() {
+        let mut a = Attrs::new();
+        a.nest(1, |n| {
+            n.put(2, &vec![0u8; 70_000]);
+        });
+        assert!(a.overflowed());
+        assert!(!Attrs::new().put(1, &[0; 100]).overflowed());
     }
 
     #[test]

@@ -10,8 +10,9 @@ use netlink_packet_core::{
 use netlink_sys::{protocols::NETLINK_NETFILTER, SocketAddr};
 
 use super::batch::{
-    Batch, NFTA_RULE_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE, NFTA_SET_TABLE,
-    NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM, NFT_MSG_GETTABLE,
+    describe_offset, Batch, NFTA_RULE_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
+    NFTA_SET_TABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETRULE, NFT_MSG_GETSET, NFT_MSG_GETSETELEM,
+    NFT_MSG_GETTABLE,
 };
 use super::list::{self, ChainInfo, ElementInfo, RuleInfo, SetInfo, TableInfo};
 use super::nla::{align4, parse, Attrs};
@@ -29,6 +30,8 @@ const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
 /// `NLMSGERR_ATTR_MSG`: the extended ack's text.
 const NLMSGERR_ATTR_MSG: u16 = 1;
+/// `NLMSGERR_ATTR_OFFS`: offset of the offending attribute in the request.
+const NLMSGERR_ATTR_OFFS: u16 = 2;
 /// Receive buffer per read; nfnetlink dump datagrams stay well below.
 const RECV_BUF: usize = 64 * 1024;
 /// How often a dump interrupted by a concurrent change is retried.
@@ -272,15 +275,29 @@ impl Socket {
                 if idx > n + 1 || r.kind != NLMSG_ERROR {
                     continue; // a stale reply to an earlier request
                 }
-                let (code, detail) = parse_error(&r).map_err(|message| Error::Decode {
-                    op: op.clone(),
-                    message,
-                })?;
+                let (code, mut detail, offset) =
+                    parse_error(&r).map_err(|message| Error::Decode {
+                        op: op.clone(),
+                        message,
+                    })?;
                 if code == 0 {
                     acked += 1;
-                } else {
-                    errors.push((idx, code.saturating_abs(), detail));
+                    continue;
                 }
+                // Name the attribute the kernel points at, if it did.
+                let place = match (idx.checked_sub(1).and_then(|i| batch.msgs.get(i)), offset) {
+                    (Some(m), Some(off)) => off
+                        .checked_sub(NLMSG_HDRLEN + NFGENMSG_LEN)
+                        .and_then(|o| describe_offset(m.kind, m.attrs.bytes(), o)),
+                    _ => None,
+                };
+                if let Some(place) = place {
+                    if !detail.is_empty() {
+                        detail.push_str("; ");
+                    }
+                    detail.push_str(&format!("the kernel points at {place}"));
+                }
+                errors.push((idx, code.saturating_abs(), detail));
             }
         }
         if let Some((idx, errno, detail)) = errors.iter().min_by_key(|e| e.0).cloned() {
@@ -357,7 +374,7 @@ impl Socket {
                             return Ok(items);
                         }
                         NLMSG_ERROR => {
-                            let (code, detail) =
+                            let (code, detail, _) =
                                 parse_error(&r).map_err(|message| Error::Decode {
                                     op: op.to_string(),
                                     message,
@@ -494,13 +511,14 @@ fn put_msg(
 
 /// Decodes an `NLMSG_ERROR` reply: the (negative) code, 0 for an ack, and
 /// the extended-ack text if any.
-fn parse_error(r: &Reply) -> Result<(i32, String), String> {
+fn parse_error(r: &Reply) -> Result<(i32, String, Option<usize>), String> {
     let p = &r.payload;
     if p.len() < 4 {
         return Err(format!("error message of {} bytes", p.len()));
     }
     let code = i32::from_ne_bytes([p[0], p[1], p[2], p[3]]);
     let mut detail = String::new();
+    let mut offset = None;
     let orig = &p[4..];
     if r.flags & NLM_F_ACK_TLVS != 0 && orig.len() >= NLMSG_HDRLEN {
         // Capped: the original header only; otherwise the whole request.
@@ -513,9 +531,15 @@ fn parse_error(r: &Reply) -> Result<(i32, String), String> {
             for a in parse(tlvs).unwrap_or_default() {
                 if a.kind == NLMSGERR_ATTR_MSG {
                     detail = a.str();
+                } else if a.kind == NLMSGERR_ATTR_OFFS {
+                    offset = a
+                        .value
+                        .try_into()
+                        .ok()
+                        .map(|b| u32::from_ne_bytes(b) as usize);
                 }
             }
         }
     }
-    Ok((code, detail))
+    Ok((code, detail, offset))
 }
