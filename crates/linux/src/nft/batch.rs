@@ -272,8 +272,16 @@ impl Rule {
     /// Emits `meta nfproto ipv4/ipv6` once, where the table family mixes
     /// both, as nft does before an IP header match.
     fn depend(&mut self, field: Field) {
-        if self.table.family != Family::Inet {
-            return;
+        match (self.table.family, field.nfproto()) {
+            (Family::Ip, Some(10)) | (Family::Ip6, Some(2)) => {
+                self.fail(format!(
+                    "{field:?} cannot match in a table of family {}; use an inet table",
+                    self.table.family
+                ));
+                return;
+            }
+            (Family::Inet, _) => {}
+            _ => return,
         }
         if let Some(p) = field.nfproto() {
             if self.nfproto != Some(p) {
@@ -1260,6 +1268,14 @@ mod tests {
             Some("the table name")
         );
         assert_eq!(describe_offset(NFT_MSG_NEWRULE, a, 10_000), None);
+    }
+
+    #[test]
+    fn ipv6_fields_are_refused_in_ip_tables() {
+        let t = Table::new(Family::Ip, "ferry");
+        let mut b = Batch::new();
+        b.add_rule(&Rule::new(&t, "c").daddr("fd00:160::/64".parse::<IpNet>().unwrap()));
+        assert!(b.error.as_deref().unwrap_or("").contains("inet table"));
     }
 
     #[test]
