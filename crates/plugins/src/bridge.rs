@@ -290,10 +290,6 @@ impl Drop for Rollback<'_> {
     }
 }
 
-fn mac_string(link: &Link) -> String {
-    link.mac.map(|m| m.to_string()).unwrap_or_default()
-}
-
 impl Plugin for Bridge {
     fn add(&self, args: &CmdArgs) -> CniResult<Value> {
         let c = BridgeConf::load(args)?;
@@ -318,11 +314,8 @@ impl Plugin for Bridge {
         };
         let ipam = match &ipam_type {
             Some(t) => {
-                let ipam = delegate::ipam_add(t, args)?;
+                let ipam = delegate::ipam_add_for(t, args, CONTAINER_IFACE)?;
                 rollback.ipam = Some(t.clone());
-                if ipam.ips.is_empty() {
-                    return Err(CniError::internal("IPAM plugin returned missing IP config"));
-                }
                 Some(ipam)
             }
             None => None,
@@ -410,17 +403,17 @@ impl Plugin for Bridge {
         result.interfaces = vec![
             Interface {
                 name: br.name.clone(),
-                mac: mac_string(&br),
+                mac: iface::mac_string(&br),
                 ..Interface::default()
             },
             Interface {
                 name: pair.host.name.clone(),
-                mac: mac_string(&pair.host),
+                mac: iface::mac_string(&pair.host),
                 ..Interface::default()
             },
             Interface {
                 name: args.ifname.clone(),
-                mac: mac_string(&cont),
+                mac: iface::mac_string(&cont),
                 sandbox: args.netns.clone(),
                 ..Interface::default()
             },
@@ -478,11 +471,11 @@ impl Plugin for Bridge {
             )));
         }
         let want_mac = &prev.interfaces[idx].mac;
-        if !want_mac.is_empty() && !want_mac.eq_ignore_ascii_case(&mac_string(&cont)) {
+        if !want_mac.is_empty() && !want_mac.eq_ignore_ascii_case(&iface::mac_string(&cont)) {
             return Err(CniError::internal(format!(
                 "{} has MAC {}, prevResult says {want_mac}",
                 args.ifname,
-                mac_string(&cont)
+                iface::mac_string(&cont)
             )));
         }
         let br = host_nl

@@ -13,6 +13,27 @@ pub fn ipam_add(ipam_type: &str, args: &CmdArgs) -> CniResult<CniResultType> {
     result::parse_result(&v, ferry_cni::version::CURRENT)
 }
 
+/// IPAM ADD for an interface plugin: every address goes on interface
+/// `iface_index` of the result. No address at all is an error, after the
+/// lease (if any) is released.
+pub fn ipam_add_for(
+    ipam_type: &str,
+    args: &CmdArgs,
+    iface_index: usize,
+) -> CniResult<CniResultType> {
+    let mut r = ipam_add(ipam_type, args)?;
+    if r.ips.is_empty() {
+        let _ = ipam_pass(ipam_type, "DEL", args);
+        return Err(ferry_cni::CniError::internal(
+            "IPAM plugin returned missing IP config",
+        ));
+    }
+    for ip in &mut r.ips {
+        ip.interface = Some(iface_index);
+    }
+    Ok(r)
+}
+
 /// IPAM DEL, CHECK, STATUS or GC: passed on with the same input.
 pub fn ipam_pass(ipam_type: &str, command: &str, args: &CmdArgs) -> CniResult<()> {
     invoke::delegate(ipam_type, command, &args.stdin).map(|_| ())

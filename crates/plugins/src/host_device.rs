@@ -321,16 +321,10 @@ impl Plugin for HostDevice {
             }];
         }
         if let Some(t) = ipam_type.as_deref() {
-            let ipam = delegate::ipam_add(t, args)?;
+            let ipam = delegate::ipam_add_for(t, args, CONTAINER_IFACE)?;
             rollback.ipam = Some(t);
-            if ipam.ips.is_empty() {
-                return Err(CniError::internal("IPAM plugin returned missing IP config"));
-            }
             result.ips = ipam.ips;
             result.routes = ipam.routes;
-            for ip in &mut result.ips {
-                ip.interface = Some(CONTAINER_IFACE);
-            }
             if !l.dpdk {
                 iface::configure(
                     &netns,

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 /// How long to wait for IPv6 duplicate address detection, as the reference.
 const DAD_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A link's MAC as results print it ("" when it has none).
+pub fn mac_string(link: &ferry_linux::Link) -> String {
+    link.mac.map(|m| m.to_string()).unwrap_or_default()
+}
+
 /// Options for [`configure`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {

@@ -213,9 +213,7 @@ pub(crate) fn ifname_exists(ifname: &str, details: impl Into<String>) -> CniErro
     )
 }
 
-pub(crate) fn mac_string(link: &Link) -> String {
-    link.mac.map(|m| m.to_string()).unwrap_or_default()
-}
+pub(crate) use crate::iface::mac_string;
 
 /// Sets the ARP/ND "notify on link change" sysctls the reference sets, best effort.
 pub(crate) fn notify_sysctls(netns: &Netns, ifname: &str, ndisc: bool) {
@@ -266,16 +264,10 @@ impl Plugin for Macvlan {
             ..CniResultType::default()
         };
         if let Some(t) = ipam_type.as_deref() {
-            let ipam = delegate::ipam_add(t, args)?;
+            let ipam = delegate::ipam_add_for(t, args, CONTAINER_IFACE)?;
             rollback.ipam = Some(t);
-            if ipam.ips.is_empty() {
-                return Err(CniError::internal("IPAM plugin returned missing IP config"));
-            }
             result.ips = ipam.ips;
             result.routes = ipam.routes;
-            for ip in &mut result.ips {
-                ip.interface = Some(CONTAINER_IFACE);
-            }
             notify_sysctls(&netns, &args.ifname, true);
             let nl = rollback
                 .cont_nl

@@ -8,7 +8,7 @@ use crate::{delegate, iface, netconf, veth};
 use ferry_cni::result::{Interface, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
-use ferry_linux::{AddrOptions, Link, Netlink, Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE};
+use ferry_linux::{AddrOptions, Netlink, Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
@@ -38,10 +38,6 @@ pub struct Ptp;
 fn host_prefix(ip: std::net::IpAddr) -> IpNet {
     let bits = if ip.is_ipv4() { 32 } else { 128 };
     IpNet::new(ip, bits).unwrap_or_else(|_| IpNet::from(ip))
-}
-
-fn mac_string(link: &Link) -> String {
-    link.mac.map(|m| m.to_string()).unwrap_or_default()
 }
 
 /// Releases IPAM and removes the container veth when ADD fails halfway.
@@ -75,16 +71,13 @@ impl Plugin for Ptp {
             .map_err(kernel("failed to open netlink in the container"))?;
         veth::ensure_absent(&mut cont_nl, &args.ifname)?;
 
-        let ipam = delegate::ipam_add(&ipam_type, args)?;
+        let ipam = delegate::ipam_add_for(&ipam_type, args, CONTAINER_IFACE)?;
         let mut rollback = Rollback {
             args,
             ipam: &ipam_type,
             netns: Some(&netns),
             armed: true,
         };
-        if ipam.ips.is_empty() {
-            return Err(CniError::internal("IPAM plugin returned missing IP config"));
-        }
         let has_v4 = ipam.ips.iter().any(|ip| ip.is_ipv4());
         let has_v6 = ipam.ips.iter().any(|ip| !ip.is_ipv4());
         if has_v4 {
@@ -105,9 +98,6 @@ impl Plugin for Ptp {
             dns: ipam.dns,
             ..CniResultType::default()
         };
-        for ip in &mut result.ips {
-            ip.interface = Some(CONTAINER_IFACE);
-        }
         iface::configure(
             &netns,
             &mut cont_nl,
@@ -180,12 +170,12 @@ impl Plugin for Ptp {
         result.interfaces = vec![
             Interface {
                 name: pair.host.name.clone(),
-                mac: mac_string(&pair.host),
+                mac: iface::mac_string(&pair.host),
                 ..Interface::default()
             },
             Interface {
                 name: args.ifname.clone(),
-                mac: mac_string(&cont),
+                mac: iface::mac_string(&cont),
                 sandbox: args.netns.clone(),
                 ..Interface::default()
             },

@@ -156,16 +156,10 @@ impl Plugin for Tap {
             ..CniResultType::default()
         };
         if let Some(t) = ipam_type.as_deref() {
-            let ipam = delegate::ipam_add(t, args)?;
+            let ipam = delegate::ipam_add_for(t, args, CONTAINER_IFACE)?;
             g.ipam = Some(t);
-            if ipam.ips.is_empty() {
-                return Err(CniError::internal("IPAM plugin returned missing IP config"));
-            }
             result.ips = ipam.ips;
             result.routes = ipam.routes;
-            for ip in &mut result.ips {
-                ip.interface = Some(CONTAINER_IFACE);
-            }
             notify_sysctls(&netns, &args.ifname, false);
             // A tap has no carrier until a VMM opens it, so IPv6 DAD would
             // never finish: the addresses go on without it.
