@@ -25,6 +25,7 @@ mod neigh;
 mod netns;
 pub mod nft;
 mod route;
+mod rule;
 mod socket;
 pub mod sysctl;
 mod tap;
@@ -39,6 +40,7 @@ pub use mac::MacAddr;
 pub use neigh::{FdbEntry, Neighbour, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE};
 pub use netns::{Netns, NETNS_RUN_DIR};
 pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
+pub use rule::{Rule, RULE_ACTION_TO_TABLE};
 pub use socket::Netlink;
 pub use tap::{create_tap, TapSpec};
 

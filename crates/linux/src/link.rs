@@ -100,6 +100,10 @@ pub struct Link {
     pub up: bool,
     /// In promiscuous mode (flag set or promiscuity counter above zero).
     pub promisc: bool,
+    /// All-multicast mode (`IFF_ALLMULTI`).
+    pub allmulti: bool,
+    /// Transmit queue length (`IFLA_TXQLEN`).
+    pub txqlen: Option<u32>,
     /// Bridge port flags, when the link is a bridge port.
     pub bridge_port: Option<BridgePortFlags>,
 }
@@ -120,12 +124,15 @@ impl Link {
             flags,
             up: msg.header.flags.contains(LinkFlags::Up),
             promisc: msg.header.flags.contains(LinkFlags::Promisc),
+            allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
+            txqlen: None,
             bridge_port: None,
         };
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(m) => link.mtu = Some(m),
+                LinkAttribute::TxQueueLen(q) => link.txqlen = Some(q),
                 LinkAttribute::Address(a) => link.mac = MacAddr::from_slice(&a),
                 LinkAttribute::Controller(m) if m != 0 => link.master = Some(m),
                 LinkAttribute::Link(p) if p != 0 => link.parent = Some(p),
@@ -498,6 +505,25 @@ impl Netlink {
         };
         m.header.change_mask = LinkFlags::Promisc;
         self.set_link(m, &format!("set promisc {on} on link #{index}"))
+    }
+
+    /// Turns all-multicast mode on or off (`IFF_ALLMULTI`).
+    pub fn set_allmulti(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut m = link_msg(index);
+        m.header.flags = if on {
+            LinkFlags::Allmulti
+        } else {
+            LinkFlags::empty()
+        };
+        m.header.change_mask = LinkFlags::Allmulti;
+        self.set_link(m, &format!("set allmulti {on} on link #{index}"))
+    }
+
+    /// Sets the transmit queue length (`IFLA_TXQLEN`).
+    pub fn set_txqlen(&mut self, index: u32, qlen: u32) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::TxQueueLen(qlen));
+        self.set_link(m, &format!("set txqlen {qlen} on link #{index}"))
     }
 
     /// Sets the MTU.
