@@ -29,6 +29,7 @@ mod rule;
 mod socket;
 pub mod sysctl;
 mod tap;
+pub mod tc;
 
 pub use addr::{AddrOptions, Address, Family};
 pub use error::{Error, Result};
