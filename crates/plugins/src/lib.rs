@@ -15,6 +15,7 @@ pub mod netconf;
 pub mod ptp;
 pub mod static_ipam;
 pub mod tap;
+pub mod tuning;
 pub mod veth;
 
 use ferry_cni::skel::Plugin;
@@ -67,6 +68,11 @@ pub static REGISTRY: &[Entry] = &[
         name: "tap",
         about: "Ferry tap plugin: a TAP device in the container",
         plugin: &tap::Tap,
+    },
+    Entry {
+        name: "tuning",
+        about: "Ferry tuning plugin: sysctls and interface attributes of the container, restored on DEL",
+        plugin: &tuning::Tuning,
     },
 ];
 
