@@ -13,6 +13,7 @@ pub mod loopback;
 pub mod macvlan;
 pub mod netconf;
 pub mod ptp;
+pub mod sbr;
 pub mod static_ipam;
 pub mod tap;
 pub mod tuning;
@@ -73,6 +74,11 @@ pub static REGISTRY: &[Entry] = &[
         name: "tuning",
         about: "Ferry tuning plugin: sysctls and interface attributes of the container, restored on DEL",
         plugin: &tuning::Tuning,
+    },
+    Entry {
+        name: "sbr",
+        about: "Ferry sbr plugin: source-based routing, a routing table and a rule per container address",
+        plugin: &sbr::Sbr,
     },
 ];
 
