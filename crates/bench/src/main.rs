@@ -1,0 +1,471 @@
+//! `ferry-bench`: Ferry against its peers in the same run, interleaved, on
+//! the same configs, in namespaces it creates and always removes.
+//!
+//! ```text
+//! cargo run --release -p ferry-bench -- [--scale N] [--cycles N] [--out DIR] [--smoke]
+//! ```
+//!
+//! Scenarios: 1 bridge+host-local ADD/DEL, 2 the full chain, 3 ptp+host-local,
+//! 4 parallel ADD-all/DEL-all, 5 scale on one /16, 6 peak RSS per plugin,
+//! 7 CNM (skipped until Ferry's Docker driver exists), 8 the floor (the
+//! kernel work of a bridge ADD in one process and in one process per
+//! plugin). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//!
+//! This binary is also the per-process floor's two "plugins": run through a
+//! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
+//! `floor.rs`).
+
+mod cleanup;
+mod ctx;
+mod floor;
+mod peer;
+mod report;
+mod rss;
+mod scenarios;
+mod util;
+
+use clap::Parser;
+use ctx::{Ctx, Sizes};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry-bench",
+    about = "Side-by-side benchmark: Ferry, the reference CNI plugins, netavark and the kernel floor"
+)]
+struct Opts {
+    /// Containers kept on the scale network per implementation (default 1000; smoke 20).
+    #[arg(long)]
+    scale: Option<usize>,
+    /// ADD/DEL cycles of the sequential scenarios (default 200; smoke 5).
+    #[arg(long)]
+    cycles: Option<usize>,
+    /// Namespaces of the parallel scenario (default 100; smoke 10).
+    #[arg(long)]
+    namespaces: Option<usize>,
+    /// ADDs (and DELs) in flight in the parallel scenario.
+    #[arg(long, default_value_t = 8)]
+    parallel: usize,
+    /// Rounds of the parallel scenario (default 3; smoke 1).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Output directory.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// A tiny run (well under a minute) for tests.
+    #[arg(long)]
+    smoke: bool,
+    /// Plugin of the scale scenario: bridge (at most 1000: a bridge holds
+    /// 1023 ports) or ptp; auto picks bridge up to 1000, ptp above.
+    #[arg(long, default_value = "auto")]
+    scale_plugin: String,
+    /// Scenarios to run, e.g. `1,5,6` (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u8>,
+    /// Ferry's multi-call plugin binary (default: build it with cargo next
+    /// to this binary and use that).
+    #[arg(long)]
+    ferry_plugin: Option<PathBuf>,
+    /// The reference plugins.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    reference: PathBuf,
+    /// netavark.
+    #[arg(long, default_value = "/usr/lib/podman/netavark")]
+    netavark: PathBuf,
+    /// The 4-character tag in every name (default: random).
+    #[arg(long)]
+    tag: Option<String>,
+}
+
+fn main() {
+    if let Some(code) = floor::dispatch_argv0() {
+        std::process::exit(code);
+    }
+    let opts = Opts::parse();
+    std::process::exit(run(opts));
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn machine() -> Vec<(String, String)> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let cpuinfo = read("/proc/cpuinfo");
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get().to_string())
+        .unwrap_or_else(|_| "?".into());
+    let mem = read("/proc/meminfo")
+        .lines()
+        .find(|l| l.starts_with("MemTotal"))
+        .map(|l| l.trim_start_matches("MemTotal:").trim().to_string())
+        .unwrap_or_default();
+    let os = read("/etc/os-release")
+        .lines()
+        .find(|l| l.starts_with("PRETTY_NAME="))
+        .map(|l| {
+            l.trim_start_matches("PRETTY_NAME=")
+                .trim_matches('"')
+                .to_string()
+        })
+        .unwrap_or_default();
+    vec![
+        (
+            "kernel".into(),
+            first_line(&read("/proc/sys/kernel/osrelease")),
+        ),
+        ("OS".into(), os),
+        ("CPU".into(), model),
+        ("cores".into(), cores),
+        ("memory".into(), mem),
+        (
+            "load average at start".into(),
+            first_line(&read("/proc/loadavg")),
+        ),
+    ]
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+fn ferry_version() -> String {
+    let root = workspace_root();
+    let git = util::output(
+        "git",
+        &[
+            "-C",
+            &root.display().to_string(),
+            "describe",
+            "--always",
+            "--dirty",
+        ],
+    )
+    .map(|s| first_line(&s))
+    .unwrap_or_default();
+    format!("ferry-plugins {} (git {git})", env!("CARGO_PKG_VERSION"))
+}
+
+fn reference_version(dir: &Path) -> String {
+    let pkg = util::output(
+        "dpkg-query",
+        &["-W", "-f", "${Version}", "containernetworking-plugins"],
+    )
+    .unwrap_or_default();
+    // The reference plugins print "CNI bridge plugin vX.Y.Z" when run bare.
+    let about = Command::new(dir.join("bridge"))
+        .env_clear()
+        .output()
+        .map(|o| first_line(&String::from_utf8_lossy(&o.stderr)))
+        .unwrap_or_default();
+    format!(
+        "{about} (Debian containernetworking-plugins {pkg}) in {}",
+        dir.display()
+    )
+}
+
+/// Ferry's plugin binary: `--ferry-plugin`, else built by cargo (same
+/// profile and target dir as this binary) and taken from next to it.
+fn ferry_plugin(opts: &Opts) -> Result<PathBuf, String> {
+    if let Some(p) = &opts.ferry_plugin {
+        return p
+            .canonicalize()
+            .map_err(|e| format!("--ferry-plugin {}: {e}", p.display()));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no directory for this executable")?;
+    let candidate = dir.join("ferry-plugin");
+    let profile_dir = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let target_dir = dir.parent();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = workspace_root().join("Cargo.toml");
+    if let (Some(profile), Some(target)) = (profile_dir, target_dir) {
+        if manifest.exists() {
+            let mut cmd = Command::new(&cargo);
+            cmd.args([
+                "build",
+                "--quiet",
+                "-p",
+                "ferry-plugins",
+                "--bin",
+                "ferry-plugin",
+            ])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target);
+            if profile == "release" {
+                cmd.arg("--release");
+            } else if profile != "debug" {
+                cmd.args(["--profile", &profile]);
+            }
+            eprintln!("ferry-bench: building ferry-plugin ({profile}) with cargo");
+            match cmd.status() {
+                Ok(s) if s.success() => {}
+                Ok(s) => return Err(format!("cargo build of ferry-plugin failed ({s})")),
+                Err(e) if candidate.exists() => {
+                    eprintln!(
+                        "ferry-bench: cannot run cargo ({e}); using {}",
+                        candidate.display()
+                    )
+                }
+                Err(e) => return Err(format!("cannot run cargo to build ferry-plugin: {e}")),
+            }
+        }
+    }
+    if candidate.exists() {
+        Ok(candidate)
+    } else {
+        Err(format!(
+            "no ferry-plugin next to {}; build it or pass --ferry-plugin",
+            exe.display()
+        ))
+    }
+}
+
+/// A CNI_PATH dir: every REGISTRY type -> Ferry's binary, the rest -> reference.
+fn ferry_dir(work: &Path, bin: &Path, reference: Option<&Path>) -> Result<PathBuf, String> {
+    let dir = work.join("ferry-bin");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    for e in ferry_plugins::REGISTRY {
+        std::os::unix::fs::symlink(bin, dir.join(e.name)).map_err(|e| e.to_string())?;
+    }
+    if let Some(r) = reference {
+        for entry in std::fs::read_dir(r).map_err(|e| e.to_string())?.flatten() {
+            let target = dir.join(entry.file_name());
+            if !target.exists() {
+                std::os::unix::fs::symlink(entry.path(), target).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(dir)
+}
+
+fn floor_dir(work: &Path) -> Result<PathBuf, String> {
+    let dir = work.join("floor-bin");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    for name in [floor::BRIDGE_HALF, floor::IPAM_HALF] {
+        std::os::unix::fs::symlink(&exe, dir.join(name)).map_err(|e| e.to_string())?;
+    }
+    Ok(dir)
+}
+
+fn now_utc() -> String {
+    util::output("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+        .map(|s| first_line(&s))
+        .unwrap_or_default()
+}
+
+fn run(opts: Opts) -> i32 {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("ferry-bench: must run as root (it creates namespaces, links and rules)");
+        return 2;
+    }
+    cleanup::install_stop_handler();
+    let smoke = opts.smoke;
+    let scale = opts.scale.unwrap_or(if smoke { 20 } else { 1000 });
+    let scale_plugin = match opts.scale_plugin.as_str() {
+        "auto" if scale <= 1000 => "bridge".to_string(),
+        "auto" => "ptp".to_string(),
+        p @ ("bridge" | "ptp") => p.to_string(),
+        other => {
+            eprintln!("ferry-bench: --scale-plugin {other:?}: use auto, bridge or ptp");
+            return 2;
+        }
+    };
+    let sizes = Sizes {
+        cycles: opts.cycles.unwrap_or(if smoke { 5 } else { 200 }),
+        namespaces: opts.namespaces.unwrap_or(if smoke { 10 } else { 100 }),
+        parallel: opts.parallel.max(1),
+        rounds: opts.rounds.unwrap_or(if smoke { 1 } else { 3 }).max(1),
+        scale,
+        scale_plugin,
+    };
+    let tag = match &opts.tag {
+        Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),
+        Some(t) => {
+            eprintln!("ferry-bench: --tag {t:?}: give 4 letters or digits");
+            return 2;
+        }
+        None => util::make_tag(),
+    };
+    let work = PathBuf::from("/run/ferry-bench").join(&tag);
+    if let Err(e) = std::fs::create_dir_all(&work) {
+        eprintln!("ferry-bench: create {}: {e}", work.display());
+        return 2;
+    }
+    let janitor = cleanup::Janitor::default();
+    util::own_dir(&janitor, &work);
+
+    let mut run_notes: Vec<String> = Vec::new();
+    let reference = opts
+        .reference
+        .join("bridge")
+        .exists()
+        .then(|| opts.reference.clone());
+    if reference.is_none() {
+        run_notes.push(format!(
+            "reference plugins not found in {}: reference skipped (apt-get install containernetworking-plugins)",
+            opts.reference.display()
+        ));
+    }
+    let netavark = opts.netavark.exists().then(|| opts.netavark.clone());
+    let (ferry_dir, ferry_ver) = match ferry_plugin(&opts) {
+        Ok(bin) => match ferry_dir(&work, &bin, reference.as_deref()) {
+            Ok(d) => (Some(d), format!("{} at {}", ferry_version(), bin.display())),
+            Err(e) => {
+                run_notes.push(format!("Ferry skipped: {e}"));
+                (None, "not available".into())
+            }
+        },
+        Err(e) => {
+            run_notes.push(format!("Ferry skipped: {e}"));
+            (None, "not available".into())
+        }
+    };
+    let floor_dir = match floor_dir(&work) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("ferry-bench: {e}");
+            let _ = janitor.run_all();
+            return 2;
+        }
+    };
+    let mut peers = vec![("Ferry".to_string(), ferry_ver)];
+    peers.push((
+        "reference".into(),
+        reference
+            .as_deref()
+            .map(reference_version)
+            .unwrap_or_else(|| "missing: skipped".into()),
+    ));
+    peers.push((
+        "netavark".into(),
+        match &netavark {
+            Some(n) => util::output(&n.display().to_string(), &["--version"])
+                .map(|s| format!("{} at {}", first_line(&s), n.display()))
+                .unwrap_or_else(|| n.display().to_string()),
+            None => format!(
+                "missing ({}): skipped (apt-get install netavark)",
+                opts.netavark.display()
+            ),
+        },
+    ));
+    peers.push((
+        "runtime".into(),
+        "ferry-cni CniConfig (in the bench process) for Ferry, reference and floor-procs".into(),
+    ));
+    let mut mach = machine();
+    let ctx = Ctx::new(
+        tag,
+        work,
+        ferry_dir,
+        reference,
+        floor_dir,
+        netavark,
+        sizes.clone(),
+        janitor,
+    );
+    for n in run_notes {
+        ctx.note("run", n);
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let date = now_utc();
+
+    type Scenario = fn(&Ctx) -> Result<(), String>;
+    let list: [(u8, &str, Scenario); 7] = [
+        (1, scenarios::S1, scenarios::bridge),
+        (2, scenarios::S2, scenarios::chain),
+        (3, scenarios::S3, scenarios::ptp),
+        (4, scenarios::S4, scenarios::parallel_phases),
+        (5, scenarios::S5, scenarios::scale),
+        (6, scenarios::S6, rss::peak_rss),
+        (7, scenarios::S7, scenarios::cnm),
+    ];
+    let mut failures = Vec::new();
+    for (num, name, f) in list {
+        let wanted = opts.only.is_empty()
+            || opts.only.contains(&num)
+            || (num == 1 && opts.only.contains(&8));
+        if !wanted {
+            continue;
+        }
+        if cleanup::stopped() {
+            failures.push((name.to_string(), "not run: interrupted".to_string()));
+            continue;
+        }
+        eprintln!("ferry-bench: scenario {name}");
+        ctx.set_rule_baseline();
+        let t = std::time::Instant::now();
+        if let Err(e) = f(&ctx) {
+            eprintln!("ferry-bench: scenario {name} failed: {e}");
+            failures.push((name.to_string(), e));
+        }
+        eprintln!(
+            "ferry-bench: scenario {name} took {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    mach.push((
+        "load average at end".into(),
+        first_line(&std::fs::read_to_string("/proc/loadavg").unwrap_or_default()),
+    ));
+    let cleanup_problems = ctx.janitor.run_all();
+    let _ = std::fs::remove_dir("/run/ferry-bench");
+
+    let rows = ctx.rows();
+    let meta = report::Meta {
+        command,
+        date,
+        machine: mach,
+        peers,
+        sizes: format!(
+            "{} cycles, {} namespaces × {} in parallel × {} rounds, scale {} ({}), smoke: {}",
+            sizes.cycles,
+            sizes.namespaces,
+            sizes.parallel,
+            sizes.rounds,
+            sizes.scale,
+            sizes.scale_plugin,
+            smoke
+        ),
+        notes: ctx.notes(),
+        failures: failures.clone(),
+        cleanup: cleanup_problems.clone(),
+    };
+    let md = report::markdown(&rows, &meta);
+    println!("{md}");
+    let write = |name: &str, body: String| -> Result<(), String> {
+        let p = opts.out.join(name);
+        std::fs::write(&p, body).map_err(|e| format!("write {}: {e}", p.display()))
+    };
+    let written = std::fs::create_dir_all(&opts.out)
+        .map_err(|e| format!("create {}: {e}", opts.out.display()))
+        .and_then(|_| write("report.md", md))
+        .and_then(|_| write("results.csv", report::csv(&rows)))
+        .and_then(|_| write("scale.svg", report::svg(&rows)));
+    if let Err(e) = written {
+        eprintln!("ferry-bench: {e}");
+        return 1;
+    }
+    eprintln!(
+        "ferry-bench: wrote {}/{{report.md,results.csv,scale.svg}}",
+        opts.out.display()
+    );
+    if !failures.is_empty() || !cleanup_problems.is_empty() {
+        1
+    } else {
+        0
+    }
+}

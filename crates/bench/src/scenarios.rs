@@ -1,0 +1,845 @@
+//! The scenarios. Addresses: 198.18.224.0/19 and fd00:bec::/32, one /24
+//! (and /64) per scenario and participant; the scale scenario takes
+//! 198.19.0.0/16 (a /17 per implementation).
+
+use crate::cleanup::{check_stop, Ticket};
+use crate::ctx::Ctx;
+use crate::peer::{add_tracked, del_tracked, result_addresses, Att, Engine, Netavark, Part, Peer};
+use crate::util::{self, ms};
+use ferry_cni::config::NetworkConfigList;
+use ferry_cni::runtime::CniConfig;
+use ipnet::IpNet;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const S1: &str = "1-bridge";
+pub const S2: &str = "2-chain";
+pub const S3: &str = "3-ptp";
+pub const S4: &str = "4-parallel";
+pub const S5: &str = "5-scale";
+pub const S6: &str = "6-rss";
+pub const S7: &str = "7-cnm";
+pub const S8: &str = "8-floor";
+
+fn part_index(p: Part) -> u8 {
+    match p {
+        Part::Ferry => 0,
+        Part::Reference => 1,
+        Part::Netavark => 2,
+        Part::FloorInProc => 3,
+        Part::FloorProcs => 4,
+    }
+}
+
+/// Subnets of scenario `s` (1-4) for `part`: 198.18.(224+5(s-1)+i).0/24 and
+/// fd00:bec:s:i::/64.
+fn nets(s: u8, part: Part, v6: bool) -> Vec<IpNet> {
+    let i = part_index(part);
+    let mut v = Vec::new();
+    if let Ok(n) = format!("198.18.{}.0/24", 224 + 5 * (s - 1) + i).parse() {
+        v.push(n);
+    }
+    if v6 {
+        if let Ok(n) = format!("fd00:bec:{s}:{i}::/64").parse() {
+            v.push(n);
+        }
+    }
+    v
+}
+
+fn ranges(nets: &[IpNet]) -> Value {
+    Value::Array(
+        nets.iter()
+            .map(|n| json!([{"subnet": n.to_string()}]))
+            .collect(),
+    )
+}
+
+fn default_routes(nets: &[IpNet]) -> Value {
+    Value::Array(
+        nets.iter()
+            .map(|n| json!({"dst": if n.addr().is_ipv4() { "0.0.0.0/0" } else { "::/0" }}))
+            .collect(),
+    )
+}
+
+fn host_local(nets: &[IpNet], data_dir: &Path) -> Value {
+    json!({
+        "type": "host-local",
+        "dataDir": data_dir,
+        "ranges": ranges(nets),
+        "routes": default_routes(nets),
+    })
+}
+
+fn bridge_plugin(bridge: &str, ipam: Value) -> Value {
+    json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam})
+}
+
+fn ptp_plugin(ipam: Value) -> Value {
+    json!({"type": "ptp", "ipam": ipam})
+}
+
+/// Reference chained plugins of the full chain (Ferry has none yet).
+fn chained_plugins() -> Vec<Value> {
+    vec![
+        json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
+        json!({"type": "firewall", "backend": "iptables"}),
+        json!({"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}}),
+        json!({"type": "bandwidth",
+               "ingressRate": 100_000_000u64, "ingressBurst": 1_000_000u64,
+               "egressRate": 100_000_000u64, "egressBurst": 1_000_000u64}),
+    ]
+}
+
+fn conflist(name: &str, plugins: Vec<Value>) -> Result<NetworkConfigList, String> {
+    let v = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
+    let bytes = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
+    NetworkConfigList::from_bytes(&bytes).map_err(|e| format!("conflist {name}: {e}"))
+}
+
+/// Per-participant directories under the work dir (removed at the end with it).
+fn dirs(ctx: &Ctx, key: &str) -> Result<(PathBuf, PathBuf), String> {
+    let data = ctx.work.join(format!("data-{key}"));
+    let cache = ctx.work.join(format!("cache-{key}"));
+    for d in [&data, &cache] {
+        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
+    Ok((data, cache))
+}
+
+/// The CNI_PATH for `part`, if that participant is available.
+fn plugin_dir(ctx: &Ctx, part: Part) -> Option<PathBuf> {
+    match part {
+        Part::Ferry => ctx.ferry_dir.clone(),
+        Part::Reference => ctx.reference.clone(),
+        Part::FloorProcs => Some(ctx.floor_dir.clone()),
+        _ => None,
+    }
+}
+
+/// A CNI participant whose plugins are `make(bridge, data_dir)`.
+fn cni_peer(
+    ctx: &Ctx,
+    s: &str,
+    part: Part,
+    nets: Vec<IpNet>,
+    caps: Map<String, Value>,
+    make: impl Fn(&str, &Path) -> Vec<Value>,
+) -> Result<Option<(Arc<Peer>, String)>, String> {
+    let Some(dir) = plugin_dir(ctx, part) else {
+        return Ok(None);
+    };
+    let key = format!("{s}{}", part.code());
+    let (data, cache) = dirs(ctx, &key)?;
+    let bridge = ctx.name(&format!("b{key}"));
+    util::own_link(&ctx.janitor, &bridge);
+    let name = ctx.name(&key);
+    let list = conflist(&name, make(&bridge, &data))?;
+    let cni = CniConfig::new(vec![dir], cache);
+    let peer = Peer {
+        part,
+        engine: Engine::Cni { cni, list },
+        nets,
+        caps,
+        veth_prefix: ctx.name(&format!("v{key}")),
+        optional: false,
+    };
+    Ok(Some((Arc::new(peer), bridge)))
+}
+
+/// A participant and the bridge its attachments use.
+type PeerOnBridge = (Arc<Peer>, String);
+
+/// The in-process floor on a bridge the bench prepares.
+fn floor_peer(ctx: &Ctx, s: &str, nets: Vec<IpNet>) -> Result<(Arc<Peer>, String), String> {
+    let key = format!("{s}{}", Part::FloorInProc.code());
+    let (data, _) = dirs(ctx, &key)?;
+    let bridge = ctx.name(&format!("b{key}"));
+    let gws: Vec<IpNet> = nets
+        .iter()
+        .filter_map(|n| IpNet::new(util::nth(n, 1), n.prefix_len()).ok())
+        .collect();
+    util::create_bridge(&ctx.janitor, &bridge, &gws)?;
+    let lease_dir = data.join(ctx.name(&key));
+    std::fs::create_dir_all(&lease_dir).map_err(|e| e.to_string())?;
+    let peer = Peer {
+        part: Part::FloorInProc,
+        engine: Engine::Floor {
+            bridge: bridge.clone(),
+            lease_dir,
+        },
+        nets,
+        caps: Map::new(),
+        veth_prefix: ctx.name(&format!("v{key}")),
+        optional: false,
+    };
+    Ok((Arc::new(peer), bridge))
+}
+
+/// The per-process floor: `fbfloor-bridge` + `fbfloor-ipam` through the runtime.
+fn floor_procs_peer(ctx: &Ctx, s: &str, nets: Vec<IpNet>) -> Result<(Arc<Peer>, String), String> {
+    let key = format!("{s}{}", Part::FloorProcs.code());
+    let bridge = ctx.name(&format!("b{key}"));
+    let gws: Vec<IpNet> = nets
+        .iter()
+        .filter_map(|n| IpNet::new(util::nth(n, 1), n.prefix_len()).ok())
+        .collect();
+    util::create_bridge(&ctx.janitor, &bridge, &gws)?;
+    let made = cni_peer(ctx, s, Part::FloorProcs, nets, Map::new(), |br, data| {
+        vec![json!({
+            "type": crate::floor::BRIDGE_HALF,
+            "bridge": br,
+            "ipam": {"type": crate::floor::IPAM_HALF, "dataDir": data},
+        })]
+    })?;
+    made.ok_or_else(|| "floor plugin directory missing".to_string())
+}
+
+/// netavark on a bridge network; a resident container (not measured) keeps
+/// the bridge up between cycles, as on a node with other containers.
+fn netavark_peer(
+    ctx: &Ctx,
+    s: &str,
+    nets: Vec<IpNet>,
+    internal: bool,
+    ports: Vec<Value>,
+) -> Result<Option<(PeerOnBridge, Ticket)>, String> {
+    let Some(bin) = ctx.netavark.clone() else {
+        return Ok(None);
+    };
+    let key = format!("{s}{}", Part::Netavark.code());
+    let bridge = ctx.name(&format!("b{key}"));
+    util::own_link(&ctx.janitor, &bridge);
+    let config_dir = ctx.work.join(format!("netavark-{key}"));
+    std::fs::create_dir_all(&config_dir).map_err(|e| e.to_string())?;
+    let net_name = ctx.name(&key);
+    // netavark wants a 64-hex-digit id: the name in hex, zero-padded.
+    let hex: String = net_name.bytes().map(|b| format!("{b:02x}")).collect();
+    let id = format!("{hex:0<64}");
+    let subnets: Vec<Value> = nets
+        .iter()
+        .map(|n| json!({"subnet": n.to_string(), "gateway": util::nth(n, 1).to_string()}))
+        .collect();
+    let network = json!({
+        "name": net_name,
+        "id": id,
+        "driver": "bridge",
+        "network_interface": bridge,
+        "subnets": subnets,
+        "ipv6_enabled": nets.iter().any(|n| n.addr().is_ipv6()),
+        "internal": internal,
+        "dns_enabled": false,
+        "ipam_options": {"driver": "host-local"},
+    });
+    let peer = Arc::new(Peer {
+        part: Part::Netavark,
+        engine: Engine::Netavark(Netavark {
+            bin,
+            config_dir,
+            net_name,
+            network,
+            port_mappings: ports,
+        }),
+        nets,
+        caps: Map::new(),
+        veth_prefix: String::new(),
+        optional: true,
+    });
+    // The resident container.
+    let (ns, _) = util::create_netns(&ctx.janitor, &ctx.name(&format!("{key}r")))?;
+    let att = peer.att(&format!("{}-{key}-resident", ctx.tag), &ns, 200);
+    match add_tracked(&ctx.janitor, &peer, &att) {
+        Ok((_, _, resident)) => Ok(Some(((peer, bridge), resident))),
+        Err(e) => {
+            ctx.note(
+                s,
+                format!("netavark skipped: setup of the resident container failed: {e}"),
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// ADD then DEL of one attachment, timed separately.
+fn cycle(ctx: &Ctx, peer: &Arc<Peer>, att: &Att) -> Result<(Duration, Duration), String> {
+    let (_, add, ticket) = add_tracked(&ctx.janitor, peer, att)?;
+    let del = del_tracked(&ctx.janitor, peer, att, ticket)?;
+    Ok((add, del))
+}
+
+/// Sequential ADD/DEL cycles, participants interleaved (each cycle starts
+/// with the next one), after one untimed warm-up cycle each.
+fn sequential(
+    ctx: &Ctx,
+    s: &'static str,
+    mut peers: Vec<(Arc<Peer>, String)>,
+) -> Result<(), String> {
+    let short = &s[..1];
+    let mut i = 0;
+    while i < peers.len() {
+        let (p, ns) = &peers[i];
+        let att = p.att(&format!("{}-{short}{}-warm", ctx.tag, p.part.code()), ns, 0);
+        match cycle(ctx, p, &att) {
+            Ok(_) => i += 1,
+            Err(e) if p.optional => {
+                ctx.note(s, format!("{} skipped: {e}", p.part.label()));
+                peers.remove(i);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for c in 0..ctx.sizes.cycles {
+        check_stop()?;
+        let n = peers.len();
+        let mut dropped = Vec::new();
+        for k in 0..n {
+            let idx = (c + k) % n;
+            let (p, ns) = &peers[idx];
+            let att = p.att(&format!("{}-{short}{}-{c}", ctx.tag, p.part.code()), ns, 0);
+            match cycle(ctx, p, &att) {
+                Ok((add, del)) => {
+                    ctx.record(s, p.part.label(), "ADD", c, 1, ms(add), "ms");
+                    ctx.record(s, p.part.label(), "DEL", c, 1, ms(del), "ms");
+                }
+                Err(e) if p.optional => {
+                    ctx.note(s, format!("{} dropped at cycle {c}: {e}", p.part.label()));
+                    dropped.push(idx);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        dropped.sort_unstable_by(|a, b| b.cmp(a));
+        for d in dropped {
+            peers.remove(d);
+        }
+    }
+    Ok(())
+}
+
+/// Leftovers of one participant after its DELs, recorded as rows.
+#[allow(clippy::too_many_arguments)]
+fn record_leftovers(
+    ctx: &Ctx,
+    s: &'static str,
+    part: Part,
+    round: usize,
+    bridge: Option<&str>,
+    namespaces: &[String],
+    lease_dir: Option<&Path>,
+    nets: &[IpNet],
+) {
+    let l = util::leftovers(bridge, namespaces, lease_dir, nets, &ctx.rule_baseline());
+    ctx.record(
+        s,
+        part.label(),
+        "leftover-links",
+        round,
+        0,
+        l.links as f64,
+        "count",
+    );
+    ctx.record(
+        s,
+        part.label(),
+        "leftover-leases",
+        round,
+        0,
+        l.leases as f64,
+        "count",
+    );
+    ctx.record(
+        s,
+        part.label(),
+        "leftover-rules",
+        round,
+        0,
+        l.rules as f64,
+        "count",
+    );
+    for d in l.detail.iter().take(5) {
+        ctx.note(s, format!("{} leftover: {d}", part.label()));
+    }
+}
+
+fn lease_dir_of(peer: &Peer) -> Option<PathBuf> {
+    match &peer.engine {
+        Engine::Cni { list, .. } => list.plugins.first().and_then(|p| {
+            p.raw
+                .get("ipam")
+                .and_then(|i| i.get("dataDir"))
+                .and_then(Value::as_str)
+                .map(|d| Path::new(d).join(&list.name))
+        }),
+        Engine::Floor { lease_dir, .. } => Some(lease_dir.clone()),
+        Engine::Netavark(_) => None,
+    }
+}
+
+fn one_ns(ctx: &Ctx, s: &str, part: Part) -> Result<String, String> {
+    util::create_netns(&ctx.janitor, &ctx.name(&format!("{s}{}", part.code()))).map(|(p, _)| p)
+}
+
+/// Scenario 1 (and 8, the floors): bridge + host-local, dual-stack.
+pub fn bridge(ctx: &Ctx) -> Result<(), String> {
+    let mut peers = Vec::new();
+    let mut residents = Vec::new();
+    for part in [Part::Ferry, Part::Reference] {
+        let made = cni_peer(
+            ctx,
+            "1",
+            part,
+            nets(1, part, true),
+            Map::new(),
+            |br, data| vec![bridge_plugin(br, host_local(&nets(1, part, true), data))],
+        )?;
+        match made {
+            Some(p) => peers.push(p),
+            None => ctx.note(S1, format!("{} not available: skipped", part.label())),
+        }
+    }
+    peers.push(floor_peer(ctx, "1", nets(1, Part::FloorInProc, true))?);
+    peers.push(floor_procs_peer(ctx, "1", nets(1, Part::FloorProcs, true))?);
+    match netavark_peer(ctx, "1", nets(1, Part::Netavark, true), true, Vec::new())? {
+        Some((p, t)) => {
+            peers.push(p);
+            residents.push(t);
+        }
+        None if ctx.netavark.is_none() => ctx.note(S1, "netavark not installed: skipped"),
+        None => {}
+    }
+    let mut with_ns = Vec::new();
+    let mut all_ns = Vec::new();
+    for (p, br) in peers {
+        let ns = one_ns(ctx, "1", p.part)?;
+        all_ns.push((Arc::clone(&p), br, ns.clone()));
+        with_ns.push((p, ns));
+    }
+    sequential(ctx, S1, with_ns)?;
+    for t in residents {
+        ctx.janitor.run(t)?;
+    }
+    for (p, br, ns) in &all_ns {
+        let ld = lease_dir_of(p);
+        record_leftovers(
+            ctx,
+            S1,
+            p.part,
+            0,
+            Some(br),
+            std::slice::from_ref(ns),
+            ld.as_deref(),
+            &p.nets,
+        );
+    }
+    Ok(())
+}
+
+fn port_caps(base: u16) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert(
+        "portMappings".into(),
+        json!([
+            {"hostPort": base + 1, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": base + 2, "containerPort": 443, "protocol": "tcp"},
+        ]),
+    );
+    m
+}
+
+/// Scenario 2: bridge, host-local, portmap (2 ports), firewall, tuning, bandwidth.
+pub fn chain(ctx: &Ctx) -> Result<(), String> {
+    let mut peers = Vec::new();
+    let mut residents = Vec::new();
+    for part in [Part::Ferry, Part::Reference] {
+        let n = nets(2, part, true);
+        let caps = port_caps(39000 + 10 * u16::from(part_index(part)));
+        let made = cni_peer(ctx, "2", part, n.clone(), caps, |br, data| {
+            let mut v = vec![bridge_plugin(br, host_local(&n, data))];
+            v.extend(chained_plugins());
+            v
+        })?;
+        match made {
+            Some(p) => peers.push(p),
+            None => ctx.note(S2, format!("{} not available: skipped", part.label())),
+        }
+    }
+    let nv_ports = vec![
+        json!({"host_ip": "", "container_port": 80, "host_port": 39021, "range": 1, "protocol": "tcp"}),
+        json!({"host_ip": "", "container_port": 443, "host_port": 39022, "range": 1, "protocol": "tcp"}),
+    ];
+    match netavark_peer(ctx, "2", nets(2, Part::Netavark, true), false, nv_ports)? {
+        Some((p, t)) => {
+            peers.push(p);
+            residents.push(t);
+        }
+        None if ctx.netavark.is_none() => ctx.note(S2, "netavark not installed: skipped"),
+        None => {}
+    }
+    let mut with_ns = Vec::new();
+    let mut all = Vec::new();
+    for (p, br) in peers {
+        let ns = one_ns(ctx, "2", p.part)?;
+        all.push((Arc::clone(&p), br, ns.clone()));
+        with_ns.push((p, ns));
+    }
+    sequential(ctx, S2, with_ns)?;
+    for t in residents {
+        ctx.janitor.run(t)?;
+    }
+    for (p, br, ns) in &all {
+        let ld = lease_dir_of(p);
+        record_leftovers(
+            ctx,
+            S2,
+            p.part,
+            0,
+            Some(br),
+            std::slice::from_ref(ns),
+            ld.as_deref(),
+            &p.nets,
+        );
+    }
+    Ok(())
+}
+
+/// Scenario 3: ptp + host-local, IPv4 (the reference ptp waits for IPv6
+/// DAD, a ~1.3 s kernel timer, which would swamp the comparison).
+pub fn ptp(ctx: &Ctx) -> Result<(), String> {
+    let mut peers = Vec::new();
+    for part in [Part::Ferry, Part::Reference] {
+        let n = nets(3, part, false);
+        match cni_peer(ctx, "3", part, n.clone(), Map::new(), |_, data| {
+            vec![ptp_plugin(host_local(&n, data))]
+        })? {
+            Some(p) => peers.push(p),
+            None => ctx.note(S3, format!("{} not available: skipped", part.label())),
+        }
+    }
+    let mut with_ns = Vec::new();
+    let mut all = Vec::new();
+    for (p, _) in peers {
+        let ns = one_ns(ctx, "3", p.part)?;
+        all.push((Arc::clone(&p), ns.clone()));
+        with_ns.push((p, ns));
+    }
+    sequential(ctx, S3, with_ns)?;
+    for (p, ns) in &all {
+        let ld = lease_dir_of(p);
+        record_leftovers(
+            ctx,
+            S3,
+            p.part,
+            0,
+            None,
+            std::slice::from_ref(ns),
+            ld.as_deref(),
+            &p.nets,
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f(0..n)` on `par` threads; wall time and the results in index order.
+fn parallel<T: Send>(
+    n: usize,
+    par: usize,
+    f: impl Fn(usize) -> Result<T, String> + Sync,
+) -> (Duration, Vec<Result<T, String>>) {
+    let next = AtomicUsize::new(0);
+    let out: Mutex<Vec<Option<Result<T, String>>>> = Mutex::new((0..n).map(|_| None).collect());
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..par.max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let r = f(i);
+                out.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    let wall = t.elapsed();
+    let results = out
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not run".into())))
+        .collect();
+    (wall, results)
+}
+
+/// Scenario 4: N namespaces, ADD all with P in parallel, then DEL all.
+pub fn parallel_phases(ctx: &Ctx) -> Result<(), String> {
+    let count = ctx.sizes.namespaces;
+    if count > 250 {
+        return Err(format!(
+            "--namespaces {count}: at most 250 fit the scenario's /24"
+        ));
+    }
+    let mut peers = Vec::new();
+    for part in [Part::Ferry, Part::Reference] {
+        let n = nets(4, part, true);
+        match cni_peer(ctx, "4", part, n.clone(), Map::new(), |br, data| {
+            vec![bridge_plugin(br, host_local(&n, data))]
+        })? {
+            Some((p, br)) => {
+                let mut nss = Vec::new();
+                for i in 0..count {
+                    let name = ctx.name(&format!("4{}{i}", part.code()));
+                    nss.push(util::create_netns(&ctx.janitor, &name)?.0);
+                }
+                peers.push((p, br, nss));
+            }
+            None => ctx.note(S4, format!("{} not available: skipped", part.label())),
+        }
+    }
+    let mut failure = None;
+    for round in 0..ctx.sizes.rounds {
+        for k in 0..peers.len() {
+            check_stop()?;
+            let (p, br, nss) = &peers[(round + k) % peers.len()];
+            let label = p.part.label();
+            let atts: Vec<Att> = nss
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| {
+                    p.att(
+                        &format!("{}-4{}-{round}-{i}", ctx.tag, p.part.code()),
+                        ns,
+                        i,
+                    )
+                })
+                .collect();
+            let (wall, adds) = parallel(count, ctx.sizes.parallel, |i| {
+                add_tracked(&ctx.janitor, p, &atts[i])
+            });
+            ctx.record(S4, label, "ADD-phase", round, 0, ms(wall), "ms");
+            let mut ips = BTreeSet::new();
+            let mut tickets: Vec<Option<Ticket>> = Vec::new();
+            for r in adds {
+                match r {
+                    Ok((v, dt, t)) => {
+                        ctx.record(S4, label, "ADD", round, 0, ms(dt), "ms");
+                        ips.extend(result_addresses(&v).into_iter().filter(|a| a.contains('.')));
+                        tickets.push(Some(t));
+                    }
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        tickets.push(None);
+                    }
+                }
+            }
+            ctx.record(
+                S4,
+                label,
+                "distinct-ips",
+                round,
+                count,
+                ips.len() as f64,
+                "count",
+            );
+            let (wall, dels) = parallel(count, ctx.sizes.parallel, |i| match tickets[i] {
+                Some(t) => del_tracked(&ctx.janitor, p, &atts[i], t),
+                None => Ok(Duration::ZERO),
+            });
+            ctx.record(S4, label, "DEL-phase", round, count, ms(wall), "ms");
+            for r in dels {
+                match r {
+                    Ok(dt) if !dt.is_zero() => ctx.record(S4, label, "DEL", round, 0, ms(dt), "ms"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                    }
+                }
+            }
+            let ld = lease_dir_of(p);
+            record_leftovers(
+                ctx,
+                S4,
+                p.part,
+                round,
+                Some(br),
+                nss,
+                ld.as_deref(),
+                &p.nets,
+            );
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Scenario 5: N containers per implementation on one network, ADDs
+/// interleaved, then DEL all.
+pub fn scale(ctx: &Ctx) -> Result<(), String> {
+    let n = ctx.sizes.scale;
+    let use_ptp = ctx.sizes.scale_plugin == "ptp";
+    let cap: usize = if use_ptp { 30_000 } else { 1_000 };
+    if n > cap {
+        return Err(format!(
+            "--scale {n} with {}: at most {cap} ({})",
+            ctx.sizes.scale_plugin,
+            if use_ptp {
+                "one /17 per implementation"
+            } else {
+                "a Linux bridge holds at most 1023 ports; use --scale-plugin ptp"
+            }
+        ));
+    }
+    let nets_of = |part: Part| -> Vec<IpNet> {
+        let (v4, v6) = match part {
+            Part::Ferry => ("198.19.0.0/17", "fd00:bec:5:0::/64"),
+            _ => ("198.19.128.0/17", "fd00:bec:5:1::/64"),
+        };
+        let mut v: Vec<IpNet> = v4.parse().into_iter().collect();
+        if !use_ptp {
+            v.extend(v6.parse::<IpNet>());
+        }
+        v
+    };
+    let mut peers = Vec::new();
+    for part in [Part::Ferry, Part::Reference] {
+        let nn = nets_of(part);
+        match cni_peer(ctx, "5", part, nn.clone(), Map::new(), |br, data| {
+            let ipam = host_local(&nn, data);
+            vec![if use_ptp {
+                ptp_plugin(ipam)
+            } else {
+                bridge_plugin(br, ipam)
+            }]
+        })? {
+            Some(p) => peers.push(p),
+            None => ctx.note(S5, format!("{} not available: skipped", part.label())),
+        }
+    }
+    if peers.is_empty() {
+        return Ok(());
+    }
+    if let Some(rs) = util::nft_ruleset() {
+        ctx.record(
+            S5,
+            "node",
+            "ruleset-lines",
+            0,
+            0,
+            rs.lines().count() as f64,
+            "lines",
+        );
+    }
+    // Per participant: (att, attachment ticket, namespace ticket).
+    let mut live: Vec<Vec<(Att, Ticket, Ticket)>> = peers.iter().map(|_| Vec::new()).collect();
+    let mut failure = None;
+    'add: for i in 0..n {
+        if let Err(e) = check_stop() {
+            failure = Some(e);
+            break;
+        }
+        for k in 0..peers.len() {
+            let idx = (i + k) % peers.len();
+            let p = &peers[idx].0;
+            let name = ctx.name(&format!("5{}{i}", p.part.code()));
+            let (ns, ns_ticket) = util::create_netns(&ctx.janitor, &name)?;
+            let att = p.att(&format!("{}-5{}-{i}", ctx.tag, p.part.code()), &ns, i);
+            match add_tracked(&ctx.janitor, p, &att) {
+                Ok((_, dt, t)) => {
+                    ctx.record(S5, p.part.label(), "ADD", i, i, ms(dt), "ms");
+                    live[idx].push((att, t, ns_ticket));
+                }
+                Err(e) => {
+                    failure = Some(format!("ADD #{i}: {e}"));
+                    let _ = ctx.janitor.run(ns_ticket);
+                    break 'add;
+                }
+            }
+        }
+    }
+    if let Some(rs) = util::nft_ruleset() {
+        let held = live.iter().map(Vec::len).max().unwrap_or(0);
+        ctx.record(
+            S5,
+            "node",
+            "ruleset-lines",
+            1,
+            held,
+            rs.lines().count() as f64,
+            "lines",
+        );
+    }
+    // DEL all, in ADD order, interleaved.
+    let held: Vec<usize> = live.iter().map(Vec::len).collect();
+    let mut queues: Vec<std::collections::VecDeque<_>> = live.into_iter().map(Into::into).collect();
+    let mut i = 0;
+    while queues.iter().any(|q| !q.is_empty()) {
+        for k in 0..queues.len() {
+            let idx = (i + k) % queues.len();
+            let remaining = queues[idx].len();
+            let Some((att, t, nst)) = queues[idx].pop_front() else {
+                continue;
+            };
+            let p = &peers[idx].0;
+            match del_tracked(&ctx.janitor, p, &att, t) {
+                Ok(dt) => ctx.record(S5, p.part.label(), "DEL", i, remaining, ms(dt), "ms"),
+                Err(e) => {
+                    failure.get_or_insert(format!("DEL: {e}"));
+                }
+            }
+            if let Err(e) = ctx.janitor.run(nst) {
+                failure.get_or_insert(e);
+            }
+        }
+        i += 1;
+    }
+    for (idx, (p, br)) in peers.iter().enumerate() {
+        let ld = lease_dir_of(p);
+        let bridge = (!use_ptp).then_some(br.as_str());
+        record_leftovers(ctx, S5, p.part, 0, bridge, &[], ld.as_deref(), &p.nets);
+        ctx.record(
+            S5,
+            p.part.label(),
+            "containers",
+            0,
+            held[idx],
+            held[idx] as f64,
+            "count",
+        );
+    }
+    if let Some(rs) = util::nft_ruleset() {
+        ctx.record(
+            S5,
+            "node",
+            "ruleset-lines",
+            2,
+            0,
+            rs.lines().count() as f64,
+            "lines",
+        );
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Scenario 7: CNM through Docker. Ferry's Docker driver does not exist yet.
+pub fn cnm(ctx: &Ctx) -> Result<(), String> {
+    let dockerd = std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok();
+    let ferry_cnm = Path::new("/run/docker/plugins/ferry.sock").exists();
+    let mut why = Vec::new();
+    if !dockerd {
+        why.push("dockerd not running");
+    }
+    if !ferry_cnm {
+        why.push("Ferry CNM not built (no Docker network driver yet)");
+    }
+    ctx.note(S7, format!("skipped: {}", why.join("; ")));
+    Ok(())
+}

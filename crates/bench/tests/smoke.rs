@@ -1,0 +1,174 @@
+//! Runs `ferry-bench --smoke` (root) and checks that the three outputs exist
+//! and parse, that every scenario produced its rows, and that nothing the
+//! run created is left: namespaces, links, the work directory, lease files
+//! and rules mentioning the bench's address ranges. Never checks speed.
+
+use ferry_testkit::{host_links, require_reference, require_root, sh};
+use ipnet::IpNet;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+/// The bench's ranges (198.19.0.0/16 is also the pool of a dockerd a
+/// neighbour may run, so only rules that appear during the run count).
+fn bench_nets() -> Vec<IpNet> {
+    ["198.18.224.0/19", "198.19.0.0/16", "fd00:bec::/32"]
+        .iter()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+fn rules_in_ranges() -> HashSet<String> {
+    let nets = bench_nets();
+    sh("nft list ruleset")
+        .lines()
+        .filter(|l| {
+            l.split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':' || c == '/'))
+                .filter_map(|t| {
+                    t.parse::<IpNet>()
+                        .map(|n| n.addr())
+                        .or_else(|_| t.parse::<IpAddr>())
+                        .ok()
+                })
+                .any(|a| nets.iter().any(|n| n.contains(&a)))
+        })
+        // Counters change; compare the rules without them.
+        .map(|l| {
+            let mut out = Vec::new();
+            let mut skip = false;
+            for t in l.split_whitespace() {
+                if skip {
+                    skip = false;
+                } else if t == "packets" || t == "bytes" {
+                    skip = true;
+                } else {
+                    out.push(t);
+                }
+            }
+            out.join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
+    require_root();
+    require_reference("bridge");
+    let tag = format!("s{:03x}", std::process::id() % 0xfff);
+    let prefix = format!("fb{tag}");
+    let out = std::env::temp_dir().join(format!("ferry-bench-smoke-{}", std::process::id()));
+    let rules_before = rules_in_ranges();
+
+    let started = std::time::Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_ferry-bench"))
+        .args(["--smoke", "--tag", &tag, "--out"])
+        .arg(&out)
+        .output()
+        .expect("run ferry-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "ferry-bench --smoke failed ({}):\n{stderr}\n{stdout}",
+        run.status
+    );
+    eprintln!("smoke run took {:.1} s", started.elapsed().as_secs_f64());
+
+    // report.md: printed and written, with every section.
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md");
+    assert_eq!(report.trim(), stdout.trim(), "stdout is the report");
+    for section in [
+        "## Summary",
+        "## Targets",
+        "## 5. Scale",
+        "## 8. The floor",
+        "kernel",
+        "CPU",
+    ] {
+        assert!(
+            report.contains(section),
+            "report lacks {section:?}:\n{report}"
+        );
+    }
+    assert!(!report.contains("FAILED"), "a scenario failed:\n{report}");
+    assert!(
+        report.contains("Ferry chain = Ferry bridge/host-local + reference chained plugins"),
+        "the chain note is missing"
+    );
+
+    // results.csv: a header and rows of seven fields with numeric values.
+    let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("scenario,participant,op,cycle,containers,value,unit")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    for r in &rows {
+        assert_eq!(r.len(), 7, "bad row {r:?}");
+        r[3].parse::<usize>().expect("cycle");
+        r[4].parse::<usize>().expect("containers");
+        r[5].parse::<f64>().expect("value");
+    }
+    let count = |s: &str, p: &str, op: &str| {
+        rows.iter()
+            .filter(|r| r[0] == s && r[1] == p && r[2] == op)
+            .count()
+    };
+    for (s, p, op, n) in [
+        ("1-bridge", "ferry", "ADD", 5),
+        ("1-bridge", "reference", "DEL", 5),
+        ("1-bridge", "floor-1proc", "ADD", 5),
+        ("1-bridge", "floor-procs", "ADD", 5),
+        ("2-chain", "ferry", "ADD", 5),
+        ("3-ptp", "reference", "ADD", 5),
+        ("4-parallel", "ferry", "ADD-phase", 1),
+        ("4-parallel", "reference", "DEL-phase", 1),
+        ("5-scale", "ferry", "ADD", 20),
+        ("5-scale", "reference", "DEL", 20),
+        ("6-rss", "ferry", "bridge", 1),
+        ("6-rss", "reference", "bridge", 1),
+    ] {
+        assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
+    }
+    // Every parallel ADD got its own address; the bench found nothing left.
+    for r in rows.iter().filter(|r| r[2] == "distinct-ips") {
+        assert_eq!(r[5].parse::<f64>().unwrap(), 10.0, "distinct IPs: {r:?}");
+    }
+    for r in rows.iter().filter(|r| r[2].starts_with("leftover-")) {
+        assert_eq!(r[5].parse::<f64>().unwrap(), 0.0, "leftover: {r:?}");
+    }
+
+    // scale.svg: one SVG document with a point per scale ADD.
+    let svg = std::fs::read_to_string(out.join("scale.svg")).expect("scale.svg");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<svg").count(), 1);
+    assert_eq!(svg.matches("<circle").count(), 40);
+
+    // Nothing left behind.
+    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(namespaces.is_empty(), "namespaces left: {namespaces:?}");
+    assert!(
+        host_links(&prefix).is_empty(),
+        "links left: {:?}",
+        host_links(&prefix)
+    );
+    assert!(
+        !Path::new("/run/ferry-bench").join(&tag).exists(),
+        "work directory left"
+    );
+    let new_rules: Vec<String> = rules_in_ranges()
+        .difference(&rules_before)
+        .cloned()
+        .collect();
+    assert!(new_rules.is_empty(), "rules left: {new_rules:?}");
+    let _ = std::fs::remove_dir_all(&out);
+}
