@@ -4,7 +4,8 @@
 //! namespaces, comparing rules (`ip -j rule`) and routes of all tables;
 //! ADD/DEL on a bare veth; the `table` option; DEL twice and with the
 //! namespace gone; refused configs change nothing. Subnets:
-//! 198.18.177.0/24, 198.18.178.0/24, fd00:176:2::/64.
+//! 198.18.177.0/24, 198.18.178.0/24, 198.18.180.0/24, fd00:176:2::/64,
+//! fd00:176:3::/64.
 //!
 //! Differences from the reference, each asserted below:
 //! - DEL also empties sbr's tables of the interface's routes; the
@@ -157,14 +158,16 @@ fn routes(ns: &Netns) -> Vec<String> {
     out
 }
 
-fn chain(table: Option<u32>) -> Value {
+/// ptp (host-local, dual stack, `v4`/`v6` subnets; each test its own, as
+/// ptp routes the container's addresses in the host namespace) and sbr.
+fn chain(table: Option<u32>, v4: &str, v6: &str) -> Value {
     let mut sbr = json!({"type": "sbr"});
     if let Some(t) = table {
         sbr["table"] = json!(t);
     }
     json!([
         {"type": "ptp", "ipam": {"type": "host-local",
-            "ranges": [[{"subnet": "198.18.177.0/24"}], [{"subnet": "fd00:176:2::/64"}]],
+            "ranges": [[{"subnet": v4}], [{"subnet": v6}]],
             "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0"}, {"dst": "198.18.178.0/24"}]}},
         sbr
     ])
@@ -177,7 +180,7 @@ struct Observed {
 
 /// Runs the chain; `preexisting` is a rule added before ADD.
 fn observe(reference: bool, preexisting: Option<&str>) -> Observed {
-    let mut run = Run::new(reference, chain(None));
+    let mut run = Run::new(reference, chain(None, "198.18.177.0/24", "fd00:176:2::/64"));
     let ns = Netns::new("sbd");
     if let Some(r) = preexisting {
         ns.exec(&format!("ip rule add {r}"));
@@ -409,7 +412,7 @@ fn del_with_the_interface_or_namespace_gone_succeeds() {
     assert!(ok, "{r}");
     assert_eq!(rules(&ns), before);
     // Namespace gone, through the runtime.
-    let mut run = Run::new(false, chain(None));
+    let mut run = Run::new(false, chain(None, "198.18.180.0/24", "fd00:176:3::/64"));
     let ns = Netns::new("sbn");
     let att = Run::att(&ns, "sbr-gone");
     run.add(&att);

@@ -4,7 +4,8 @@
 //! namespaces, comparing links, addresses, routes, sysctls, link flags and
 //! the backup file; ADD and DEL on a bare veth comparing what each sets and
 //! restores; DEL twice and with the namespace gone; refused configs change
-//! nothing. Subnets: 198.18.176.0/24, fd00:176:1::/64.
+//! nothing. Subnets: 198.18.176.0/24, 198.18.179.0/24, fd00:176:1::/64
+//! (ptp routes container addresses in the host namespace: one per test).
 //!
 //! Differences from the reference, each asserted below:
 //! - CHECK: the reference does not substitute IFNAME in sysctl keys on CHECK
@@ -401,7 +402,7 @@ fn del_with_the_namespace_gone_succeeds_and_forgets_the_backup() {
         false,
         &unique("tu-gone"),
         json!([
-            {"type": "ptp", "ipam": {"type": "host-local", "subnet": "198.18.176.0/24"}},
+            {"type": "ptp", "ipam": {"type": "host-local", "subnet": "198.18.179.0/24"}},
             tuning_conf()
         ]),
     );
