@@ -12,7 +12,9 @@
 //!   reference leaves them until the interface is deleted (in a chain the
 //!   previous plugin's DEL removes the interface, so the end state is equal).
 //! - DEL with the namespace or the interface gone succeeds (the interface's
-//!   rules found from prevResult); the reference 1.1.1 fails.
+//!   rules found from prevResult); the reference 1.1.1 fails, and with the
+//!   namespace gone its lock (O_CREAT on the path) leaves a regular file at
+//!   the namespace's path.
 //! - `table` (newer reference plugins) only adds the rules; 1.1.1 ignores the
 //!   key and moves the routes.
 //! - CHECK checks that every address has its rule; the reference's CHECK
@@ -180,8 +182,11 @@ struct Observed {
 
 /// Runs the chain; `preexisting` is a rule added before ADD.
 fn observe(reference: bool, preexisting: Option<&str>) -> Observed {
-    let mut run = Run::new(reference, chain(None, "198.18.177.0/24", "fd00:176:2::/64"));
+    // The namespace outlives the run: the cleanup DELs must not meet a
+    // missing namespace, where the reference creates a regular file at its
+    // path (its lock opens the path with O_CREAT).
     let ns = Netns::new("sbd");
+    let mut run = Run::new(reference, chain(None, "198.18.177.0/24", "fd00:176:2::/64"));
     if let Some(r) = preexisting {
         ns.exec(&format!("ip rule add {r}"));
     }
