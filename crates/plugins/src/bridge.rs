@@ -96,7 +96,7 @@ impl BridgeConf {
                 "MAC spoof checking needs Ferry's nftables layer, which is not built yet",
             ));
         }
-        netconf::refuse_ip_masq(args)?;
+        netconf::ip_masq(args)?;
         if c.disable_container_interface && args.config.get("ipam").is_some_and(|i| !i.is_null()) {
             return Err(CniError::invalid_config(
                 "disableContainerInterface cannot be used with IPAM",
@@ -418,12 +418,19 @@ impl Plugin for Bridge {
                 ..Interface::default()
             },
         ];
+        if netconf::ip_masq(args)? {
+            let addrs: Vec<ipnet::IpNet> = result.ips.iter().map(|i| i.address).collect();
+            netconf::masq_add(args, &addrs)?;
+        }
         rollback.armed = false;
         Ok(serde_json::to_value(result)?)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _c: BridgeConf = conf::parse(args)?;
+        if netconf::ip_masq(args)? {
+            netconf::masq_del(args)?;
+        }
         if args.config.get("ipam").is_some_and(|i| !i.is_null()) {
             let t = conf::ipam_type(args)?;
             delegate::ipam_pass(&t, "DEL", args)?;

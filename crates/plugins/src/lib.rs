@@ -5,6 +5,7 @@
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
+pub mod firewall;
 pub mod host_device;
 pub mod host_local;
 pub mod iface;
@@ -12,6 +13,7 @@ mod linkattr;
 pub mod loopback;
 pub mod macvlan;
 pub mod netconf;
+pub mod portmap;
 pub mod ptp;
 pub mod sbr;
 pub mod static_ipam;
@@ -79,6 +81,16 @@ pub static REGISTRY: &[Entry] = &[
         name: "sbr",
         about: "Ferry sbr plugin: source-based routing, a routing table and a rule per container address",
         plugin: &sbr::Sbr,
+    },
+    Entry {
+        name: "portmap",
+        about: "Ferry portmap plugin: publishes container ports on the node through nftables",
+        plugin: &portmap::PortMap,
+    },
+    Entry {
+        name: "firewall",
+        about: "Ferry firewall plugin: allows forwarding to the container and isolates bridges (nftables)",
+        plugin: &firewall::Firewall,
     },
 ];
 

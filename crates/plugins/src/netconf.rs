@@ -1,6 +1,7 @@
 //! Config pieces several plugins share: MAC selection from config, CNI_ARGS,
 //! `args.cni` and runtimeConfig (in the reference's precedence), and the
-//! keys Ferry does not support yet, refused with code 2 rather than ignored.
+//! keys Ferry does not support yet, refused with code 2 rather than ignored;
+//! the `ipMasq` hook of bridge and ptp.
 
 use ferry_cni::result::Dns;
 use ferry_cni::skel::CmdArgs;
@@ -56,14 +57,67 @@ pub fn unsupported(key: &str, value: &Value, why: &str) -> CniError {
     )
 }
 
-/// Refuses `ipMasq: true` until the nftables layer exists.
-pub fn refuse_ip_masq(args: &CmdArgs) -> CniResult<()> {
-    if args.config.get("ipMasq").and_then(Value::as_bool) == Some(true) {
-        return Err(unsupported(
-            "ipMasq",
-            &Value::Bool(true),
-            "IP masquerade needs Ferry's nftables layer, which is not built yet",
-        ));
+/// `ipMasq: true`: masquerade traffic leaving the container's subnet.
+/// `ipMasqBackend` (`iptables`, `nftables`) is accepted; Ferry always uses
+/// its own nftables table ([`ferry_drivers::masq`]).
+pub fn ip_masq(args: &CmdArgs) -> CniResult<bool> {
+    if let Some(b) = args.config.get("ipMasqBackend").filter(|b| !b.is_null()) {
+        if !matches!(b.as_str(), Some("" | "iptables" | "nftables")) {
+            return Err(CniError::invalid_config(format!(
+                "unknown ipMasqBackend {b}: use iptables or nftables"
+            )));
+        }
     }
-    Ok(())
+    Ok(args.config.get("ipMasq").and_then(Value::as_bool) == Some(true))
+}
+
+fn masq_attachment(args: &CmdArgs) -> CniResult<ferry_drivers::state::Attachment> {
+    let name = args
+        .config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    crate::portmap::attachment(args, name)
+}
+
+/// Masquerades the container addresses `addrs` (ADD of bridge and ptp with
+/// `ipMasq`); one atomic nftables batch of set elements.
+pub fn masq_add(args: &CmdArgs, addrs: &[ipnet::IpNet]) -> CniResult<()> {
+    let a = masq_attachment(args)?;
+    let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::masq::add(&mut sock, &store, &a, addrs).map_err(crate::portmap::driver_err)
+}
+
+/// Stops masquerading the attachment's addresses (DEL; idempotent). The
+/// DEL's prevResult addresses are used when the bookkeeping file is gone.
+pub fn masq_del(args: &CmdArgs) -> CniResult<()> {
+    let a = masq_attachment(args)?;
+    let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
+    let fallback = crate::conf::prev_result(args)
+        .ok()
+        .flatten()
+        .map(|p| crate::portmap::container_addrs(&p))
+        .unwrap_or_default();
+    if store
+        .load(&a)
+        .map_err(crate::portmap::driver_err)?
+        .is_none()
+        && fallback.is_empty()
+    {
+        return Ok(());
+    }
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::masq::del(&mut sock, &store, &a, &fallback).map_err(crate::portmap::driver_err)
+}
+
+/// Checks the masquerade elements of the attachment (CHECK with `ipMasq`).
+pub fn masq_check(args: &CmdArgs) -> CniResult<()> {
+    let a = masq_attachment(args)?;
+    let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::masq::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
 }

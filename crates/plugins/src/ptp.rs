@@ -28,7 +28,7 @@ impl PtpConf {
         if c.mtu < 0 || c.mtu > 65535 {
             return Err(CniError::invalid_config(format!("invalid MTU {}", c.mtu)));
         }
-        netconf::refuse_ip_masq(args)?;
+        netconf::ip_masq(args)?;
         Ok(c)
     }
 }
@@ -180,12 +180,19 @@ impl Plugin for Ptp {
                 ..Interface::default()
             },
         ];
+        if netconf::ip_masq(args)? {
+            let addrs: Vec<IpNet> = result.ips.iter().map(|i| i.address).collect();
+            netconf::masq_add(args, &addrs)?;
+        }
         rollback.armed = false;
         Ok(serde_json::to_value(result)?)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _c: PtpConf = conf::parse(args)?;
+        if netconf::ip_masq(args)? {
+            netconf::masq_del(args)?;
+        }
         let ipam_type = conf::ipam_type(args)?;
         delegate::ipam_pass(&ipam_type, "DEL", args)?;
         let Some(netns) = conf::open_netns_for_del(&args.netns) else {

@@ -335,7 +335,7 @@ fn bad_config_answers_the_right_code_and_changes_nothing() {
         &br,
     );
     refused(bridge(json!({"vlan": 100})), 2, "vlan", &ns, &br);
-    refused(bridge(json!({"ipMasq": true})), 2, "ipMasq", &ns, &br);
+    refused(bridge(json!({"ipMasq": true, "ipMasqBackend": "ebpf"})), 7, "ipMasq", &ns, &br);
     refused(
         bridge(json!({"macspoofchk": true})),
         2,
@@ -396,8 +396,8 @@ fn bad_config_answers_the_right_code_and_changes_nothing() {
     );
     refused(json!({"type": "ptp"}), 7, "ipam", &ns, &br);
     refused(
-        json!({"type": "ptp", "ipMasq": true, "ipam": {"type": "host-local", "subnet": "198.18.36.0/24"}}),
-        2,
+        json!({"type": "ptp", "ipMasq": true, "ipMasqBackend": "ebpf", "ipam": {"type": "host-local", "subnet": "198.18.36.0/24"}}),
+        7,
         "ipMasq",
         &ns,
         &br,

@@ -405,6 +405,39 @@ impl Rule {
         self
     }
 
+    /// `ct status dnat`: the connection's destination was rewritten
+    /// (`IPS_DST_NAT`).
+    pub fn ct_status_dnat(mut self) -> Self {
+        self.exprs.push(Expr::Ct {
+            key: CtKey::Status,
+            dreg: REG32_00,
+        });
+        self.exprs.push(Expr::Bitwise {
+            sreg: REG32_00,
+            dreg: REG32_00,
+            mask: 0x20u32.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        });
+        self.exprs.push(Expr::Cmp {
+            sreg: REG32_00,
+            op: CmpOp::Neq,
+            data: vec![0; 4],
+        });
+        self
+    }
+
+    /// `fib daddr type local`: the destination is one of this namespace's
+    /// own addresses.
+    pub fn fib_daddr_local(mut self) -> Self {
+        self.exprs.push(Expr::FibDaddrType { dreg: REG32_00 });
+        self.exprs.push(Expr::Cmp {
+            sreg: REG32_00,
+            op: CmpOp::Eq,
+            data: 2u32.to_ne_bytes().to_vec(),
+        });
+        self
+    }
+
     /// Loads `fields` into consecutive registers as a (concatenated) key
     /// and returns the first register.
     fn load_key(&mut self, fields: &[Field]) -> u32 {

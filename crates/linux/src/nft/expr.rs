@@ -251,6 +251,10 @@ pub enum MetaKey {
     Nfproto = 15,
     /// Layer 4 protocol number.
     L4proto = 16,
+    /// The bridge a frame entered on (bridge family).
+    BriIifname = 17,
+    /// The bridge a frame leaves by (bridge family).
+    BriOifname = 18,
 }
 
 /// Conntrack data a `ct` expression loads.
@@ -258,6 +262,8 @@ pub enum MetaKey {
 pub enum CtKey {
     /// The connection state bits (see [`CtState`]).
     State = 0,
+    /// The connection status bits (`IPS_*`: `ct status dnat` is 0x20).
+    Status = 2,
     /// The conntrack mark.
     Mark = 3,
 }
@@ -398,6 +404,12 @@ pub enum Expr {
     },
     /// Source NAT to the outgoing interface's address.
     Masquerade,
+    /// `fib daddr type`: the route type of the destination address
+    /// (`RTN_LOCAL` is 2), a 4-byte host-order value in `dreg`.
+    FibDaddrType {
+        /// Destination register.
+        dreg: u32,
+    },
 }
 
 impl Expr {
@@ -413,6 +425,7 @@ impl Expr {
             Expr::Lookup { .. } => "lookup",
             Expr::Nat { .. } => "nat",
             Expr::Masquerade => "masq",
+            Expr::FibDaddrType { .. } => "fib",
         }
     }
 
@@ -517,6 +530,11 @@ impl Expr {
                 }
             }
             Expr::Masquerade => {}
+            Expr::FibDaddrType { dreg } => {
+                // NFTA_FIB_DREG, RESULT (NFT_FIB_RESULT_ADDRTYPE), FLAGS
+                // (NFTA_FIB_F_DADDR)
+                d.put_be32(1, *dreg).put_be32(2, 3).put_be32(3, 2);
+            }
         }
     }
 }
@@ -547,6 +565,10 @@ pub enum Field {
     Mark,
     /// `meta nfproto`
     Nfproto,
+    /// `meta ibrname` (bridge family)
+    Ibrname,
+    /// `meta obrname` (bridge family)
+    Obrname,
 }
 
 impl Field {
@@ -554,7 +576,12 @@ impl Field {
     pub fn size(self) -> u32 {
         match self {
             Field::IpSaddr | Field::IpDaddr | Field::Mark => 4,
-            Field::Ip6Saddr | Field::Ip6Daddr | Field::Iifname | Field::Oifname => 16,
+            Field::Ip6Saddr
+            | Field::Ip6Daddr
+            | Field::Iifname
+            | Field::Oifname
+            | Field::Ibrname
+            | Field::Obrname => 16,
             Field::L4Proto | Field::Nfproto => 1,
             Field::ThSport | Field::ThDport => 2,
         }
@@ -581,6 +608,8 @@ impl Field {
             Field::Oifname => meta(MetaKey::Oifname),
             Field::Mark => meta(MetaKey::Mark),
             Field::Nfproto => meta(MetaKey::Nfproto),
+            Field::Ibrname => meta(MetaKey::BriIifname),
+            Field::Obrname => meta(MetaKey::BriOifname),
         }
     }
 

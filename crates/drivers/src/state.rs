@@ -1,0 +1,409 @@
+//! Bookkeeping: which set and map elements each attachment added.
+//!
+//! One JSON file per attachment, `DIR/KIND/NETWORK/CONTAINERID:IFNAME.json`,
+//! written before the elements are committed and removed after they are
+//! deleted. DEL reads one file (O(1)), GC lists one network's directory.
+//! The kernel's ruleset stays the authority: CHECK compares the file with
+//! the elements the kernel holds.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ferry_linux::nft::{self, Batch, Element, Table, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One attachment: the network, the container and its interface.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Attachment {
+    /// Network name.
+    pub network: String,
+    /// Container ID.
+    pub container_id: String,
+    /// Interface name in the container.
+    pub ifname: String,
+}
+
+impl Attachment {
+    /// An attachment; the names must be usable as file names (no `/`, no
+    /// NUL, not `.` or `..`), or [`Error::Invalid`].
+    pub fn new(network: &str, container_id: &str, ifname: &str) -> Result<Attachment> {
+        for (what, v) in [
+            ("network name", network),
+            ("container ID", container_id),
+            ("interface name", ifname),
+        ] {
+            if v.is_empty() || v == "." || v == ".." || v.contains(['/', '\0']) {
+                return Err(Error::Invalid(format!("invalid {what} {v:?}")));
+            }
+        }
+        Ok(Attachment {
+            network: network.into(),
+            container_id: container_id.into(),
+            ifname: ifname.into(),
+        })
+    }
+}
+
+/// A typed component of a stored key or value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Val {
+    /// An address.
+    Ip(IpAddr),
+    /// A layer 4 protocol number.
+    Proto(u8),
+    /// A port.
+    Port(u16),
+    /// An interface name.
+    Ifname(String),
+}
+
+impl Val {
+    fn value(&self) -> Value {
+        match self {
+            Val::Ip(a) => Value::from(*a),
+            Val::Proto(p) => Value::Proto(*p),
+            Val::Port(p) => Value::Port(*p),
+            Val::Ifname(n) => Value::Ifname(n.clone()),
+        }
+    }
+}
+
+fn values(v: &[Val]) -> Vec<Value> {
+    v.iter().map(Val::value).collect()
+}
+
+/// The bytes of a key as the kernel lists it: one component as is, a
+/// concatenation with each component padded to 4 bytes.
+fn key_bytes(v: &[Val]) -> Vec<u8> {
+    if let [one] = v {
+        return one.value().to_bytes();
+    }
+    let mut out = Vec::new();
+    for c in v {
+        out.extend_from_slice(&c.value().to_bytes());
+        out.resize(out.len().div_ceil(4) * 4, 0);
+    }
+    out
+}
+
+/// One element of a named set or map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredElement {
+    /// Set or map name.
+    pub set: String,
+    /// Key (a concatenation when several).
+    pub key: Vec<Val>,
+    /// End of a range (concatenated interval sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_end: Option<Vec<Val>>,
+    /// Value of a map element.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<Val>>,
+}
+
+impl StoredElement {
+    /// A set element.
+    pub fn key(set: &str, key: Vec<Val>) -> StoredElement {
+        StoredElement {
+            set: set.into(),
+            key,
+            key_end: None,
+            data: None,
+        }
+    }
+
+    /// A range of a concatenated interval set.
+    pub fn range(set: &str, start: Vec<Val>, end: Vec<Val>) -> StoredElement {
+        StoredElement {
+            key_end: Some(end),
+            ..StoredElement::key(set, start)
+        }
+    }
+
+    /// A map element.
+    pub fn map(set: &str, key: Vec<Val>, data: Vec<Val>) -> StoredElement {
+        StoredElement {
+            data: Some(data),
+            ..StoredElement::key(set, key)
+        }
+    }
+
+    /// The element to send to the kernel.
+    pub fn element(&self) -> Element {
+        let mut e = match &self.key_end {
+            Some(end) => Element::range(values(&self.key), values(end)),
+            None => Element::new(values(&self.key)),
+        };
+        if let Some(d) = &self.data {
+            e = e.data(values(d));
+        }
+        e
+    }
+}
+
+/// What one attachment added to a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Container ID (repeated here for GC).
+    pub container_id: String,
+    /// Interface name.
+    pub ifname: String,
+    /// The elements, in the order they were added.
+    pub elements: Vec<StoredElement>,
+}
+
+/// The bookkeeping files of one driver.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Files under `root/kind`.
+    pub fn new(root: &Path, kind: &str) -> Store {
+        Store {
+            dir: root.join(kind),
+        }
+    }
+
+    fn net_dir(&self, network: &str) -> PathBuf {
+        self.dir.join(network)
+    }
+
+    fn path(&self, a: &Attachment) -> PathBuf {
+        self.net_dir(&a.network)
+            .join(format!("{}:{}.json", a.container_id, a.ifname))
+    }
+
+    /// Writes the record (a temporary file renamed into place).
+    pub fn save(&self, a: &Attachment, r: &Record) -> Result<()> {
+        let path = self.path(a);
+        let io = |context, source| Error::Io {
+            context,
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(self.net_dir(&a.network))
+            .map_err(|e| io("failed to create the directory of", e))?;
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(r).map_err(|e| io("failed to encode", e.into()))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io("failed to create", e))?;
+        f.write_all(&bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| io("failed to write", e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io("failed to rename into", e))
+    }
+
+    /// The attachment's record; `None` when there is none. A file that
+    /// cannot be decoded is treated as absent (and replaced on the next
+    /// ADD).
+    pub fn load(&self, a: &Attachment) -> Result<Option<Record>> {
+        let path = self.path(a);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(Error::Io {
+                context: "failed to read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Removes the attachment's record (no error when absent).
+    pub fn remove(&self, a: &Attachment) -> Result<()> {
+        let path = self.path(a);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Io {
+                context: "failed to remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Every attachment of `network` that has a record.
+    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>> {
+        let dir = self.net_dir(network);
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(Error::Io {
+                    context: "failed to list",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for entry in rd.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if let Some((cid, ifname)) = stem.split_once(':') {
+                if let Ok(a) = Attachment::new(network, cid, ifname) {
+                    out.push(a);
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.container_id, &a.ifname).cmp(&(&b.container_id, &b.ifname)));
+        Ok(out)
+    }
+}
+
+/// Adds `elements` to `table` in the batch, grouped by set.
+pub fn add_to(batch: &mut Batch, table: &Table, elements: &[StoredElement]) {
+    for (set, group) in by_set(elements) {
+        batch.add_elements(table, &set, &group);
+    }
+}
+
+/// Removes `elements` (those already gone are ignored).
+pub fn destroy_in(batch: &mut Batch, table: &Table, elements: &[StoredElement]) {
+    for (set, group) in by_set(elements) {
+        batch.destroy_elements(table, &set, &group);
+    }
+}
+
+fn by_set(elements: &[StoredElement]) -> Vec<(String, Vec<Element>)> {
+    let mut out: Vec<(String, Vec<Element>)> = Vec::new();
+    for e in elements {
+        match out.iter_mut().find(|(s, _)| *s == e.set) {
+            Some((_, v)) => v.push(e.element()),
+            None => out.push((e.set.clone(), vec![e.element()])),
+        }
+    }
+    out
+}
+
+/// Removes an attachment's elements and its record: one batch, one file.
+/// Nothing to do when there is no record or no table.
+pub fn release(sock: &mut nft::Socket, store: &Store, table: &Table, a: &Attachment) -> Result<()> {
+    let Some(rec) = store.load(a)? else {
+        return Ok(());
+    };
+    if !rec.elements.is_empty()
+        && sock
+            .table_exists(table)
+            .map_err(Error::kernel(format!("failed to look for table {table}")))?
+    {
+        let mut b = Batch::new();
+        destroy_in(&mut b, table, &rec.elements);
+        sock.commit(&b).map_err(Error::kernel(format!(
+            "failed to remove elements from {table}"
+        )))?;
+    }
+    store.remove(a)
+}
+
+/// Checks that every element of the attachment's record is in the kernel;
+/// [`Error::Missing`] names the first that is not.
+pub fn verify(sock: &mut nft::Socket, store: &Store, table: &Table, a: &Attachment) -> Result<()> {
+    let rec = store.load(a)?.ok_or_else(|| {
+        Error::Missing(format!(
+            "no {table} state for container {} interface {}",
+            a.container_id, a.ifname
+        ))
+    })?;
+    let mut listed: Vec<(String, Vec<nft::ElementInfo>)> = Vec::new();
+    for e in &rec.elements {
+        if !listed.iter().any(|(s, _)| *s == e.set) {
+            let els = sock.elements(table, &e.set).map_err(|err| {
+                Error::Missing(format!("{table} set {} is missing: {err}", e.set))
+            })?;
+            listed.push((e.set.clone(), els));
+        }
+        let (_, els) = listed
+            .iter()
+            .find(|(s, _)| *s == e.set)
+            .ok_or_else(|| Error::Missing(e.set.clone()))?;
+        let key = key_bytes(&e.key);
+        let found = els.iter().any(|k| {
+            k.key == key
+                && match (&e.key_end, &k.key_end) {
+                    (Some(want), Some(have)) => *have == key_bytes(want),
+                    (None, _) => true,
+                    _ => false,
+                }
+                && match (&e.data, &k.data) {
+                    (Some(want), Some(nft::ElementData::Value(have))) => {
+                        key_bytes(want)
+                            == have.iter().flat_map(|v| v.to_bytes()).collect::<Vec<_>>()
+                    }
+                    (None, _) => true,
+                    _ => false,
+                }
+        });
+        if !found {
+            return Err(Error::Missing(format!(
+                "element {:?} of {table} set {} is missing",
+                e.key, e.set
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Releases every attachment of `network` not in `valid` (container ID,
+/// interface name).
+pub fn collect(
+    sock: &mut nft::Socket,
+    store: &Store,
+    table: &Table,
+    network: &str,
+    valid: &HashSet<(String, String)>,
+) -> Result<()> {
+    for a in store.attachments(network)? {
+        if !valid.contains(&(a.container_id.clone(), a.ifname.clone())) {
+            release(sock, store, table, &a)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path(), "portmap");
+        let a = Attachment::new("net", "c1", "eth0").unwrap();
+        assert!(s.load(&a).unwrap().is_none());
+        let r = Record {
+            container_id: "c1".into(),
+            ifname: "eth0".into(),
+            elements: vec![StoredElement::map(
+                "hostports4",
+                vec![Val::Proto(6), Val::Port(8080)],
+                vec![Val::Ip("198.18.208.2".parse().unwrap()), Val::Port(80)],
+            )],
+        };
+        s.save(&a, &r).unwrap();
+        assert_eq!(s.load(&a).unwrap(), Some(r));
+        assert_eq!(s.attachments("net").unwrap(), vec![a.clone()]);
+        s.remove(&a).unwrap();
+        s.remove(&a).unwrap();
+        assert!(s.attachments("net").unwrap().is_empty());
+        assert!(Attachment::new("net", "../x", "eth0").is_err());
+    }
+
+    #[test]
+    fn key_bytes_pad_concatenations() {
+        assert_eq!(key_bytes(&[Val::Port(80)]), vec![0, 80]);
+        assert_eq!(
+            key_bytes(&[Val::Proto(6), Val::Port(80)]),
+            vec![6, 0, 0, 0, 0, 80, 0, 0]
+        );
+    }
+}

@@ -1,0 +1,318 @@
+//! The `portmap` plugin on a node in a namespace (see nodecommon): published
+//! ports reachable from outside, from the node's loopback and from the
+//! container itself (hairpin) over IPv4 and IPv6; the rendered ruleset
+//! against a golden file; ADD/DEL cycles leaving the ruleset as it was; no
+//! program executed; bad config refused with nothing changed; GC; and the
+//! same reachability as the reference portmap 1.1.1.
+//! Subnets: 198.18.208-215.0/24, fd00:208:d0-d7::/64 (each node is its own
+//! namespace world; the differential runs Ferry and the reference on
+//! identical addresses).
+
+mod nodecommon;
+
+use nodecommon::*;
+use serde_json::{json, Value};
+
+fn portmap() -> Value {
+    json!({"type": "portmap", "capabilities": {"portMappings": true}})
+}
+
+fn ports() -> Value {
+    json!([
+        {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+        {"hostPort": 8081, "containerPort": 80, "protocol": "tcp", "hostIP": "::"}
+    ])
+}
+
+/// What the node's clients see: (from outside v4, outside v6, node
+/// loopback, hairpin) each the source address the server saw, or None.
+fn observe(node: &Node, c: &Netns, result: &Value) -> [Option<String>; 4] {
+    serve(c, 80);
+    let _ = result;
+    settle(c);
+    settle(&node.outside);
+    [
+        whoami(&node.outside, node.v4(), 8080),
+        whoami(&node.outside, node.v6(), 8081),
+        whoami(&node.host, "127.0.0.1".parse().unwrap(), 8080),
+        whoami(c, node.v4(), 8080),
+    ]
+}
+
+#[test]
+fn published_ports_reachable_v4_v6_loopback_hairpin() {
+    let node = Node::new(208, &[], &[]);
+    let br = unique("pmb");
+    let net = node.net("pmreach", bridge_conf(&br, 209, false, vec![portmap()]));
+    let c = node.container();
+    let att = net.att(&c, "pmreach1", ports());
+    let result = net.add(&att);
+    let seen = observe(&node, &c, &result);
+    let cv4 = addr_of(&result, false);
+    let _ = cv4;
+    // Outside clients keep their address; the loopback and hairpin ones
+    // are masqueraded to the bridge's gateway address.
+    assert_eq!(seen[0].as_deref(), Some("198.18.208.2"), "{seen:?}");
+    assert_eq!(
+        seen[1].as_deref(),
+        Some("fd00:208:d0::2"),
+        "{seen:?} direct {:?} host {:?} hostnat {:?}\n{}\n{}\n{}\n{}",
+        whoami(&node.outside, addr_of(&result, true), 80),
+        whoami(&node.host, addr_of(&result, true), 80),
+        whoami(&node.host, node.v6(), 8081),
+        node.nft("ruleset"),
+        c.exec("ip -6 addr"),
+        c.exec("ip -6 route"),
+        node.host.exec("ip -6 addr")
+    );
+    assert_eq!(seen[2].as_deref(), Some("198.18.209.1"), "{seen:?}");
+    assert_eq!(seen[3].as_deref(), Some("198.18.209.1"), "{seen:?}");
+    net.check(&att).unwrap();
+    net.del(&att);
+    assert_eq!(whoami(&node.outside, node.v4(), 8080), None);
+    assert!(!node.nft("table inet ferry-portmap").contains("elements"));
+    net.del(&att);
+}
+
+#[test]
+fn golden_ruleset() {
+    let node = Node::new(210, &[], &[]);
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "pmgbr"}, {"name": "pmgv"}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+        "ips": [{"address": "198.18.210.5/24", "interface": 2}, {"address": "fd00:208:d2::5/64", "interface": 2}]});
+    let conf = json!({"cniVersion": "1.0.0", "name": "pmgold", "type": "portmap",
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": 8080, "containerPort": 80, "protocol": "tcp"},
+            {"hostPort": 5353, "containerPort": 53, "protocol": "udp", "hostIP": "198.18.210.1"},
+            {"hostPort": 9000, "containerPort": 9000, "protocol": "sctp", "hostIP": "fd00:208:d2::1"}]},
+        "prevResult": prev});
+    let (ok, out) = node.run_plugin("portmap", "ADD", "pmgold1", &node.host.path(), &conf);
+    assert!(ok, "{out}");
+    assert_eq!(out["ips"], prev["ips"], "prevResult passed on");
+    let got = node.nft("table inet ferry-portmap");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/portmap.nft");
+    if std::env::var_os("FERRY_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(got, want, "ruleset differs from {}", path.display());
+    let (ok, _) = node.run_plugin("portmap", "DEL", "pmgold1", &node.host.path(), &conf);
+    assert!(ok);
+}
+
+#[test]
+fn add_del_cycles_leave_the_ruleset_unchanged_and_exec_nothing() {
+    // 200 cycles in CI (each is two plugin processes); FERRY_PM_CYCLES=1000
+    // for the full run.
+    let cycles: usize = std::env::var("FERRY_PM_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let node = Node::new(211, &[], &["portmap"]);
+    let conf = |i: usize| {
+        json!({"cniVersion": "1.0.0", "name": "pmcyc", "type": "portmap",
+            "runtimeConfig": {"portMappings": [
+                {"hostPort": 10000 + (i % 5000) as i64, "containerPort": 80, "protocol": "tcp"},
+                {"hostPort": 20000, "containerPort": 53, "protocol": "udp", "hostIP": "198.18.211.1"}]},
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+                "ips": [{"address": format!("198.18.211.{}/24", 10 + i % 200), "interface": 0},
+                        {"address": "fd00:208:d3::2/64", "interface": 0}]}})
+    };
+    let h = node.host.path();
+    let run = |cmd: &str, i: usize| {
+        let (ok, out) = node.run_plugin("portmap", cmd, &format!("pmcyc{i}"), &h, &conf(i));
+        assert!(ok, "{cmd} {i}: {out}");
+    };
+    run("ADD", 0);
+    run("CHECK", 0);
+    run("DEL", 0);
+    let start = node.nft("ruleset");
+    assert!(start.contains("table inet ferry-portmap") && !start.contains("elements"));
+    let execs = node.execs();
+    assert_eq!(
+        execs.len(),
+        3,
+        "only the plugin itself may be executed: {execs:#?}"
+    );
+    for i in 1..=cycles {
+        run("ADD", i);
+        run("DEL", i);
+    }
+    assert_eq!(node.nft("ruleset"), start);
+    assert!(files(&node.state_dir().join("portmap/pmcyc")).is_empty());
+}
+
+#[test]
+fn bad_config_changes_nothing() {
+    let node = Node::new(212, &[], &[]);
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+        "ips": [{"address": "198.18.212.5/24", "interface": 0}]});
+    let with = |extra: Value, pm: Value| {
+        let mut c = json!({"cniVersion": "1.0.0", "name": "pmbad", "type": "portmap",
+            "runtimeConfig": {"portMappings": pm}, "prevResult": prev});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let good = json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]);
+    let cases = [
+        (
+            with(
+                json!({}),
+                json!([{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]),
+            ),
+            7,
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"hostPort": 70000, "containerPort": 80, "protocol": "tcp"}]),
+            ),
+            7,
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"hostPort": 80, "containerPort": 0, "protocol": "tcp"}]),
+            ),
+            7,
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"hostPort": 80, "containerPort": 80, "protocol": "icmp"}]),
+            ),
+            7,
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"hostPort": 80, "containerPort": 80, "hostIP": "nope"}]),
+            ),
+            7,
+        ),
+        (with(json!({"backend": "ebpf"}), good.clone()), 7),
+        (with(json!({"markMasqBit": 40}), good.clone()), 7),
+        (
+            with(
+                json!({"externalSetMarkChain": "KUBE-MARK-MASQ"}),
+                good.clone(),
+            ),
+            2,
+        ),
+        (
+            with(
+                json!({"conditionsV4": ["ip", "daddr", "!=", "192.0.2.0/24"]}),
+                good.clone(),
+            ),
+            2,
+        ),
+    ];
+    for (conf, code) in cases {
+        let (ok, out) = node.run_plugin("portmap", "ADD", "pmbad1", &node.host.path(), &conf);
+        assert!(!ok, "{conf}");
+        assert_eq!(out["code"], json!(code), "{conf}: {out}");
+    }
+    assert_eq!(node.nft("ruleset"), "", "nothing changed");
+    // No mappings: no work at all, prevResult passed on.
+    let (ok, out) = node.run_plugin(
+        "portmap",
+        "ADD",
+        "pmbad1",
+        &node.host.path(),
+        &with(json!({}), json!([])),
+    );
+    assert!(ok && out["ips"] == prev["ips"], "{out}");
+    assert_eq!(node.nft("ruleset"), "");
+    // Another container cannot take a published host port.
+    let (ok, _) = node.run_plugin(
+        "portmap",
+        "ADD",
+        "pmbad2",
+        &node.host.path(),
+        &with(json!({}), good.clone()),
+    );
+    assert!(ok);
+    let mut other = with(json!({}), good);
+    other["prevResult"]["ips"][0]["address"] = json!("198.18.212.6/24");
+    let (ok, out) = node.run_plugin("portmap", "ADD", "pmbad3", &node.host.path(), &other);
+    assert!(!ok, "{out}");
+    assert!(!files(&node.state_dir().join("portmap/pmbad"))
+        .iter()
+        .any(|f| f.starts_with("pmbad3")));
+}
+
+#[test]
+fn gc_removes_stale_attachments() {
+    let node = Node::new(213, &[], &[]);
+    let conf = |ip: &str, port: i64| {
+        json!({"cniVersion": "1.1.0", "name": "pmgc", "type": "portmap",
+            "runtimeConfig": {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]},
+            "prevResult": {"cniVersion": "1.1.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+                "ips": [{"address": ip, "interface": 0}]}})
+    };
+    let h = node.host.path();
+    assert!(
+        node.run_plugin("portmap", "ADD", "keep", &h, &conf("198.18.213.2/24", 8001))
+            .0
+    );
+    assert!(
+        node.run_plugin("portmap", "ADD", "gone", &h, &conf("198.18.213.3/24", 8002))
+            .0
+    );
+    let gc = json!({"cniVersion": "1.1.0", "name": "pmgc", "type": "portmap",
+        "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]});
+    let (ok, out) = node.run_plugin("portmap", "GC", "", "", &gc);
+    assert!(ok, "{out}");
+    let rules = node.nft("table inet ferry-portmap");
+    assert!(rules.contains("8001") && !rules.contains("8002"), "{rules}");
+    assert!(
+        node.run_plugin(
+            "portmap",
+            "CHECK",
+            "keep",
+            &h,
+            &conf("198.18.213.2/24", 8001)
+        )
+        .0
+    );
+    assert!(
+        !node
+            .run_plugin(
+                "portmap",
+                "CHECK",
+                "gone",
+                &h,
+                &conf("198.18.213.3/24", 8002)
+            )
+            .0
+    );
+}
+
+/// Ferry's portmap and the reference's (iptables) give the same
+/// reachability on the same node layout.
+#[test]
+fn differential_reachability_against_reference() {
+    require_reference("portmap");
+    let mut seen = Vec::new();
+    for reference in [false, true] {
+        let refs: &[&str] = if reference { &["portmap"] } else { &[] };
+        let node = Node::new(214, refs, &[]);
+        let br = unique("pmb");
+        let net = node.net("pmdiff", bridge_conf(&br, 215, false, vec![portmap()]));
+        let c = node.container();
+        let att = net.att(&c, "pmdiff1", ports());
+        let result = net.add(&att);
+        let obs = observe(&node, &c, &result);
+        net.del(&att);
+        seen.push(obs);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "Ferry vs reference: outside v4, outside v6, loopback, hairpin"
+    );
+}
