@@ -17,9 +17,9 @@
 //!     (the same for ip6) }
 //! }
 //! table bridge ferry-firewall {            # ingressPolicy isolated
-//!   set isolated { type ifname }
+//!   set isoports { type ifname }           # host veths of isolated containers
 //!   chain forward { type filter hook forward priority filter - 10; policy accept;
-//!     meta ibrname @isolated drop }
+//!     iifname @isoports drop }             # nothing bridged from them to a neighbour
 //! }
 //! ```
 //!
@@ -138,7 +138,7 @@ pub fn structure(b: &mut Batch, with_bridge: bool) {
     if with_bridge {
         let bt = bridge_table();
         b.add_table(&bt);
-        b.add_set(&Set::new(&bt, "isolated", &[Type::Ifname]));
+        b.add_set(&Set::new(&bt, "isoports", &[Type::Ifname]));
         b.add_chain(&Chain::base(
             &bt,
             "forward",
@@ -149,7 +149,7 @@ pub fn structure(b: &mut Batch, with_bridge: bool) {
         b.flush_chain(&bt, "forward");
         b.add_rule(
             &Rule::new(&bt, "forward")
-                .lookup(&[Field::Ibrname], "isolated")
+                .lookup(&[Field::Iifname], "isoports")
                 .drop(),
         );
     }
@@ -164,6 +164,7 @@ pub fn add(
     addrs: &[IpAddr],
     policy: IngressPolicy,
     bridge: Option<&str>,
+    host_ports: &[String],
 ) -> Result<()> {
     let els: Vec<StoredElement> = addrs
         .iter()
@@ -189,21 +190,29 @@ pub fn add(
         }
         let name = || Value::Ifname(br.to_string());
         b.add_elements(&t, "isobr", &[nft::Element::new(name())]);
-        if isolated {
-            b.add_elements(&bridge_table(), "isolated", &[nft::Element::new(name())]);
-        } else {
+        if !isolated {
             b.add_elements(&t, "samebr", &[nft::Element::new([name(), name()])]);
         }
     }
+    let ports: Vec<StoredElement> = if isolated {
+        host_ports
+            .iter()
+            .map(|p| StoredElement::key("isoports", vec![Val::Ifname(p.clone())]))
+            .collect()
+    } else {
+        Vec::new()
+    };
     store.save(
         a,
         &Record {
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             elements: els.clone(),
+            bridge_elements: ports.clone(),
         },
     )?;
     state::add_to(&mut b, &t, &els);
+    state::add_to(&mut b, &bridge_table(), &ports);
     if let Err(e) = sock.commit(&b) {
         store.remove(a)?;
         return Err(Error::kernel(format!("failed to allow forwarding in {t}"))(

@@ -116,6 +116,7 @@ pub fn add(sock: &mut nft::Socket, store: &Store, a: &Attachment, addrs: &[IpNet
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             elements: els.clone(),
+            bridge_elements: Vec::new(),
         },
     )?;
     let t = table();

@@ -357,6 +357,7 @@ pub fn add(
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             elements: merged(previous.as_ref(), &els),
+            bridge_elements: Vec::new(),
         },
     )?;
     let t = table();
@@ -394,6 +395,7 @@ pub fn add(
             container_id: a.container_id.clone(),
             ifname: a.ifname.clone(),
             elements: els.clone(),
+            bridge_elements: Vec::new(),
         },
     )?;
     Ok(els)

@@ -155,6 +155,10 @@ pub struct Record {
     pub ifname: String,
     /// The elements, in the order they were added.
     pub elements: Vec<StoredElement>,
+    /// Elements in the driver's bridge-family table of the same name
+    /// (the firewall's isolated ports).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bridge_elements: Vec<StoredElement>,
 }
 
 /// The bookkeeping files of one driver.
@@ -383,6 +387,7 @@ mod tests {
         let r = Record {
             container_id: "c1".into(),
             ifname: "eth0".into(),
+            bridge_elements: Vec::new(),
             elements: vec![StoredElement::map(
                 "hostports4",
                 vec![Val::Proto(6), Val::Port(8080)],

@@ -77,6 +77,13 @@ impl Plugin for Firewall {
         let a = attachment(args, &c.name)?;
         let store = firewall::store(&ferry_drivers::state_dir());
         let mut sock = socket()?;
+        // The host veths: host-side interfaces other than the bridge.
+        let ports: Vec<String> = prev
+            .interfaces
+            .iter()
+            .filter(|i| i.sandbox.is_empty() && Some(&i.name) != bridge.as_ref())
+            .map(|i| i.name.clone())
+            .collect();
         firewall::add(
             &mut sock,
             &store,
@@ -84,6 +91,7 @@ impl Plugin for Firewall {
             &addrs(&prev),
             policy,
             bridge.as_deref(),
+            &ports,
         )
         .map_err(driver_err)?;
         Ok(serde_json::to_value(prev)?)

@@ -1,0 +1,181 @@
+//! The `firewall` plugin and `ipMasq` on a node in a namespace (see
+//! nodecommon): ingressPolicy same-bridge and isolated, the admin chain,
+//! CHECK and DEL, no program executed, masquerade seen by a peer, and how
+//! an iptables FORWARD policy DROP on the node is handled (compared with the
+//! reference firewall 1.1.1). Subnets: 198.18.216-222.0/24, fd00:208:d8-de::/64.
+
+mod nodecommon;
+
+use nodecommon::*;
+use serde_json::{json, Value};
+
+fn fw(policy: &str) -> Value {
+    json!({"type": "firewall", "backend": "iptables", "ingressPolicy": policy})
+}
+
+fn v4(r: &Value) -> std::net::IpAddr {
+    addr_of(r, false)
+}
+
+#[test]
+fn same_bridge_isolation_admin_chain_check_del_and_no_exec() {
+    let node = Node::new(216, &[], &["firewall"]);
+    let (ba, bb) = (unique("fwa"), unique("fwb"));
+    let na = node.net(
+        "fwnetA",
+        bridge_conf(&ba, 217, false, vec![fw("same-bridge")]),
+    );
+    let nb = node.net(
+        "fwnetB",
+        bridge_conf(&bb, 218, false, vec![fw("same-bridge")]),
+    );
+    let (c1, c2, c3) = (node.container(), node.container(), node.container());
+    let (a1, a2, a3) = (
+        na.att(&c1, "fw1", Value::Null),
+        na.att(&c2, "fw2", Value::Null),
+        nb.att(&c3, "fw3", Value::Null),
+    );
+    let (r1, r2, r3) = (na.add(&a1), na.add(&a2), nb.add(&a3));
+    assert!(ping(&c1, v4(&r2)), "same bridge: open");
+    assert!(!ping(&c1, v4(&r3)), "other isolated bridge: blocked");
+    assert!(!ping(&c3, v4(&r1)), "other isolated bridge: blocked");
+    assert!(ping(&c1, node.outside_v4()), "out of the node: open");
+    let rules = node.nft("table inet ferry-firewall");
+    let forward = rules.split("chain forward").nth(1).unwrap_or("");
+    let admin = forward.find("jump admin").unwrap_or(usize::MAX);
+    assert!(
+        admin < forward.find("jump isolation").unwrap_or(0),
+        "{rules}"
+    );
+    assert!(rules.contains(&v4(&r1).to_string()), "{rules}");
+    // The operator's admin chain runs first and is kept.
+    node.host.exec(&format!(
+        "nft add rule inet ferry-firewall admin ip daddr {} drop",
+        v4(&r2)
+    ));
+    assert!(
+        !ping(&node.outside, v4(&r2)),
+        "admin drop applies to forwarded traffic"
+    );
+    na.check(&a1).unwrap();
+    na.del(&a1);
+    na.del(&a1);
+    let rules = node.nft("table inet ferry-firewall");
+    assert!(
+        !rules.contains(&format!("{} ", v4(&r1))) && !rules.contains(&format!("{},", v4(&r1))),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("ip daddr {} drop", v4(&r2))),
+        "admin chain kept: {rules}"
+    );
+    let bin = env!("CARGO_BIN_EXE_ferry-plugin");
+    let execs = node.execs();
+    assert!(!execs.is_empty());
+    for e in &execs {
+        assert!(
+            e.contains(&format!("execve(\"{bin}\"")),
+            "only the plugin runs: {execs:#?}"
+        );
+    }
+    let _ = (r3, a2, a3);
+}
+
+#[test]
+fn isolated_blocks_the_same_bridge() {
+    let node = Node::new(216, &[], &[]);
+    let b = unique("fwi");
+    let n = node.net("fwiso", bridge_conf(&b, 219, false, vec![fw("isolated")]));
+    let (c1, c2) = (node.container(), node.container());
+    let (a1, a2) = (
+        n.att(&c1, "fwi1", Value::Null),
+        n.att(&c2, "fwi2", Value::Null),
+    );
+    let (_r1, r2) = (n.add(&a1), n.add(&a2));
+    assert!(!ping(&c1, v4(&r2)), "isolated: same bridge blocked");
+    assert!(
+        ping(&c1, node.outside_v4()),
+        "isolated: the way out stays open"
+    );
+}
+
+#[test]
+fn ip_masq_hides_the_container_address_and_del_removes_it() {
+    let node = Node::new(216, &[], &[]);
+    serve(&node.outside, 80);
+    let (bm, bp) = (unique("fwm"), unique("fwp"));
+    let masq = node.net("fwmasq", bridge_conf(&bm, 220, true, vec![]));
+    let plain = node.net("fwplain", bridge_conf(&bp, 221, false, vec![]));
+    let (c1, c2) = (node.container(), node.container());
+    let a1 = masq.att(&c1, "fwm1", Value::Null);
+    let a2 = plain.att(&c2, "fwp1", Value::Null);
+    let _r1 = masq.add(&a1);
+    let r2 = plain.add(&a2);
+    assert_eq!(
+        whoami(&c1, node.outside_v4(), 80).as_deref(),
+        Some("198.18.216.1"),
+        "masqueraded to the node's address"
+    );
+    assert_eq!(
+        whoami(&c2, node.outside_v4(), 80),
+        Some(v4(&r2).to_string()),
+        "no ipMasq: the container's own address"
+    );
+    // ptp with ipMasq too.
+    let ptp = node.net(
+        "fwptp",
+        json!([{"type": "ptp", "ipMasq": true, "ipam": {"type": "host-local",
+            "subnet": "198.18.222.0/24", "routes": [{"dst": "0.0.0.0/0"}]}}]),
+    );
+    let c3 = node.container();
+    let a3 = ptp.att(&c3, "fwpt1", Value::Null);
+    ptp.add(&a3);
+    assert_eq!(
+        whoami(&c3, node.outside_v4(), 80).as_deref(),
+        Some("198.18.216.1")
+    );
+    masq.del(&a1);
+    ptp.del(&a3);
+    assert!(!node.nft("table inet ferry-masq").contains("elements"));
+}
+
+/// With `iptables -P FORWARD DROP` on the node (Docker does this), the
+/// reference firewall inserts ACCEPT rules into the iptables FORWARD chain
+/// and the container gets out; Ferry only writes its own table, and an
+/// accept there cannot override a drop in another table: the container
+/// stays cut off until the operator allows it. This test pins that
+/// documented difference.
+#[test]
+fn forward_policy_drop_differs_from_the_reference() {
+    require_reference("firewall");
+    assert!(
+        sh_ok("command -v iptables"),
+        "iptables missing: install the Debian package iptables"
+    );
+    let mut out = Vec::new();
+    for reference in [false, true] {
+        let refs: &[&str] = if reference { &["firewall"] } else { &[] };
+        let node = Node::new(216, refs, &[]);
+        node.host.exec("iptables -P FORWARD DROP");
+        let b = unique("fwd");
+        let n = node.net(
+            "fwdrop",
+            bridge_conf(
+                &b,
+                217,
+                false,
+                vec![json!({"type": "firewall", "backend": "iptables"})],
+            ),
+        );
+        let c = node.container();
+        let a = n.att(&c, "fwd1", Value::Null);
+        n.add(&a);
+        out.push(ping(&c, node.outside_v4()));
+        n.del(&a);
+    }
+    assert_eq!(
+        out,
+        [false, true],
+        "Ferry (own table only) vs reference (iptables FORWARD ACCEPT)"
+    );
+}
