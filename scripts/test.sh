@@ -12,7 +12,7 @@ fi
 
 packages=(
   containernetworking-plugins # the reference Go plugins in /usr/lib/cni, our differential peers
-  iproute2 iputils-ping nftables iptables strace jq curl
+  iproute2 iputils-ping nftables iptables strace jq curl iperf3
   docker.io busybox-static    # a real dockerd for ferryd's Docker tests (started by the tests)
 )
 missing=()

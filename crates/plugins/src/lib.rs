@@ -2,6 +2,7 @@
 //! CNI config to the Linux layer and IPAM; drop-in replacements for the
 //! reference Go plugins (same type names, config keys and defaults).
 
+pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
@@ -81,6 +82,11 @@ pub static REGISTRY: &[Entry] = &[
         name: "sbr",
         about: "Ferry sbr plugin: source-based routing, a routing table and a rule per container address",
         plugin: &sbr::Sbr,
+    },
+    Entry {
+        name: "bandwidth",
+        about: "Ferry bandwidth plugin: tbf shaping of a container's veth, egress through an ifb",
+        plugin: &bandwidth::Bandwidth,
     },
     Entry {
         name: "portmap",
