@@ -565,6 +565,7 @@ fn bad_config_is_code_7_and_changes_nothing() {
     let prev = net.add(&att);
     let host = host_veth(&prev, &br);
     let ifb = ifb_name(&name, "bw-bad-1");
+    cleanup.link(&ifb);
     let before = state(&host, &ifb);
     let cases = [
         json!({"ingressRate": 1_000_000}),
@@ -625,6 +626,8 @@ fn coexists_with_foreign_qdiscs_replaces_its_own_and_cleans_up_on_del() {
     let prev = net.add(&att);
     let host = host_veth(&prev, &br);
     let ifb = ifb_name(&name, "bw-co-1");
+    // bandwidth runs outside the network's list here: its ifb goes on panic too.
+    cleanup.link(&ifb);
     let conf = |rate: u64| {
         json!({"cniVersion": "1.0.0", "name": name, "type": "bandwidth",
                "ingressRate": rate, "ingressBurst": 1_000_000,
