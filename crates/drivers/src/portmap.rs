@@ -398,6 +398,15 @@ pub fn add(
             bridge_elements: Vec::new(),
         },
     )?;
+    // Flows that reached a now-published UDP port keep their un-NATed
+    // conntrack entry while packets keep coming: drop them (best effort, as
+    // the reference does).
+    let udp: Vec<u16> = mappings
+        .iter()
+        .filter(|m| m.protocol == Protocol::Udp)
+        .map(|m| m.host_port)
+        .collect();
+    let _ = crate::conntrack::delete_by_dport(17, &udp, target.v4.is_some(), target.v6.is_some());
     Ok(els)
 }
 

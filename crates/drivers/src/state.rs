@@ -223,7 +223,12 @@ impl Store {
     pub fn remove(&self, a: &Attachment) -> Result<()> {
         let path = self.path(a);
         match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // The network's directory goes with its last attachment
+                // (fails harmlessly while others remain).
+                let _ = std::fs::remove_dir(self.net_dir(&a.network));
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(Error::Io {
                 context: "failed to remove",

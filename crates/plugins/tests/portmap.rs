@@ -316,3 +316,63 @@ fn differential_reachability_against_reference() {
         "Ferry vs reference: outside v4, outside v6, loopback, hairpin"
     );
 }
+
+/// A UDP flow that reached the node's port before it was published keeps
+/// its un-NATed conntrack entry; ADD deletes it (ctnetlink), so the same
+/// flow reaches the container right after.
+#[test]
+fn udp_flow_started_before_add_reaches_the_container() {
+    use std::net::UdpSocket;
+    use std::time::Duration;
+    let node = Node::new(208, &[], &["portmap"]);
+    let br = unique("pmb");
+    let net = node.net("pmudp", bridge_conf(&br, 209, false, vec![portmap()]));
+    let c = node.container();
+    let cn = ferry_linux::Netns::open(c.path()).unwrap();
+    let server = cn.run(|| UdpSocket::bind("0.0.0.0:53").unwrap()).unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while let Ok((_, peer)) = server.recv_from(&mut buf) {
+            let _ = server.send_to(peer.ip().to_string().as_bytes(), peer);
+        }
+    });
+    // Conntrack runs in a namespace only once something uses it (Docker's
+    // or kube-proxy's rules on a real node).
+    node.host.exec(
+        "nft 'add table ip pmt; add chain ip pmt c { type filter hook prerouting priority 0; }; add rule ip pmt c ct state new counter'",
+    );
+    let on = ferry_linux::Netns::open(node.outside.path()).unwrap();
+    let client = on
+        .run(|| UdpSocket::bind("0.0.0.0:40000").unwrap())
+        .unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let to = (node.v4(), 5353);
+    let _ = client.send_to(b"early", to);
+    std::thread::sleep(Duration::from_millis(200));
+    let att = net.att(
+        &c,
+        "pmudp1",
+        json!([{"hostPort": 5353, "containerPort": 53, "protocol": "udp"}]),
+    );
+    net.add(&att);
+    let mut buf = [0u8; 64];
+    let mut got = None;
+    for _ in 0..3 {
+        let _ = client.send_to(b"again", to);
+        if let Ok((n, _)) = client.recv_from(&mut buf) {
+            got = Some(String::from_utf8_lossy(&buf[..n]).into_owned());
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some("198.18.208.2"));
+    net.del(&att);
+    let bin = env!("CARGO_BIN_EXE_ferry-plugin");
+    for e in node.execs() {
+        assert!(
+            e.contains(&format!("execve(\"{bin}\"")),
+            "only the plugin runs: {e}"
+        );
+    }
+}
