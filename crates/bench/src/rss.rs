@@ -21,19 +21,37 @@ struct Run {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     status: std::process::ExitStatus,
-    hwm_kib: i64,
+    mem: Mem,
 }
 
-/// `VmHWM` of `pid` in KiB, from /proc/PID/status.
-fn vm_hwm(pid: libc::pid_t) -> Option<i64> {
+/// Memory figures of a process at its exit stop, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mem {
+    /// Peak RSS (`VmHWM`).
+    hwm: i64,
+    /// Anonymous (heap, stacks, relocated data) and file-backed (the
+    /// binary's and libraries' pages) parts of the RSS at exit.
+    anon: i64,
+    file: i64,
+}
+
+/// `VmHWM`, `RssAnon` and `RssFile` of `pid`, from /proc/PID/status.
+fn mem_of(pid: libc::pid_t) -> Option<Mem> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.trim_start_matches("VmHWM:")
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<i64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Mem {
+        hwm: field("VmHWM:")?,
+        anon: field("RssAnon:").unwrap_or(0),
+        file: field("RssFile:").unwrap_or(0),
+    })
 }
 
 fn waitpid(pid: libc::pid_t) -> Result<libc::c_int, String> {
@@ -152,7 +170,7 @@ fn run_traced(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Result<Run, Str
             ptrace(libc::PTRACE_SETOPTIONS, pid, opts as usize)?;
             ptrace(libc::PTRACE_CONT, pid, 0)?;
         } else if sig == libc::SIGTRAP && event == libc::PTRACE_EVENT_EXIT {
-            hwm = vm_hwm(pid);
+            hwm = mem_of(pid);
             ptrace(libc::PTRACE_CONT, pid, 0)?;
         } else {
             // A signal for the plugin (SIGCHLD, Go's SIGURG, ...): deliver it.
@@ -168,7 +186,7 @@ fn run_traced(bin: &Path, env: &[(&str, &str)], stdin: &[u8]) -> Result<Run, Str
         stdout,
         stderr,
         status: std::process::ExitStatus::from_raw(status),
-        hwm_kib: hwm.ok_or("no VmHWM at the exit stop")?,
+        mem: hwm.ok_or("no VmHWM at the exit stop")?,
     })
 }
 
@@ -315,7 +333,26 @@ pub fn peak_rss(ctx: &Ctx) -> Result<(), String> {
             let del = run_traced(&bin, &del_env, &del_stdin);
             match add {
                 Ok(r) if r.status.success() => {
-                    ctx.record(S6, part.label(), case.name, 0, 1, r.hwm_kib as f64, "KiB");
+                    let l = part.label();
+                    ctx.record(S6, l, case.name, 0, 1, r.mem.hwm as f64, "KiB");
+                    ctx.record(
+                        S6,
+                        l,
+                        &format!("{} anon@exit", case.name),
+                        0,
+                        1,
+                        r.mem.anon as f64,
+                        "KiB",
+                    );
+                    ctx.record(
+                        S6,
+                        l,
+                        &format!("{} file@exit", case.name),
+                        0,
+                        1,
+                        r.mem.file as f64,
+                        "KiB",
+                    );
                 }
                 Ok(r) => ctx.note(
                     S6,

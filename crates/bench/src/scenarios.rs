@@ -451,8 +451,29 @@ fn port_caps(base: u16) -> Map<String, Value> {
     m
 }
 
+/// Which implementation runs each type of Ferry's chain: a type is Ferry's
+/// once it is in `ferry_plugins::REGISTRY`, the reference's until then.
+pub fn chain_composition() -> String {
+    let ferry: Vec<&str> = ferry_plugins::REGISTRY.iter().map(|e| e.name).collect();
+    let (mine, theirs): (Vec<&str>, Vec<&str>) = ["portmap", "firewall", "tuning", "bandwidth"]
+        .into_iter()
+        .partition(|t| ferry.contains(t));
+    let mut s = String::from("Ferry chain = Ferry bridge/host-local");
+    for t in &mine {
+        s.push('/');
+        s.push_str(t);
+    }
+    if theirs.len() == 4 {
+        s.push_str(" + reference chained plugins");
+    } else if !theirs.is_empty() {
+        s.push_str(&format!(" + reference {}", theirs.join(", ")));
+    }
+    s
+}
+
 /// Scenario 2: bridge, host-local, portmap (2 ports), firewall, tuning, bandwidth.
 pub fn chain(ctx: &Ctx) -> Result<(), String> {
+    ctx.note(S2, chain_composition());
     let mut peers = Vec::new();
     let mut residents = Vec::new();
     for part in [Part::Ferry, Part::Reference] {
