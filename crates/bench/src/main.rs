@@ -151,9 +151,9 @@ fn ferry_version() -> String {
             "--dirty",
         ],
     )
-    .map(|s| first_line(&s))
-    .unwrap_or_default();
-    format!("ferry-plugins {} (git {git})", env!("CARGO_PKG_VERSION"))
+    .map(|s| format!("git {}", first_line(&s)))
+    .unwrap_or_else(|| format!("source tree {}, not a git checkout", root.display()));
+    format!("ferry-plugins {} ({git})", env!("CARGO_PKG_VERSION"))
 }
 
 fn reference_version(dir: &Path) -> String {
