@@ -15,6 +15,7 @@
 //! on the namespace it runs in, and tests run it inside a namespace acting
 //! as the node.
 
+pub mod conditions;
 pub mod conntrack;
 pub mod firewall;
 pub mod masq;

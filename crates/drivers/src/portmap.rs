@@ -33,6 +33,7 @@ use ferry_linux::nft::{
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
+use crate::conditions::{self, Cond, Profile};
 use crate::state::{self, Attachment, Record, Store, StoredElement, Val};
 use crate::{Error, Result};
 
@@ -163,30 +164,46 @@ impl Default for Options {
     }
 }
 
-const HOSTIP: [&str; 2] = ["hostip4", "hostip6"];
-const HOSTPORTS: [&str; 2] = ["hostports4", "hostports6"];
 const MASQ: [&str; 2] = ["masq4", "masq6"];
+
+/// The names of the DNAT maps (`[v4, v6]`) of a profile (`None`: the
+/// unconditional ones).
+fn map_names(profile: Option<&str>) -> ([String; 2], [String; 2]) {
+    let sfx = profile.map(|p| format!("-{p}")).unwrap_or_default();
+    (
+        [format!("hostip4{sfx}"), format!("hostip6{sfx}")],
+        [format!("hostports4{sfx}"), format!("hostports6{sfx}")],
+    )
+}
 
 /// Adds the table, its maps and chains, and (re)writes its rules: every
 /// statement is idempotent and the fixed rules are flushed and re-added,
 /// so running it on each ADD keeps one copy however often or concurrently
-/// it runs.
-pub fn structure(b: &mut Batch) {
+/// it runs. Each profile (see [`crate::conditions`]) adds its own maps
+/// and rules, ahead of the unconditional ones.
+pub fn structure(b: &mut Batch, profiles: &[Profile]) -> Result<()> {
     let t = table();
     b.add_table(&t);
-    for (i, (addr, fam)) in [(Type::Ipv4Addr, 2u8), (Type::Ipv6Addr, 10u8)]
-        .into_iter()
-        .enumerate()
-    {
-        let _ = fam;
-        b.add_set(
-            &Set::new(&t, HOSTIP[i], &[addr, Type::InetProto, Type::InetService])
-                .map(&[addr, Type::InetService]),
-        );
-        b.add_set(
-            &Set::new(&t, HOSTPORTS[i], &[Type::InetProto, Type::InetService])
-                .map(&[addr, Type::InetService]),
-        );
+    let mut groups: Vec<(Option<String>, [Vec<Cond>; 2])> = Vec::new();
+    for p in profiles {
+        groups.push((Some(p.id()), p.conds()?));
+    }
+    groups.push((None, [Vec::new(), Vec::new()]));
+    let addr_types = [Type::Ipv4Addr, Type::Ipv6Addr];
+    for (id, _) in &groups {
+        let (hostip, hostports) = map_names(id.as_deref());
+        for (i, addr) in addr_types.into_iter().enumerate() {
+            b.add_set(
+                &Set::new(&t, &hostip[i], &[addr, Type::InetProto, Type::InetService])
+                    .map(&[addr, Type::InetService]),
+            );
+            b.add_set(
+                &Set::new(&t, &hostports[i], &[Type::InetProto, Type::InetService])
+                    .map(&[addr, Type::InetService]),
+            );
+        }
+    }
+    for (i, addr) in addr_types.into_iter().enumerate() {
         b.add_set(&Set::new(&t, MASQ[i], &[addr, addr]).interval());
     }
     b.add_chain(&Chain::base(
@@ -217,28 +234,33 @@ pub fn structure(b: &mut Batch) {
     for c in ["prerouting", "output"] {
         b.add_rule(&Rule::new(&t, c).fib_daddr_local().jump("hostports"));
     }
-    let v4 = [Type::Ipv4Addr, Type::InetService];
-    let v6 = [Type::Ipv6Addr, Type::InetService];
-    b.add_rule(&Rule::new(&t, "hostports").dnat_map(
-        &[Field::IpDaddr, Field::L4Proto, Field::ThDport],
-        HOSTIP[0],
-        &v4,
-    ));
-    b.add_rule(
-        &Rule::new(&t, "hostports")
-            .eq(Field::Nfproto, Value::Proto(2))
-            .dnat_map(&[Field::L4Proto, Field::ThDport], HOSTPORTS[0], &v4),
-    );
-    b.add_rule(&Rule::new(&t, "hostports").dnat_map(
-        &[Field::Ip6Daddr, Field::L4Proto, Field::ThDport],
-        HOSTIP[1],
-        &v6,
-    ));
-    b.add_rule(
-        &Rule::new(&t, "hostports")
-            .eq(Field::Nfproto, Value::Proto(10))
-            .dnat_map(&[Field::L4Proto, Field::ThDport], HOSTPORTS[1], &v6),
-    );
+    let to = [
+        [Type::Ipv4Addr, Type::InetService],
+        [Type::Ipv6Addr, Type::InetService],
+    ];
+    let daddr = [Field::IpDaddr, Field::Ip6Daddr];
+    let nfproto = [2u8, 10u8];
+    for (id, conds) in &groups {
+        let (hostip, hostports) = map_names(id.as_deref());
+        for i in 0..2 {
+            let base = || {
+                let r = Rule::new(&t, "hostports");
+                conditions::apply(r, &conds[i])
+            };
+            b.add_rule(&base().dnat_map(
+                &[daddr[i], Field::L4Proto, Field::ThDport],
+                &hostip[i],
+                &to[i],
+            ));
+            // Without an address match first, say which family.
+            let r = if conds[i].iter().any(|c| matches!(c, Cond::Addr { .. })) {
+                base()
+            } else {
+                base().eq(Field::Nfproto, Value::Proto(nfproto[i]))
+            };
+            b.add_rule(&r.dnat_map(&[Field::L4Proto, Field::ThDport], &hostports[i], &to[i]));
+        }
+    }
     b.add_rule(
         &Rule::new(&t, "postrouting")
             .ct_status_dnat()
@@ -251,6 +273,7 @@ pub fn structure(b: &mut Batch) {
             .lookup(&[Field::Ip6Saddr, Field::Ip6Daddr], MASQ[1])
             .masquerade(),
     );
+    Ok(())
 }
 
 fn ip(a: impl Into<IpAddr>) -> Val {
@@ -260,7 +283,14 @@ fn ip(a: impl Into<IpAddr>) -> Val {
 /// The elements that publish `mappings` on `target`: a pure function, so
 /// what an ADD does can be tested without a kernel. Mappings of a family
 /// the container has no address of are skipped, as the reference does.
-pub fn elements(mappings: &[Mapping], target: Target, opts: Options) -> Vec<StoredElement> {
+pub fn elements(
+    mappings: &[Mapping],
+    target: Target,
+    opts: Options,
+    profile: Option<&Profile>,
+) -> Vec<StoredElement> {
+    let id = profile.map(Profile::id);
+    let (hostip, hostports) = map_names(id.as_deref());
     let mut out = Vec::new();
     let mut used = [false, false];
     for m in mappings {
@@ -280,11 +310,11 @@ pub fn elements(mappings: &[Mapping], target: Target, opts: Options) -> Vec<Stor
             let port = Val::Port(m.host_port);
             match m.host_ip.filter(|h| !h.is_unspecified()) {
                 Some(h) => out.push(StoredElement::map(
-                    HOSTIP[i],
+                    &hostip[i],
                     vec![ip(h), proto, port],
                     data,
                 )),
-                None => out.push(StoredElement::map(HOSTPORTS[i], vec![proto, port], data)),
+                None => out.push(StoredElement::map(&hostports[i], vec![proto, port], data)),
             }
         }
     }
@@ -344,11 +374,19 @@ pub fn add(
     target: Target,
     mappings: &[Mapping],
     opts: Options,
+    profile: Option<&Profile>,
 ) -> Result<Vec<StoredElement>> {
-    let els = elements(mappings, target, opts);
+    let els = elements(mappings, target, opts, profile);
     if els.is_empty() {
         return Ok(els);
     }
+    // One structure writer at a time, so every profile's rules survive
+    // the flush-and-rewrite of a concurrent ADD.
+    let _lock = store.lock("portmap")?;
+    if let Some(p) = profile {
+        conditions::save(store.root(), p)?;
+    }
+    let profiles = conditions::all(store.root());
     // A previous ADD of the same attachment: its elements go first.
     let previous = store.load(a)?;
     store.save(
@@ -362,7 +400,7 @@ pub fn add(
     )?;
     let t = table();
     let mut b = Batch::new();
-    structure(&mut b);
+    structure(&mut b, &profiles)?;
     if let Some(p) = &previous {
         let stale: Vec<StoredElement> = p
             .elements
@@ -480,6 +518,7 @@ mod tests {
             ],
             t,
             Options::default(),
+            None,
         );
         let sets: Vec<&str> = els.iter().map(|e| e.set.as_str()).collect();
         assert_eq!(
@@ -501,6 +540,7 @@ mod tests {
                 snat: false,
                 masq_all: false,
             },
+            None,
         );
         assert_eq!(els.len(), 2);
         // masqAll: one range per family covering every source.
@@ -511,15 +551,17 @@ mod tests {
                 snat: true,
                 masq_all: true,
             },
+            None,
         );
         assert_eq!(els.len(), 2);
         assert_eq!(els[1].key[0], Val::Ip("::".parse().unwrap()));
         // Nothing to publish: nothing at all.
-        assert!(elements(&[], t, Options::default()).is_empty());
+        assert!(elements(&[], t, Options::default(), None).is_empty());
         assert!(elements(
             &[m(1, 1, Protocol::Tcp, Some("198.18.208.1"))],
             Target { v4: None, v6: t.v6 },
-            Options::default()
+            Options::default(),
+            None
         )
         .is_empty());
     }

@@ -164,6 +164,7 @@ pub struct Record {
 /// The bookkeeping files of one driver.
 #[derive(Debug, Clone)]
 pub struct Store {
+    root: PathBuf,
     dir: PathBuf,
 }
 
@@ -171,8 +172,41 @@ impl Store {
     /// Files under `root/kind`.
     pub fn new(root: &Path, kind: &str) -> Store {
         Store {
+            root: root.to_path_buf(),
             dir: root.join(kind),
         }
+    }
+
+    /// The state root the store lives under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes an exclusive `flock` on `ROOT/NAME.lock` until the guard is
+    /// dropped.
+    pub fn lock(&self, name: &str) -> Result<Lock> {
+        use std::os::fd::AsRawFd;
+        let path = self.root.join(format!("{name}.lock"));
+        let io = |context, source| Error::Io {
+            context,
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| io("failed to create the directory of", e))?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io("failed to open", e))?;
+        // SAFETY: flock on a descriptor this function owns; released when
+        // the file is closed with the guard.
+        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if rc != 0 {
+            return Err(io("failed to lock", std::io::Error::last_os_error()));
+        }
+        Ok(Lock(f))
     }
 
     fn net_dir(&self, network: &str) -> PathBuf {
@@ -268,6 +302,10 @@ impl Store {
         Ok(out)
     }
 }
+
+/// An exclusive lock, released on drop.
+#[derive(Debug)]
+pub struct Lock(#[allow(dead_code)] std::fs::File);
 
 /// Adds `elements` to `table` in the batch, grouped by set.
 pub fn add_to(batch: &mut Batch, table: &Table, elements: &[StoredElement]) {

@@ -5,8 +5,9 @@
 //! Config keys as the reference: `snat` (default true), `masqAll`,
 //! `backend` (`iptables` or `nftables`: both accepted, Ferry always uses its
 //! own nftables table), `markMasqBit` (validated, unused: Ferry's rules need
-//! no packet mark), `externalSetMarkChain` and `conditionsV4`/`V6`
-//! (refused with code 2, see README).
+//! no packet mark), `externalSetMarkChain` (refused with code 2) and
+//! `conditionsV4`/`V6` (the subset in [`ferry_drivers::conditions`]; the
+//! rest is code 7).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use crate::conf;
 use ferry_cni::result::Result as CniResultType;
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{code, CniError, CniResult};
+use ferry_drivers::conditions::Profile;
 use ferry_drivers::portmap::{self, Mapping, Options, Target};
 use ferry_drivers::state::Attachment;
 use ipnet::IpNet;
@@ -57,6 +59,7 @@ struct Loaded {
     conf: PortMapConf,
     mappings: Vec<Mapping>,
     opts: Options,
+    profile: Option<Profile>,
 }
 
 /// Converts a driver error into the CNI code it stands for.
@@ -98,18 +101,11 @@ fn load(args: &CmdArgs) -> CniResult<Loaded> {
             "Ferry's port mapping masquerades by its own nftables set, not by an iptables mark chain",
         ));
     }
-    for (key, conds) in [
-        ("conditionsV4", &c.conditions_v4),
-        ("conditionsV6", &c.conditions_v6),
-    ] {
-        if let Some(list) = conds.as_ref().filter(|l| !l.is_empty()) {
-            return Err(crate::netconf::unsupported(
-                key,
-                &Value::from(list.clone()),
-                "per-container match conditions are not supported by Ferry's shared port map",
-            ));
-        }
-    }
+    let profile = Profile::new(
+        c.conditions_v4.clone().unwrap_or_default(),
+        c.conditions_v6.clone().unwrap_or_default(),
+    )
+    .map_err(driver_err)?;
     let mut mappings = Vec::new();
     for m in &c.runtime_config.port_mappings {
         let host_ip = match m.host_ip.as_str() {
@@ -134,6 +130,7 @@ fn load(args: &CmdArgs) -> CniResult<Loaded> {
         conf: c,
         mappings,
         opts,
+        profile,
     })
 }
 
@@ -210,8 +207,16 @@ impl Plugin for PortMap {
         let a = attachment(args, &l.conf.name)?;
         let mut sock = socket()?;
         let store = portmap::store(&ferry_drivers::state_dir());
-        let added =
-            portmap::add(&mut sock, &store, &a, target, &l.mappings, l.opts).map_err(driver_err)?;
+        let added = portmap::add(
+            &mut sock,
+            &store,
+            &a,
+            target,
+            &l.mappings,
+            l.opts,
+            l.profile.as_ref(),
+        )
+        .map_err(driver_err)?;
         if l.opts.snat && target.v4.is_some() && !added.is_empty() {
             enable_localnet(&prev)?;
         }

@@ -89,6 +89,14 @@ fn golden_ruleset() {
     let (ok, out) = node.run_plugin("portmap", "ADD", "pmgold1", &node.host.path(), &conf);
     assert!(ok, "{out}");
     assert_eq!(out["ips"], prev["ips"], "prevResult passed on");
+    // A second container whose network sets conditions: its own profile.
+    let mut cond = conf.clone();
+    cond["conditionsV4"] = json!(["ip", "daddr", "!=", "192.0.2.0/24", "iifname", "!=", "pmgx"]);
+    cond["runtimeConfig"]["portMappings"] =
+        json!([{"hostPort": 8443, "containerPort": 443, "protocol": "tcp"}]);
+    cond["prevResult"]["ips"] = json!([{"address": "198.18.210.6/24", "interface": 2}]);
+    let (ok, out) = node.run_plugin("portmap", "ADD", "pmgold2", &node.host.path(), &cond);
+    assert!(ok, "{out}");
     let got = node.nft("table inet ferry-portmap");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/portmap.nft");
     if std::env::var_os("FERRY_UPDATE_GOLDEN").is_some() {
@@ -98,6 +106,9 @@ fn golden_ruleset() {
     assert_eq!(got, want, "ruleset differs from {}", path.display());
     let (ok, _) = node.run_plugin("portmap", "DEL", "pmgold1", &node.host.path(), &conf);
     assert!(ok);
+    let (ok, _) = node.run_plugin("portmap", "DEL", "pmgold2", &node.host.path(), &cond);
+    assert!(ok);
+    assert!(!node.nft("table inet ferry-portmap").contains("elements"));
 }
 
 #[test]
@@ -204,11 +215,15 @@ fn bad_config_changes_nothing() {
             2,
         ),
         (
+            with(json!({"conditionsV4": ["meta", "mark", "1"]}), good.clone()),
+            7,
+        ),
+        (
             with(
-                json!({"conditionsV4": ["ip", "daddr", "!=", "192.0.2.0/24"]}),
+                json!({"conditionsV6": ["ip", "daddr", "192.0.2.0/24"]}),
                 good.clone(),
             ),
-            2,
+            7,
         ),
     ];
     for (conf, code) in cases {
@@ -375,4 +390,57 @@ fn udp_flow_started_before_add_reaches_the_container() {
             "only the plugin runs: {e}"
         );
     }
+}
+
+/// conditionsV4 (nft style) keeps the outside client from the published
+/// port while the node's own loopback still reaches it; an iptables-style
+/// list in another network is a second profile beside it.
+#[test]
+fn conditions_exclude_a_source() {
+    let node = Node::new(208, &[], &[]);
+    let br = unique("pmb");
+    let cond = json!({"type": "portmap", "capabilities": {"portMappings": true},
+        "conditionsV4": ["ip", "saddr", "!=", "198.18.208.0/24"]});
+    let net = node.net("pmcond", bridge_conf(&br, 209, false, vec![cond]));
+    let c = node.container();
+    let att = net.att(&c, "pmcond1", ports());
+    net.add(&att);
+    serve(&c, 80);
+    settle(&c);
+    assert_eq!(
+        whoami(&node.outside, node.v4(), 8080),
+        None,
+        "excluded source"
+    );
+    assert_eq!(
+        whoami(&node.host, "127.0.0.1".parse().unwrap(), 8080).as_deref(),
+        Some("198.18.209.1")
+    );
+    assert_eq!(
+        whoami(&node.outside, node.v6(), 8081).as_deref(),
+        Some("fd00:208:d0::2"),
+        "no conditionsV6: IPv6 open"
+    );
+    let br2 = unique("pmb");
+    let ipt = json!({"type": "portmap", "capabilities": {"portMappings": true},
+        "conditionsV4": ["!", "-s", "198.18.208.2"]});
+    let net2 = node.net("pmcond2", bridge_conf(&br2, 210, false, vec![ipt]));
+    let c2 = node.container();
+    let att2 = net2.att(
+        &c2,
+        "pmcond2",
+        json!([{"hostPort": 9090, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    net2.add(&att2);
+    serve(&c2, 80);
+    assert_eq!(whoami(&node.outside, node.v4(), 9090), None);
+    let rules = node.nft("table inet ferry-portmap");
+    assert_eq!(rules.matches("chain hostports").count(), 1, "{rules}");
+    assert!(rules.contains("ip saddr != 198.18.208.0/24"), "{rules}");
+    assert!(rules.contains("ip saddr != 198.18.208.2"), "{rules}");
+    net.check(&att).unwrap();
+    net.del(&att);
+    net2.del(&att2);
+    assert!(!rules.is_empty());
+    assert!(!node.nft("table inet ferry-portmap").contains("elements"));
 }

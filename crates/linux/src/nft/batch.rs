@@ -326,7 +326,14 @@ impl Rule {
         self.cmp(field, CmpOp::Neq, value)
     }
 
-    fn addr_match(mut self, net: IpNet, src: bool) -> Self {
+    fn addr_match(self, net: IpNet, src: bool) -> Self {
+        self.addr_cmp(net, src, CmpOp::Eq)
+    }
+
+    /// `ip saddr NET`, `ip6 daddr != NET` ...: the source (`src`) or
+    /// destination address compared with a prefix by `op` (`Eq` or `Neq`).
+    pub fn addr_cmp(mut self, net: impl Into<IpNet>, src: bool, op: CmpOp) -> Self {
+        let net: IpNet = net.into();
         let field = match (net, src) {
             (IpNet::V4(_), true) => Field::IpSaddr,
             (IpNet::V4(_), false) => Field::IpDaddr,
@@ -349,7 +356,7 @@ impl Rule {
         }
         self.exprs.push(Expr::Cmp {
             sreg: REG32_00,
-            op: CmpOp::Eq,
+            op,
             data: addr,
         });
         self
