@@ -452,6 +452,9 @@ impl Plugin for Bridge {
             delegate::ipam_pass(&t, "CHECK", args)?;
         }
         let prev = conf::required_prev_result(args, "bridge")?;
+        if netconf::ip_masq(args)? {
+            netconf::masq_check(args)?;
+        }
         let netns = conf::open_netns(&args.netns)?;
         let mut cont_nl = netns
             .netlink()

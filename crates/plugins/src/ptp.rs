@@ -210,6 +210,9 @@ impl Plugin for Ptp {
         let ipam_type = conf::ipam_type(args)?;
         delegate::ipam_pass(&ipam_type, "CHECK", args)?;
         let prev = conf::required_prev_result(args, "ptp")?;
+        if netconf::ip_masq(args)? {
+            netconf::masq_check(args)?;
+        }
         let netns = conf::open_netns(&args.netns)?;
         let mut cont_nl = netns
             .netlink()

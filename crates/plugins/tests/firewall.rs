@@ -109,7 +109,7 @@ fn ip_masq_hides_the_container_address_and_del_removes_it() {
     let (c1, c2) = (node.container(), node.container());
     let a1 = masq.att(&c1, "fwm1", Value::Null);
     let a2 = plain.att(&c2, "fwp1", Value::Null);
-    let _r1 = masq.add(&a1);
+    let r1 = masq.add(&a1);
     let r2 = plain.add(&a2);
     assert_eq!(
         whoami(&c1, node.outside_v4(), 80).as_deref(),
@@ -134,6 +134,14 @@ fn ip_masq_hides_the_container_address_and_del_removes_it() {
         whoami(&c3, node.outside_v4(), 80).as_deref(),
         Some("198.18.216.1")
     );
+    masq.check(&a1).unwrap();
+    ptp.check(&a3).unwrap();
+    // CHECK notices a masquerade element removed behind Ferry's back.
+    node.host.exec(&format!(
+        "nft delete element inet ferry-masq ctr4 {{ {} }}",
+        addr_of(&r1, false)
+    ));
+    assert!(masq.check(&a1).is_err());
     masq.del(&a1);
     ptp.del(&a3);
     assert!(!node.nft("table inet ferry-masq").contains("elements"));
@@ -178,4 +186,90 @@ fn forward_policy_drop_differs_from_the_reference() {
         [false, true],
         "Ferry (own table only) vs reference (iptables FORWARD ACCEPT)"
     );
+}
+
+/// The same two bridges with ingressPolicy same-bridge through Ferry and
+/// through the reference firewall 1.1.1 (iptables): the same pings pass.
+#[test]
+fn same_bridge_matches_the_reference() {
+    require_reference("firewall");
+    let mut seen = Vec::new();
+    for reference in [false, true] {
+        let refs: &[&str] = if reference { &["firewall"] } else { &[] };
+        let node = Node::new(216, refs, &[]);
+        let (ba, bb) = (unique("fwa"), unique("fwb"));
+        let na = node.net(
+            "fwdifA",
+            bridge_conf(&ba, 217, false, vec![fw("same-bridge")]),
+        );
+        let nb = node.net(
+            "fwdifB",
+            bridge_conf(&bb, 218, false, vec![fw("same-bridge")]),
+        );
+        let (c1, c2, c3) = (node.container(), node.container(), node.container());
+        let (a1, a2, a3) = (
+            na.att(&c1, "fwd1", Value::Null),
+            na.att(&c2, "fwd2", Value::Null),
+            nb.att(&c3, "fwd3", Value::Null),
+        );
+        let (_r1, r2, r3) = (na.add(&a1), na.add(&a2), nb.add(&a3));
+        seen.push([
+            ping(&c1, v4(&r2)),
+            ping(&c1, v4(&r3)),
+            ping(&c3, v4(&r2)),
+            ping(&c1, node.outside_v4()),
+        ]);
+    }
+    assert_eq!(
+        seen[0], seen[1],
+        "Ferry vs reference: same bridge, other bridge both ways, outside"
+    );
+    assert_eq!(seen[0], [true, false, false, true]);
+}
+
+#[test]
+fn gc_removes_stale_addresses() {
+    let node = Node::new(216, &[], &[]);
+    let prev = |ip: &str| {
+        json!({"cniVersion": "1.1.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/run/netns/x"}],
+            "ips": [{"address": ip, "interface": 0}]})
+    };
+    let conf = |ip: &str| json!({"cniVersion": "1.1.0", "name": "fwgc", "type": "firewall", "prevResult": prev(ip)});
+    let h = node.host.path();
+    assert!(
+        node.run_plugin("firewall", "ADD", "keep", &h, &conf("198.18.217.2/24"))
+            .0
+    );
+    assert!(
+        node.run_plugin("firewall", "ADD", "gone", &h, &conf("198.18.217.3/24"))
+            .0
+    );
+    let gc = json!({"cniVersion": "1.1.0", "name": "fwgc", "type": "firewall",
+        "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]});
+    let (ok, out) = node.run_plugin("firewall", "GC", "", "", &gc);
+    assert!(ok, "{out}");
+    let rules = node.nft("set inet ferry-firewall ctr4");
+    assert!(
+        rules.contains("198.18.217.2") && !rules.contains("198.18.217.3"),
+        "{rules}"
+    );
+    assert!(
+        node.run_plugin("firewall", "CHECK", "keep", &h, &conf("198.18.217.2/24"))
+            .0
+    );
+    assert!(
+        !node
+            .run_plugin("firewall", "CHECK", "gone", &h, &conf("198.18.217.3/24"))
+            .0
+    );
+    // DEL without a bookkeeping file still removes the prevResult's address.
+    std::fs::remove_dir_all(node.state_dir().join("firewall")).unwrap();
+    assert!(
+        node.run_plugin("firewall", "DEL", "keep", &h, &conf("198.18.217.2/24"))
+            .0
+    );
+    assert!(!node
+        .nft("set inet ferry-firewall ctr4")
+        .contains("198.18.217.2"));
 }
