@@ -444,3 +444,49 @@ fn conditions_exclude_a_source() {
     assert!(!rules.is_empty());
     assert!(!node.nft("table inet ferry-portmap").contains("elements"));
 }
+
+/// Behind ptp (a routed host veth, no bridge): published port from outside
+/// and from the node's loopback (`route_localnet` on the host veth); a
+/// repeated ADD of the same attachment replaces its mappings.
+#[test]
+fn ptp_loopback_and_repeated_add() {
+    let node = Node::new(208, &[], &[]);
+    let net = node.net(
+        "pmptp",
+        json!([
+            {"type": "ptp", "ipam": {"type": "host-local", "subnet": "198.18.211.0/24",
+                "routes": [{"dst": "0.0.0.0/0"}]}},
+            portmap()
+        ]),
+    );
+    let c = node.container();
+    let att = net.att(
+        &c,
+        "pmptp1",
+        json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    let r = net.add(&att);
+    serve(&c, 80);
+    let cv4 = addr_of(&r, false);
+    assert_eq!(
+        whoami(&node.outside, node.v4(), 8080).as_deref(),
+        Some("198.18.208.2")
+    );
+    let lo = whoami(&node.host, "127.0.0.1".parse().unwrap(), 8080);
+    assert!(lo.is_some() && lo != Some(cv4.to_string()), "{lo:?}");
+    // The same attachment again with another port: the old one is gone.
+    let conf = json!({"cniVersion": "1.0.0", "name": "pmptp", "type": "portmap",
+        "runtimeConfig": {"portMappings": [{"hostPort": 8090, "containerPort": 80, "protocol": "tcp"}]},
+        "prevResult": r});
+    let (ok, out) = node.run_plugin("portmap", "ADD", "pmptp1", &node.host.path(), &conf);
+    assert!(ok, "{out}");
+    assert_eq!(whoami(&node.outside, node.v4(), 8080), None);
+    assert_eq!(
+        whoami(&node.outside, node.v4(), 8090).as_deref(),
+        Some("198.18.208.2")
+    );
+    let (ok, _) = node.run_plugin("portmap", "DEL", "pmptp1", &node.host.path(), &conf);
+    assert!(ok);
+    assert!(!node.nft("table inet ferry-portmap").contains("elements"));
+    net.del(&att);
+}
