@@ -335,7 +335,13 @@ fn bad_config_answers_the_right_code_and_changes_nothing() {
         &br,
     );
     refused(bridge(json!({"vlan": 100})), 2, "vlan", &ns, &br);
-    refused(bridge(json!({"ipMasq": true, "ipMasqBackend": "ebpf"})), 7, "ipMasq", &ns, &br);
+    refused(
+        bridge(json!({"ipMasq": true, "ipMasqBackend": "ebpf"})),
+        7,
+        "ipMasq",
+        &ns,
+        &br,
+    );
     refused(
         bridge(json!({"macspoofchk": true})),
         2,
