@@ -58,6 +58,9 @@ pub struct Endpoint {
     /// Route arbitration priority: the highest wins a contested prefix.
     #[serde(default)]
     pub priority: i32,
+    /// The port bindings Docker asked to publish (its own JSON, echoed in oper info).
+    #[serde(default)]
+    pub published: Value,
 }
 
 #[derive(Debug, Clone)]
@@ -66,8 +69,19 @@ pub struct ControllerConfig {
     pub default_pools: Vec<DefaultPool>,
 }
 
+impl ControllerConfig {
+    /// Where the packet-filter drivers keep their bookkeeping: beside the state file.
+    pub fn driver_root(&self) -> PathBuf {
+        self.state_path
+            .parent()
+            .map(|p| p.join("drivers"))
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ferry/drivers"))
+    }
+}
+
 pub struct Controller {
     pub(crate) store: Store,
+    pub(crate) driver_root: PathBuf,
     pub(crate) defaults: Vec<DefaultPool>,
     pub(crate) ipam: Ipam,
     pub(crate) networks: BTreeMap<String, Network>,
@@ -122,6 +136,7 @@ impl Controller {
         let store = Store::open(&config.state_path)?;
         let mut c = Controller {
             store,
+            driver_root: config.driver_root(),
             defaults: config.default_pools,
             ipam: Ipam::default(),
             networks: BTreeMap::new(),
@@ -431,13 +446,8 @@ impl Controller {
                     }),
             });
         }
-        if let Some(p) = req.options.get(keys::PORT_MAP) {
-            if p.as_array().is_some_and(|a| !a.is_empty()) {
-                return Err(CnmError::Unsupported(
-                    "publishing ports needs Ferry's nftables layer".into(),
-                ));
-            }
-        }
+        // Refuse bindings Ferry cannot publish before anything is made.
+        crate::publish::parse_portmap(req.options.get(keys::PORT_MAP))?;
         let parse = |s: &str, what: &str| -> Result<Option<IpNet>> {
             if s.is_empty() {
                 return Ok(None);
@@ -514,6 +524,7 @@ impl Controller {
             sandbox: None,
             ifname: None,
             priority: 0,
+            published: Value::Null,
         };
         if let Err(e) = self.store.apply(vec![put(ep_key(&ep.id), &ep)?]) {
             let _ = delete_link_by_name(&mut nl, &host_veth);
@@ -572,6 +583,7 @@ impl Controller {
             sandbox: None,
             ifname: None,
             priority: 0,
+            published: Value::Null,
         };
         self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
         let response = wire::CreateEndpointResponse {
@@ -588,6 +600,7 @@ impl Controller {
         let Some(ep) = self.endpoints.get(&req.endpoint_id).cloned() else {
             return Ok(()); // a replay
         };
+        self.disconnect_outside(&ep)?;
         let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
         for link in [&ep.host_veth, &ep.container_veth] {
             if !link.is_empty() {
@@ -606,6 +619,7 @@ impl Controller {
             .ok_or_else(|| CnmError::not_found("endpoint", &req.endpoint_id))?;
         Ok(serde_json::json!({
             "driver": self.networks.get(&ep.network_id).map(|n| n.driver.name()),
+            crate::publish::OPER_PORTMAP: ep.published,
             "host_veth": ep.host_veth,
             "bridge": self.networks.get(&ep.network_id).map(|n| n.bridge.clone()),
             "mac": ep.mac,
@@ -677,20 +691,29 @@ impl Controller {
         &mut self,
         req: &wire::ExternalConnectivity,
     ) -> Result<()> {
-        if !self.endpoints.contains_key(&req.endpoint_id) {
-            return Err(CnmError::not_found("endpoint", &req.endpoint_id));
+        let ep = self
+            .endpoints
+            .get(&req.endpoint_id)
+            .ok_or_else(|| CnmError::not_found("endpoint", &req.endpoint_id))?
+            .clone();
+        let network = self
+            .networks
+            .get(&ep.network_id)
+            .ok_or_else(|| CnmError::not_found("network", &ep.network_id))?
+            .clone();
+        if !network.driver.has_interface() {
+            return Ok(());
         }
-        if let Some(p) = req.options.get(keys::PORT_MAP) {
-            if p.as_array().is_some_and(|a| !a.is_empty()) {
-                return Err(CnmError::Unsupported(
-                    "publishing ports needs Ferry's nftables layer".into(),
-                ));
-            }
+        self.connect_outside(&ep, &network, req.options.get(keys::PORT_MAP))
+    }
+
+    pub fn revoke_external_connectivity(&mut self, req: &wire::EndpointRef) -> Result<()> {
+        match self.endpoints.get(&req.endpoint_id).cloned() {
+            Some(ep) => self.disconnect_outside(&ep),
+            None => Ok(()),
         }
-        Ok(())
     }
 }
-
 pub(crate) fn nl_link(nl: &mut Netlink, name: &str) -> Result<ferry_linux::Link> {
     nl.link_by_name(name)
         .map_err(kernel(format!("look up {name}")))

@@ -530,6 +530,7 @@ impl Controller {
             sandbox: Some(sb.name.clone()),
             ifname: Some(ifname.to_string()),
             priority,
+            published: serde_json::Value::Null,
         };
         self.store.apply(vec![
             put(ep_key(&id), &ep)?,
@@ -577,6 +578,7 @@ impl Controller {
             sandbox: Some(sb.name.clone()),
             ifname: None,
             priority,
+            published: serde_json::Value::Null,
         };
         self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
         self.endpoints.insert(ep.id.clone(), ep.clone());

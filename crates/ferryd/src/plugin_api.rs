@@ -116,9 +116,9 @@ fn handle(ctl: &Shared, method: &str, body: &[u8]) -> Result<Value, (StatusCode,
                 c.program_external_connectivity(&r).map(|_| json!({}))
             })
         }
-        "NetworkDriver.RevokeExternalConnectivity" => {
-            call(ctl, body, |_, _r: wire::EndpointRef| Ok(json!({})))
-        }
+        "NetworkDriver.RevokeExternalConnectivity" => call(ctl, body, |c, r: wire::EndpointRef| {
+            c.revoke_external_connectivity(&r).map(|_| json!({}))
+        }),
         // Swarm-only and discovery notifications: nothing to do locally.
         "NetworkDriver.DiscoverNew"
         | "NetworkDriver.DiscoverDelete"

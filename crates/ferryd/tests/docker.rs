@@ -212,10 +212,51 @@ fn docker_uses_ferry_networks_end_to_end() {
     docker.run("rm -f m1 m2");
     docker.run("network rm fmac fnull");
 
-    // Publishing ports needs the nftables layer: refused clearly, not ignored.
-    let (ok, out) = docker.try_run("run -d --name cp --net fsub -p 18480:80 ferrybox sleep 600");
-    assert!(!ok && out.contains("nftables"), "{out}");
-    let _ = docker.try_run("rm -f cp");
+    // A published port, reachable from the node through the bridge address and
+    // through its loopback; a second container cannot take the same host port.
+    // Ferry's node-wide tables are created on first use; this test removes them.
+    let mut tables = Cleanup::default();
+    tables.push(|| {
+        let _ = sh_ok("nft delete table inet ferry-portmap");
+        let _ = sh_ok("nft delete table inet ferry-masq");
+    });
+    docker.run("run -d --name web --net fsub -p 18480:80 ferrybox httpd -f -p 80");
+    let http = |url: &str| {
+        sh(&format!(
+            "curl -s -o /dev/null -m 3 -w '%{{http_code}}' {url} || true"
+        ))
+    };
+    let start = Instant::now();
+    while http("http://198.18.236.1:18480/") == "000" && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(
+        http("http://198.18.236.1:18480/"),
+        "000",
+        "published port not reachable via the bridge address"
+    );
+    assert_ne!(
+        http("http://127.0.0.1:18480/"),
+        "000",
+        "published port not reachable via loopback"
+    );
+    let (ok, out) = docker.try_run("run -d --name web2 --net fsub -p 18480:80 ferrybox sleep 600");
+    assert!(!ok && out.contains("already published"), "{out}");
+    let _ = docker.try_run("rm -f web2");
+    let (ok, out) = docker.try_run("run -d --name web3 --net fsub -p 80 ferrybox sleep 600");
+    assert!(!ok && out.contains("host port"), "{out}");
+    let _ = docker.try_run("rm -f web3");
+    docker.run("rm -f web");
+    assert_eq!(
+        http("http://198.18.236.1:18480/"),
+        "000",
+        "the port stayed published after rm"
+    );
+    let elements = sh("nft -j list map inet ferry-portmap hostports4 2>/dev/null || true");
+    assert!(
+        !elements.contains("18480"),
+        "portmap elements left: {elements}"
+    );
 
     // Overlapping subnets and an exhausted pool: Docker-style errors.
     let (ok, out) = docker.try_run(&format!(
