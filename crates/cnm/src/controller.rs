@@ -279,12 +279,6 @@ impl Controller {
             true,
             keys::ENABLE_IP_MASQUERADE,
         )?;
-        if !enable_icc {
-            return Err(CnmError::Unsupported(format!(
-                "{}=false needs Ferry's nftables layer",
-                keys::ENABLE_ICC
-            )));
-        }
         let mut gateways = Vec::new();
         for d in req.ipv4_data.iter().chain(&req.ipv6_data) {
             if d.gateway.is_empty() {
@@ -526,7 +520,12 @@ impl Controller {
             priority: 0,
             published: Value::Null,
         };
+        if let Err(e) = self.isolate(&ep, &network) {
+            let _ = delete_link_by_name(&mut nl, &host_veth);
+            return Err(e);
+        }
         if let Err(e) = self.store.apply(vec![put(ep_key(&ep.id), &ep)?]) {
+            let _ = self.unisolate(&ep);
             let _ = delete_link_by_name(&mut nl, &host_veth);
             return Err(e);
         }
@@ -601,6 +600,7 @@ impl Controller {
             return Ok(()); // a replay
         };
         self.disconnect_outside(&ep)?;
+        self.unisolate(&ep)?;
         let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
         for link in [&ep.host_veth, &ep.container_veth] {
             if !link.is_empty() {

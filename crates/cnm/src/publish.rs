@@ -6,6 +6,7 @@ use crate::controller::{ep_key, put, Controller, Endpoint, Network};
 use crate::driver::Driver;
 use crate::error::{CnmError, Result};
 use crate::wire::keys;
+use ferry_drivers::firewall::{self, IngressPolicy};
 use ferry_drivers::portmap::{self, Mapping, Target};
 use ferry_drivers::state::Attachment;
 use ferry_drivers::{masq, Error as DriverError};
@@ -135,6 +136,48 @@ impl Controller {
             self.endpoints.insert(ep.id.clone(), ep);
         }
         Ok(())
+    }
+}
+
+impl Controller {
+    /// Isolation of a bridge endpoint, as Docker's bridge does: networks
+    /// cannot reach each other, and with `enable_icc=false` neither can the
+    /// containers of one network. Uses the CNI firewall plugin's driver.
+    pub(crate) fn isolate(&self, ep: &Endpoint, network: &Network) -> Result<()> {
+        if network.driver != Driver::Bridge {
+            return Ok(());
+        }
+        let policy = if network.enable_icc {
+            IngressPolicy::SameBridge
+        } else {
+            IngressPolicy::Isolated
+        };
+        let a = Self::attachment(ep)?;
+        let mut sock = nft::Socket::new().map_err(|e| CnmError::Kernel {
+            context: "open the nftables socket".into(),
+            source: e,
+        })?;
+        let addrs: Vec<IpAddr> = Self::addrs(ep).iter().map(|n| n.addr()).collect();
+        firewall::add(
+            &mut sock,
+            &firewall::store(&self.driver_root),
+            &a,
+            &addrs,
+            policy,
+            Some(&network.bridge),
+            std::slice::from_ref(&ep.host_veth),
+        )
+        .map_err(driver_err)
+    }
+
+    /// Undoes [`Self::isolate`] (idempotent).
+    pub(crate) fn unisolate(&self, ep: &Endpoint) -> Result<()> {
+        let a = Self::attachment(ep)?;
+        let mut sock = nft::Socket::new().map_err(|e| CnmError::Kernel {
+            context: "open the nftables socket".into(),
+            source: e,
+        })?;
+        firewall::del(&mut sock, &firewall::store(&self.driver_root), &a, &[]).map_err(driver_err)
     }
 }
 

@@ -486,19 +486,44 @@ impl Controller {
             }
             Ok(inner.mac.map(|m| m.to_string()).unwrap_or_default())
         })();
+        let undo = |c: &mut Controller| {
+            if let Ok(mut host) = Netlink::new() {
+                let _ = delete_link_by_name(&mut host, &host_veth);
+            }
+            if let Ok(mut inside) = Netns::open(&sb.path).and_then(|ns| ns.netlink()) {
+                let _ = delete_link_by_name(&mut inside, &temp);
+            }
+            release(c, &addrs);
+        };
         let mac = match made {
             Ok(m) => m,
             Err(e) => {
-                if let Ok(mut host) = Netlink::new() {
-                    let _ = delete_link_by_name(&mut host, &host_veth);
-                }
-                if let Ok(mut inside) = Netns::open(&sb.path).and_then(|ns| ns.netlink()) {
-                    let _ = delete_link_by_name(&mut inside, &temp);
-                }
-                release(self, &addrs);
+                undo(self);
                 return Err(e);
             }
         };
+        let is_bridge = network.driver == Driver::Bridge;
+        let ep = Endpoint {
+            id: id.clone(),
+            network_id: network.id.clone(),
+            host_veth: if is_bridge {
+                host_veth.clone()
+            } else {
+                String::new()
+            },
+            container_veth: temp.clone(),
+            address: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv4()),
+            address_v6: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv6()),
+            mac,
+            sandbox: Some(sb.name.clone()),
+            ifname: Some(ifname.to_string()),
+            priority,
+            published: serde_json::Value::Null,
+        };
+        if let Err(e) = self.isolate(&ep, network) {
+            undo(self);
+            return Err(e);
+        }
         // Past this point the sandbox changes: the old endpoint goes away and
         // the new interface takes its name.
         if let Some(old) = replacing {
@@ -518,20 +543,6 @@ impl Controller {
                 .map_err(kernel(format!("set {ifname} up")))?;
             Ok(())
         })();
-        let is_bridge = network.driver == Driver::Bridge;
-        let ep = Endpoint {
-            id: id.clone(),
-            network_id: network.id.clone(),
-            host_veth: if is_bridge { host_veth } else { String::new() },
-            container_veth: temp,
-            address: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv4()),
-            address_v6: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv6()),
-            mac,
-            sandbox: Some(sb.name.clone()),
-            ifname: Some(ifname.to_string()),
-            priority,
-            published: serde_json::Value::Null,
-        };
         self.store.apply(vec![
             put(ep_key(&id), &ep)?,
             put(IPAM_KEY.into(), &self.ipam)?,
@@ -587,6 +598,7 @@ impl Controller {
 
     /// Removes an endpoint's interface and releases its addresses.
     fn detach(&mut self, ep: &Endpoint) -> Result<()> {
+        self.unisolate(ep)?;
         if !ep.host_veth.is_empty() {
             let mut host = Netlink::new().map_err(kernel("open netlink"))?;
             delete_link_by_name(&mut host, &ep.host_veth)?;

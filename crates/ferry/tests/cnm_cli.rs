@@ -198,6 +198,11 @@ fn networks_sandboxes_connect_arbitrate_swap_and_clean_up() {
         sh(&format!("ip -n {s2} -j link show eth0")),
         "eth0 was not replaced"
     );
+    // Networks are isolated from each other, as Docker's bridges are.
+    assert!(
+        !ping(&s1, &addr(&moved)),
+        "s1 (on {na} only) reached s2 on {nb}"
+    );
     let nb_bridge = d.json(&format!("network inspect {nb}"))["bridge"]
         .as_str()
         .unwrap()
@@ -238,6 +243,17 @@ fn networks_sandboxes_connect_arbitrate_swap_and_clean_up() {
     assert!(!ok && out.contains("in use"), "{out}");
     let (ok, _) = d.ferry(&format!("sandbox create {s1}"));
     assert!(!ok);
+
+    // enable_icc=false: sandboxes of one network cannot reach each other.
+    let nicc = unique("cni");
+    d.networks.push(nicc.clone());
+    d.ok(&format!(
+        "network create {nicc} --subnet 198.18.245.0/24 -o com.docker.network.bridge.enable_icc=false"
+    ));
+    let (i1, i2) = (d.sandbox("ci1"), d.sandbox("ci2"));
+    d.ok(&format!("connect {nicc} {i1}"));
+    let e_i2 = d.json(&format!("connect {nicc} {i2}"));
+    assert!(!ping(&i1, &addr(&e_i2)), "enable_icc=false did not isolate");
 
     // A sandbox given by path (a namespace ferry did not make) is left in place.
     let ns = Netns::new("cext");

@@ -131,6 +131,14 @@ fn docker_uses_ferry_networks_end_to_end() {
         .unwrap();
     let name = format!("ferry-t{}", std::process::id());
     let mut ferryd = Ferryd::start(dir.path(), &name);
+    // Ferry's node-wide tables are created on first use; this test removes them.
+    let mut tables = Cleanup::default();
+    tables.push(|| {
+        let _ = sh_ok("nft delete table inet ferry-portmap");
+        let _ = sh_ok("nft delete table inet ferry-masq");
+        let _ = sh_ok("nft delete table inet ferry-firewall");
+        let _ = sh_ok("nft delete table bridge ferry-firewall");
+    });
     let docker = Dockerd::start(&dir.path().join("docker"));
     docker.import_busybox("ferrybox");
     let net = |n: &str, extra: &str| {
@@ -178,6 +186,26 @@ fn docker_uses_ferry_networks_end_to_end() {
         "no IPv6 between c4 and c3"
     );
 
+    // Networks are isolated from each other; enable_icc=false isolates
+    // the containers of one network too.
+    assert!(
+        !docker.ok(&format!("exec c4 ping -c1 -W1 {ip1}")),
+        "fds reached fsub"
+    );
+    net(
+        "ficc",
+        "--subnet 198.18.238.64/26 -o com.docker.network.bridge.enable_icc=false",
+    );
+    docker.run("run -d --name i1 --net ficc ferrybox sleep 600");
+    docker.run("run -d --name i2 --net ficc ferrybox sleep 600");
+    let i1 = ip_of(&docker, "i1", "ficc", "IPAddress");
+    assert!(
+        !docker.ok(&format!("exec i2 ping -c1 -W1 {i1}")),
+        "enable_icc=false did not isolate"
+    );
+    docker.run("rm -f i1 i2");
+    docker.run("network rm ficc");
+
     // The macvlan driver (Docker's keys) and the null driver.
     let parent = unique("dmp");
     sh(&format!(
@@ -214,12 +242,6 @@ fn docker_uses_ferry_networks_end_to_end() {
 
     // A published port, reachable from the node through the bridge address and
     // through its loopback; a second container cannot take the same host port.
-    // Ferry's node-wide tables are created on first use; this test removes them.
-    let mut tables = Cleanup::default();
-    tables.push(|| {
-        let _ = sh_ok("nft delete table inet ferry-portmap");
-        let _ = sh_ok("nft delete table inet ferry-masq");
-    });
     docker.run("run -d --name web --net fsub -p 18480:80 ferrybox httpd -f -p 80");
     let http = |url: &str| {
         sh(&format!(
