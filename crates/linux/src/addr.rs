@@ -131,7 +131,21 @@ impl Netlink {
     pub fn addresses(&mut self, index: Option<u32>, family: Family) -> Result<Vec<Address>> {
         let mut req = AddressMessage::default();
         req.header.family = family.to_nl();
-        let replies = self.dump(RouteNetlinkMessage::GetAddress(req), "list addresses")?;
+        // With strict checking the kernel dumps only the one link's
+        // addresses, so the cost does not grow with every veth on the node;
+        // without it (older kernels) the filter below does the same work.
+        let strict = match index {
+            Some(i) => {
+                req.header.index = i;
+                self.set_strict_dump(true)
+            }
+            None => false,
+        };
+        let replies = self.dump(RouteNetlinkMessage::GetAddress(req), "list addresses");
+        if strict {
+            self.set_strict_dump(false);
+        }
+        let replies = replies?;
         let mut out = Vec::new();
         for r in replies {
             let RouteNetlinkMessage::NewAddress(m) = r else {

@@ -67,6 +67,13 @@ impl Netlink {
         })
     }
 
+    /// Turns the kernel's strict checking of dump requests on or off
+    /// (`NETLINK_GET_STRICT_CHK`), which also makes it honour their filters.
+    /// Returns whether the kernel accepted the change.
+    pub(crate) fn set_strict_dump(&mut self, on: bool) -> bool {
+        self.sock.set_netlink_get_strict_chk(on).is_ok()
+    }
+
     fn send(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> Result<u32> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
