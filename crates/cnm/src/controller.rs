@@ -36,6 +36,9 @@ pub struct Network {
     pub internal: bool,
     pub enable_icc: bool,
     pub enable_ip_masquerade: bool,
+    /// Default host address for published ports (`host_binding_ipv4`).
+    #[serde(default)]
+    pub host_binding_ipv4: Option<std::net::IpAddr>,
     pub ipv4: Vec<wire::IpamData>,
     pub ipv6: Vec<wire::IpamData>,
 }
@@ -279,6 +282,15 @@ impl Controller {
             true,
             keys::ENABLE_IP_MASQUERADE,
         )?;
+        let host_binding_ipv4 = match generic(o, keys::HOST_BINDING_IPV4).and_then(Value::as_str) {
+            None | Some("") => None,
+            Some(text) => {
+                let ip: IpAddr = text.parse().map_err(|e| {
+                    CnmError::Invalid(format!("{}={text:?}: {e}", keys::HOST_BINDING_IPV4))
+                })?;
+                (!ip.is_unspecified()).then_some(ip)
+            }
+        };
         let mut gateways = Vec::new();
         for d in req.ipv4_data.iter().chain(&req.ipv6_data) {
             if d.gateway.is_empty() {
@@ -344,6 +356,7 @@ impl Controller {
             internal,
             enable_icc,
             enable_ip_masquerade,
+            host_binding_ipv4,
             ipv4: req.ipv4_data.clone(),
             ipv6: req.ipv6_data.clone(),
         };
@@ -390,6 +403,7 @@ impl Controller {
             internal,
             enable_icc: true,
             enable_ip_masquerade: false,
+            host_binding_ipv4: None,
             ipv4: req.ipv4_data.clone(),
             ipv6: req.ipv6_data.clone(),
         };

@@ -84,7 +84,15 @@ impl Controller {
         network: &Network,
         bindings: Option<&Value>,
     ) -> Result<()> {
-        let mappings = parse_portmap(bindings)?;
+        let mut mappings = parse_portmap(bindings)?;
+        // Bindings without an address go to the network's default one.
+        if let Some(default) = network.host_binding_ipv4 {
+            for m in &mut mappings {
+                if m.host_ip.is_none() {
+                    m.host_ip = Some(default);
+                }
+            }
+        }
         let a = Self::attachment(ep)?;
         let mut sock = nft::Socket::new().map_err(|e| CnmError::Kernel {
             context: "open the nftables socket".into(),

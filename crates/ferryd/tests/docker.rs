@@ -268,6 +268,28 @@ fn docker_uses_ferry_networks_end_to_end() {
     let (ok, out) = docker.try_run("run -d --name web3 --net fsub -p 80 ferrybox sleep 600");
     assert!(!ok && out.contains("host port"), "{out}");
     let _ = docker.try_run("rm -f web3");
+    // host_binding_ipv4: bindings without an address use the network's default.
+    net(
+        "fbind",
+        "--subnet 198.18.238.128/26 -o com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
+    );
+    docker.run("run -d --name webb --net fbind -p 18481:80 ferrybox httpd -f -p 80");
+    let start = Instant::now();
+    while http("http://127.0.0.1:18481/") == "000" && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(
+        http("http://127.0.0.1:18481/"),
+        "000",
+        "not published on the default binding address"
+    );
+    assert_eq!(
+        http("http://198.18.238.129:18481/"),
+        "000",
+        "published beyond the default binding address"
+    );
+    docker.run("rm -f webb");
+    docker.run("network rm fbind");
     docker.run("rm -f web");
     assert_eq!(
         http("http://198.18.236.1:18480/"),
