@@ -14,6 +14,7 @@ packages=(
   containernetworking-plugins # the reference Go plugins in /usr/lib/cni, our differential peers
   iproute2 iputils-ping nftables iptables strace jq curl iperf3
   docker.io busybox-static    # a real dockerd for ferryd's Docker tests (started by the tests)
+  netavark                    # a peer of the benchmark's smoke run
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -22,7 +23,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # With recommends: dockerd is tested here as Debian installs it.
+  apt-get install -y -qq "${missing[@]}"
 fi
 
 export PATH="$HOME/.cargo/bin:$PATH"
