@@ -460,26 +460,7 @@ impl Plugin for Bridge {
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
         let mut host_nl = Netlink::new().map_err(kernel("failed to open netlink"))?;
-        let idx = prev
-            .interfaces
-            .iter()
-            .position(|i| i.name == args.ifname && !i.sandbox.is_empty())
-            .ok_or_else(|| {
-                CniError::internal(format!(
-                    "prevResult has no container interface {}",
-                    args.ifname
-                ))
-            })?;
-        let cont = cont_nl.link_by_name(&args.ifname).map_err(kernel(format!(
-            "container interface {} is missing",
-            args.ifname
-        )))?;
-        if cont.kind.as_deref() != Some("veth") {
-            return Err(CniError::internal(format!(
-                "container interface {} is a {:?}, not a veth",
-                args.ifname, cont.kind
-            )));
-        }
+        let (idx, cont) = veth::container_end(&mut cont_nl, &prev, &args.ifname)?;
         let want_mac = &prev.interfaces[idx].mac;
         if !want_mac.is_empty() && !want_mac.eq_ignore_ascii_case(&iface::mac_string(&cont)) {
             return Err(CniError::internal(format!(

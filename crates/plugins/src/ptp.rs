@@ -217,26 +217,7 @@ impl Plugin for Ptp {
         let mut cont_nl = netns
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
-        let idx = prev
-            .interfaces
-            .iter()
-            .position(|i| i.name == args.ifname && !i.sandbox.is_empty())
-            .ok_or_else(|| {
-                CniError::internal(format!(
-                    "prevResult has no container interface {}",
-                    args.ifname
-                ))
-            })?;
-        let cont = cont_nl.link_by_name(&args.ifname).map_err(kernel(format!(
-            "container interface {} is missing",
-            args.ifname
-        )))?;
-        if cont.kind.as_deref() != Some("veth") {
-            return Err(CniError::internal(format!(
-                "container interface {} is not a veth",
-                args.ifname
-            )));
-        }
+        let (idx, _) = veth::container_end(&mut cont_nl, &prev, &args.ifname)?;
         let mut host_nl = Netlink::new().map_err(kernel("failed to open netlink"))?;
         for host in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
             host_nl

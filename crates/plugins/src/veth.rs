@@ -112,3 +112,29 @@ pub fn delete_in_container(cont_nl: &mut Netlink, ifname: &str) -> CniResult<boo
         Err(e) => Err(kernel(format!("failed to look up {ifname}"))(e)),
     }
 }
+
+/// CHECK: the container end named in prevResult: its index in
+/// `prev.interfaces` and the link, which must exist and be a veth.
+pub fn container_end(
+    cont_nl: &mut Netlink,
+    prev: &ferry_cni::result::Result,
+    ifname: &str,
+) -> CniResult<(usize, ferry_linux::Link)> {
+    let idx = prev
+        .interfaces
+        .iter()
+        .position(|i| i.name == ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| {
+            CniError::internal(format!("prevResult has no container interface {ifname}"))
+        })?;
+    let cont = cont_nl
+        .link_by_name(ifname)
+        .map_err(kernel(format!("container interface {ifname} is missing")))?;
+    if cont.kind.as_deref() != Some("veth") {
+        return Err(CniError::internal(format!(
+            "container interface {ifname} is a {:?}, not a veth",
+            cont.kind
+        )));
+    }
+    Ok((idx, cont))
+}
