@@ -2,7 +2,7 @@
 //! (an attachment right after its ADD, a namespace right after it is
 //! created) and removed when the benchmark is done with it, or at the end of
 //! the run (normal exit, failure or Ctrl-C) in a fixed order: DEL for every
-//! attachment still up, then links, namespaces, files.
+//! attachment still up, then daemons, links, namespaces, files.
 //!
 //! The release profile aborts on panic, so nothing here relies on `Drop`
 //! during unwinding: `main` calls [`Janitor::run_all`] on every path out.
@@ -16,6 +16,9 @@ use std::sync::Mutex;
 pub enum Stage {
     /// A CNI DEL or netavark teardown for an attachment still up.
     Attachment,
+    /// Daemons (dockerd, then ferryd), after the attachments and before
+    /// the links their networks may leave.
+    Daemon,
     /// Host links (bridges, helper veths).
     Link,
     /// Named network namespaces.

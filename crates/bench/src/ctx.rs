@@ -30,6 +30,8 @@ pub struct Sizes {
     pub scale: usize,
     /// `bridge` or `ptp`.
     pub scale_plugin: String,
+    /// `docker run --rm` cycles per network (scenario 7).
+    pub cnm_cycles: usize,
 }
 
 pub struct Ctx {
@@ -44,6 +46,8 @@ pub struct Ctx {
     /// CNI_PATH with the per-process floor's two halves.
     pub floor_dir: PathBuf,
     pub netavark: Option<PathBuf>,
+    /// ferryd (scenario 7), when wanted and available.
+    pub ferryd: Option<PathBuf>,
     pub sizes: Sizes,
     pub janitor: Janitor,
     rows: Mutex<Vec<Row>>,
@@ -60,6 +64,7 @@ impl Ctx {
         reference: Option<PathBuf>,
         floor_dir: PathBuf,
         netavark: Option<PathBuf>,
+        ferryd: Option<PathBuf>,
         sizes: Sizes,
         janitor: Janitor,
     ) -> Ctx {
@@ -70,6 +75,7 @@ impl Ctx {
             reference,
             floor_dir,
             netavark,
+            ferryd,
             sizes,
             janitor,
             rows: Mutex::new(Vec::new()),

@@ -2,14 +2,15 @@
 //! the same configs, in namespaces it creates and always removes.
 //!
 //! ```text
-//! cargo run --release -p ferry-bench -- [--scale N] [--cycles N] [--out DIR] [--smoke]
+//! cargo run --release -p ferry-bench -- [--scale N] [--cycles N] [--cnm-cycles N] [--out DIR] [--smoke]
 //! ```
 //!
 //! Scenarios: 1 bridge+host-local ADD/DEL, 2 the full chain, 3 ptp+host-local,
 //! 4 parallel ADD-all/DEL-all, 5 scale on one /16, 6 peak RSS per plugin,
-//! 7 CNM (skipped until Ferry's Docker driver exists), 8 the floor (the
-//! kernel work of a bridge ADD in one process and in one process per
-//! plugin). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! 7 CNM (`docker run --rm` on a Ferry network and on a Docker bridge
+//! network, through a private dockerd and ferryd the bench starts), 8 the
+//! floor (the kernel work of a bridge ADD in one process and in one process
+//! per plugin). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -26,6 +27,7 @@ mod util;
 
 use clap::Parser;
 use ctx::{Ctx, Sizes};
+use ferry_testkit::docker;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -67,6 +69,13 @@ struct Opts {
     /// to this binary and use that).
     #[arg(long)]
     ferry_plugin: Option<PathBuf>,
+    /// ferryd, for scenario 7 (default: build it with cargo next to this
+    /// binary and use that).
+    #[arg(long)]
+    ferryd: Option<PathBuf>,
+    /// `docker run --rm` cycles per network in scenario 7 (default 50; smoke 3).
+    #[arg(long)]
+    cnm_cycles: Option<usize>,
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference: PathBuf,
@@ -174,17 +183,22 @@ fn reference_version(dir: &Path) -> String {
     )
 }
 
-/// Ferry's plugin binary: `--ferry-plugin`, else built by cargo (same
-/// profile and target dir as this binary) and taken from next to it.
-fn ferry_plugin(opts: &Opts) -> Result<PathBuf, String> {
-    if let Some(p) = &opts.ferry_plugin {
+/// A binary of this workspace: `given` (its option), else built by cargo
+/// (same profile and target dir as this binary) and taken from next to it.
+fn sibling_binary(
+    given: Option<&PathBuf>,
+    option: &str,
+    package: &str,
+    bin: &str,
+) -> Result<PathBuf, String> {
+    if let Some(p) = given {
         return p
             .canonicalize()
-            .map_err(|e| format!("--ferry-plugin {}: {e}", p.display()));
+            .map_err(|e| format!("{option} {}: {e}", p.display()));
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().ok_or("no directory for this executable")?;
-    let candidate = dir.join("ferry-plugin");
+    let candidate = dir.join(bin);
     let profile_dir = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     let target_dir = dir.parent();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
@@ -192,34 +206,27 @@ fn ferry_plugin(opts: &Opts) -> Result<PathBuf, String> {
     if let (Some(profile), Some(target)) = (profile_dir, target_dir) {
         if manifest.exists() {
             let mut cmd = Command::new(&cargo);
-            cmd.args([
-                "build",
-                "--quiet",
-                "-p",
-                "ferry-plugins",
-                "--bin",
-                "ferry-plugin",
-            ])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target);
+            cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
+                .arg("--manifest-path")
+                .arg(&manifest)
+                .arg("--target-dir")
+                .arg(target);
             if profile == "release" {
                 cmd.arg("--release");
             } else if profile != "debug" {
                 cmd.args(["--profile", &profile]);
             }
-            eprintln!("ferry-bench: building ferry-plugin ({profile}) with cargo");
+            eprintln!("ferry-bench: building {bin} ({profile}) with cargo");
             match cmd.status() {
                 Ok(s) if s.success() => {}
-                Ok(s) => return Err(format!("cargo build of ferry-plugin failed ({s})")),
+                Ok(s) => return Err(format!("cargo build of {bin} failed ({s})")),
                 Err(e) if candidate.exists() => {
                     eprintln!(
                         "ferry-bench: cannot run cargo ({e}); using {}",
                         candidate.display()
                     )
                 }
-                Err(e) => return Err(format!("cannot run cargo to build ferry-plugin: {e}")),
+                Err(e) => return Err(format!("cannot run cargo to build {bin}: {e}")),
             }
         }
     }
@@ -227,7 +234,7 @@ fn ferry_plugin(opts: &Opts) -> Result<PathBuf, String> {
         Ok(candidate)
     } else {
         Err(format!(
-            "no ferry-plugin next to {}; build it or pass --ferry-plugin",
+            "no {bin} next to {}; build it or pass {option}",
             exe.display()
         ))
     }
@@ -291,6 +298,7 @@ fn run(opts: Opts) -> i32 {
         rounds: opts.rounds.unwrap_or(if smoke { 1 } else { 3 }).max(1),
         scale,
         scale_plugin,
+        cnm_cycles: opts.cnm_cycles.unwrap_or(if smoke { 3 } else { 50 }),
     };
     let tag = match &opts.tag {
         Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),
@@ -321,7 +329,28 @@ fn run(opts: Opts) -> i32 {
         ));
     }
     let netavark = opts.netavark.exists().then(|| opts.netavark.clone());
-    let (ferry_dir, ferry_ver) = match ferry_plugin(&opts) {
+    let wanted = |num: u8| {
+        opts.only.is_empty() || opts.only.contains(&num) || (num == 1 && opts.only.contains(&8))
+    };
+    let mut s7_notes = Vec::new();
+    let ferryd = if wanted(7) {
+        match sibling_binary(opts.ferryd.as_ref(), "--ferryd", "ferryd", "ferryd") {
+            Ok(p) => Some(p),
+            Err(e) => {
+                s7_notes.push(format!("skipped: ferryd not available: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let plugin = sibling_binary(
+        opts.ferry_plugin.as_ref(),
+        "--ferry-plugin",
+        "ferry-plugins",
+        "ferry-plugin",
+    );
+    let (ferry_dir, ferry_ver) = match plugin {
         Ok(bin) => match ferry_dir(&work, &bin, reference.as_deref()) {
             Ok(d) => (Some(d), format!("{} at {}", ferry_version(), bin.display())),
             Err(e) => {
@@ -362,6 +391,22 @@ fn run(opts: Opts) -> i32 {
             ),
         },
     ));
+    if wanted(7) {
+        peers.push((
+            "Docker (scenario 7)".into(),
+            util::output(docker::DOCKERD, &["--version"])
+                .map(|v| format!("{} (private daemon started by the bench)", first_line(&v)))
+                .unwrap_or_else(|| {
+                    format!(
+                        "{} missing: skipped (apt-get install docker.io)",
+                        docker::DOCKERD
+                    )
+                }),
+        ));
+        if let Some(f) = &ferryd {
+            peers.push(("ferryd (scenario 7)".into(), f.display().to_string()));
+        }
+    }
     peers.push((
         "runtime".into(),
         "ferry-cni CniConfig (in the bench process) for Ferry, reference and floor-procs".into(),
@@ -374,11 +419,15 @@ fn run(opts: Opts) -> i32 {
         reference,
         floor_dir,
         netavark,
+        ferryd,
         sizes.clone(),
         janitor,
     );
     for n in run_notes {
         ctx.note("run", n);
+    }
+    for n in s7_notes {
+        ctx.note(scenarios::S7, n);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = now_utc();
@@ -395,10 +444,7 @@ fn run(opts: Opts) -> i32 {
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {
-        let wanted = opts.only.is_empty()
-            || opts.only.contains(&num)
-            || (num == 1 && opts.only.contains(&8));
-        if !wanted {
+        if !wanted(num) {
             continue;
         }
         if cleanup::stopped() {
@@ -431,13 +477,14 @@ fn run(opts: Opts) -> i32 {
         machine: mach,
         peers,
         sizes: format!(
-            "{} cycles, {} namespaces × {} in parallel × {} rounds, scale {} ({}), smoke: {}",
+            "{} cycles, {} namespaces × {} in parallel × {} rounds, scale {} ({}), {} CNM cycles, smoke: {}",
             sizes.cycles,
             sizes.namespaces,
             sizes.parallel,
             sizes.rounds,
             sizes.scale,
             sizes.scale_plugin,
+            sizes.cnm_cycles,
             smoke
         ),
         notes: ctx.notes(),

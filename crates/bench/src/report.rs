@@ -3,7 +3,7 @@
 //! against the number of containers for the scale scenario.
 
 use crate::ctx::Row;
-use crate::scenarios::{S1, S2, S3, S4, S5, S6};
+use crate::scenarios::{S1, S2, S3, S4, S5, S6, S7};
 use std::fmt::Write as _;
 
 /// Nearest-rank percentile of unsorted samples.
@@ -320,6 +320,18 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         );
     }
 
+    if has(rows, S7) {
+        let f = p50(rows, S7, "ferry", "run");
+        let d = p50(rows, S7, "docker", "run");
+        let _ = writeln!(
+            w,
+            "| 7 CNM `docker run --rm` (reference: Docker's bridge network) | run | {} | {} | {} | — | — | — | — | — |",
+            cell(rows, S7, "ferry", "run"),
+            cell(rows, S7, "docker", "run"),
+            fmt_ratio(ratio(f, d)),
+        );
+    }
+
     let _ = writeln!(w, "\n## Targets\n");
     let _ = writeln!(w, "| target | measured | status |\n| --- | --- | --- |");
     for t in targets(rows) {
@@ -485,7 +497,51 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
     notes_for(w, meta, S6);
 
     let _ = writeln!(w, "\n## 7. CNM (docker run --rm)\n");
-    notes_for(w, meta, crate::scenarios::S7);
+    let _ = writeln!(
+        w,
+        "The bench starts ferryd (driver and IPAM driver under a name of its own) and a private \
+         dockerd (its own data root, exec root, pid file and socket; `--bridge=none`, \
+         `--iptables=false`), imports a busybox image, makes a Ferry network (198.18.248.0/24) \
+         and a Docker bridge network (198.18.249.0/24), and times `docker run --rm --network \
+         NET IMAGE true` on each, alternating every cycle, after one untimed run each: the whole \
+         container life (create, network allocate and join, start, exit, leave, release, \
+         remove), seen from the docker client. With `--iptables=false` Docker's bridge network \
+         adds no firewall rules, while Ferry's network masquerades and isolates in its nftables \
+         tables."
+    );
+    if has(rows, S7) {
+        let _ = writeln!(
+            w,
+            "\n| network | `docker run --rm` p50 (p95), ms | runs | leftovers after `network rm` |\n| --- | --- | --- | --- |"
+        );
+        for (part, title) in [("ferry", "Ferry (ferryd)"), ("docker", "Docker bridge")] {
+            let max = |op: &str| {
+                values(rows, S7, part, op)
+                    .into_iter()
+                    .reduce(f64::max)
+                    .map(|v| format!("{v:.0}"))
+                    .unwrap_or("—".into())
+            };
+            let _ = writeln!(
+                w,
+                "| {title} | {} | {} | {} links, {} rules, {} containers |",
+                cell(rows, S7, part, "run"),
+                values(rows, S7, part, "run").len(),
+                max("leftover-links"),
+                max("leftover-rules"),
+                max("leftover-containers"),
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nFerry / Docker (p50): {}\n",
+            fmt_ratio(ratio(
+                p50(rows, S7, "ferry", "run"),
+                p50(rows, S7, "docker", "run")
+            ))
+        );
+    }
+    notes_for(w, meta, S7);
 
     let _ = writeln!(w, "\n## 8. The floor\n");
     let _ = writeln!(

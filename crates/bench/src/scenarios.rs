@@ -1,6 +1,6 @@
 //! The scenarios. Addresses: 198.18.224.0/19 and fd00:bec::/32, one /24
-//! (and /64) per scenario and participant; the scale scenario takes
-//! 198.19.0.0/16 (a /17 per implementation).
+//! (and /64) per scenario and participant (scenario 7, CNM: 198.18.248.0/22);
+//! the scale scenario takes 198.19.0.0/16 (a /17 per implementation).
 
 use crate::cleanup::{check_stop, Ticket};
 use crate::ctx::Ctx;
@@ -8,6 +8,7 @@ use crate::peer::{add_tracked, del_tracked, result_addresses, Att, Engine, Netav
 use crate::util::{self, ms};
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::CniConfig;
+use ferry_testkit::docker::{Dockerd, Ferryd, DOCKERD};
 use ipnet::IpNet;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
@@ -850,19 +851,281 @@ pub fn scale(ctx: &Ctx) -> Result<(), String> {
     }
 }
 
-/// Scenario 7: CNM through Docker (`docker run --rm`). Not measured yet:
-/// the bench neither starts dockerd nor ferryd; it says which is missing.
+/// Scenario 7's addresses (198.18.248.0/21 is used by no test and no other
+/// scenario): Ferry's network, Docker's bridge network, and the default
+/// pools of ferryd and dockerd (unused: both networks name their subnet;
+/// they keep the daemons off addresses outside the test ranges).
+const S7_FERRY_NET: &str = "198.18.248.0/24";
+const S7_DOCKER_NET: &str = "198.18.249.0/24";
+const S7_FERRYD_POOL: &str = "base=198.18.250.0/24,size=24";
+const S7_DOCKERD_POOL: &str = "base=198.18.251.0/24,size=24";
+
+/// Ferry's node-wide tables, created by ferryd on first use and left when
+/// its last endpoint goes (with the isolation elements of removed networks'
+/// bridges, which the bench removes; tables it saw created, it deletes
+/// when no other elements are in them: a ferryd of the test suite may be
+/// using them).
+const FERRY_TABLES: [(&str, &str); 4] = [
+    ("inet", "ferry-portmap"),
+    ("inet", "ferry-masq"),
+    ("inet", "ferry-firewall"),
+    ("bridge", "ferry-firewall"),
+];
+
+fn nft_table(family: &str, name: &str) -> Option<Value> {
+    util::output("nft", &["-j", "list", "table", family, name])
+        .and_then(|out| serde_json::from_str(&out).ok())
+}
+
+/// An element key in nft's syntax, and whether it names one of `bridges`.
+fn nft_key(v: &Value, bridges: &[String]) -> (String, bool) {
+    match v {
+        Value::String(s) => (format!("\"{s}\""), bridges.contains(s)),
+        Value::Object(o) if o.contains_key("concat") => {
+            let parts: Vec<(String, bool)> = o["concat"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| nft_key(p, bridges))
+                .collect();
+            let text: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
+            (text.join(" . "), parts.iter().any(|p| p.1))
+        }
+        other => (other.to_string(), false),
+    }
+}
+
+/// Removes the elements of Ferry's sets and maps that name one of
+/// `bridges`, then deletes the tables of `new` left without elements.
+/// Returns the elements removed.
+fn scrub_ferry_tables(bridges: &[String], new: &[(&str, &str)]) -> Result<usize, String> {
+    let mut removed = 0;
+    for (family, table) in FERRY_TABLES {
+        let Some(listing) = nft_table(family, table) else {
+            continue;
+        };
+        let mut others = 0;
+        for obj in listing["nftables"].as_array().into_iter().flatten() {
+            let Some(set) = obj.get("set").or_else(|| obj.get("map")) else {
+                continue;
+            };
+            let name = set["name"].as_str().unwrap_or_default();
+            for elem in set["elem"].as_array().into_iter().flatten() {
+                // A map element is [key, value]; a set element is the key.
+                let key = match elem {
+                    Value::Array(kv) => kv.first().unwrap_or(&Value::Null),
+                    Value::Object(o) if o.contains_key("elem") => &o["elem"]["val"],
+                    k => k,
+                };
+                let (text, ours) = nft_key(key, bridges);
+                if !ours {
+                    others += 1;
+                    continue;
+                }
+                let arg = format!("{{ {text} }}");
+                util::output("nft", &["delete", "element", family, table, name, &arg])
+                    .ok_or_else(|| format!("nft delete element {family} {table} {name} {arg}"))?;
+                removed += 1;
+            }
+        }
+        if others == 0 && new.contains(&(family, table)) {
+            util::output("nft", &["delete", "table", family, table])
+                .ok_or_else(|| format!("nft delete table {family} {table}"))?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Ferry's tables that do not exist now.
+fn missing_ferry_tables() -> Vec<(&'static str, &'static str)> {
+    FERRY_TABLES
+        .into_iter()
+        .filter(|(f, t)| nft_table(f, t).is_none())
+        .collect()
+}
+
+/// A daemon owned by the janitor (its drop stops it), shared with the scenario.
+fn own_daemon<T: Send + Sync + 'static>(ctx: &Ctx, what: &str, d: T) -> (Arc<T>, Ticket) {
+    let d = Arc::new(d);
+    let held = Arc::clone(&d);
+    let t = ctx
+        .janitor
+        .push(crate::cleanup::Stage::Daemon, what, move || {
+            drop(held);
+            Ok(())
+        });
+    (d, t)
+}
+
+/// One timed `docker run --rm --network NET IMAGE true`.
+fn docker_run(d: &Dockerd, net: &str, image: &str) -> Result<Duration, String> {
+    let mut cmd = d.command();
+    cmd.args(["run", "--rm", "--network", net, image, "true"])
+        .stdin(std::process::Stdio::null());
+    let t = Instant::now();
+    let out = cmd.output().map_err(|e| format!("run docker: {e}"))?;
+    let dt = t.elapsed();
+    if out.status.success() {
+        Ok(dt)
+    } else {
+        Err(format!(
+            "docker run --rm on {net} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn docker_ok(d: &Dockerd, args: &str) -> Result<String, String> {
+    match d.try_run(args) {
+        (true, out) => Ok(out),
+        (false, out) => Err(format!("docker {args}: {}", out.trim())),
+    }
+}
+
+/// Scenario 7: CNM through Docker. The bench starts ferryd (under a driver
+/// name of its own) and a private dockerd (its own data root, exec root,
+/// pid file and socket; no default bridge, no iptables rules), makes a Ferry
+/// network and a Docker bridge network, and times `docker run --rm` on each,
+/// alternating every cycle after one untimed run each.
 pub fn cnm(ctx: &Ctx) -> Result<(), String> {
-    let dockerd = std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok();
-    let ferryd = std::os::unix::net::UnixStream::connect("/run/docker/plugins/ferry.sock").is_ok();
-    let mut why = Vec::new();
-    if !dockerd {
-        why.push("dockerd not running (no /var/run/docker.sock)");
+    if !Path::new(DOCKERD).exists() {
+        ctx.note(
+            S7,
+            format!("skipped: {DOCKERD} missing (apt-get install docker.io)"),
+        );
+        return Ok(());
     }
-    if !ferryd {
-        why.push("ferryd not serving /run/docker/plugins/ferry.sock");
+    if util::output("docker", &["--version"]).is_none() {
+        ctx.note(
+            S7,
+            "skipped: no docker client in PATH (apt-get install docker.io)",
+        );
+        return Ok(());
     }
-    why.push("the bench does not start them or time `docker run --rm` yet");
-    ctx.note(S7, format!("skipped: {}", why.join("; ")));
+    let Some(ferryd_bin) = ctx.ferryd.clone() else {
+        return Ok(()); // main noted why
+    };
+    // Docker's layers want a real filesystem: /var/tmp, as the tests do.
+    let dir = PathBuf::from(format!("/var/tmp/ferry-bench-{}", ctx.tag));
+    util::own_dir(&ctx.janitor, &dir);
+    let driver = ctx.name("d");
+    let bridges = vec![ctx.name("b7f"), ctx.name("b7d")];
+    let new_tables = missing_ferry_tables();
+    let scrub = {
+        let (b, n) = (bridges.clone(), new_tables.clone());
+        ctx.janitor.push(
+            crate::cleanup::Stage::Link,
+            "Ferry's nftables elements and tables",
+            move || scrub_ferry_tables(&b, &n).map(|_| ()),
+        )
+    };
+    let (ferryd, ferryd_t) = own_daemon(
+        ctx,
+        "ferryd",
+        Ferryd::try_start(&ferryd_bin, &dir.join("ferryd"), &driver, &[S7_FERRYD_POOL])?,
+    );
+    let started = Dockerd::try_start(
+        &dir.join("docker"),
+        &["--default-address-pool", S7_DOCKERD_POOL],
+    );
+    let (docker, docker_t) = match started {
+        Ok(d) => own_daemon(ctx, "dockerd", d),
+        Err(e) => {
+            drop(ferryd);
+            ctx.janitor.run(ferryd_t)?;
+            return Err(e);
+        }
+    };
+    let measured = cnm_measure(ctx, &docker, &driver, &bridges);
+    // Stop dockerd (it removes what is left while ferryd still answers),
+    // then ferryd, then clear what ferryd left in its tables.
+    drop(docker);
+    drop(ferryd);
+    let stopped = ctx
+        .janitor
+        .run(docker_t)
+        .and_then(|_| ctx.janitor.run(ferryd_t));
+    let scrubbed = scrub_ferry_tables(&bridges, &new_tables);
+    ctx.janitor.forget(scrub);
+    if let Ok(n @ 1..) = scrubbed {
+        ctx.note(
+            S7,
+            format!(
+                "ferryd left {n} element(s) naming its removed network's bridge in its nftables \
+                 sets (isolation); the bench removed them"
+            ),
+        );
+    }
+    measured.and(stopped).and(scrubbed.map(|_| ()))
+}
+
+fn cnm_measure(
+    ctx: &Ctx,
+    docker: &Dockerd,
+    driver: &str,
+    bridges: &[String],
+) -> Result<(), String> {
+    let image = ctx.name("img");
+    docker.try_import_busybox(&image)?;
+    // (participant, network, bridge, subnet, `docker network create` arguments)
+    let nets: Vec<(&str, String, String, &str, String)> = vec![
+        (
+            "ferry",
+            ctx.name("7f"),
+            bridges[0].clone(),
+            S7_FERRY_NET,
+            format!("-d {driver} --ipam-driver {driver}"),
+        ),
+        (
+            "docker",
+            ctx.name("7d"),
+            bridges[1].clone(),
+            S7_DOCKER_NET,
+            "-d bridge".to_string(),
+        ),
+    ];
+    for (_, net, bridge, subnet, how) in &nets {
+        util::own_link(&ctx.janitor, bridge);
+        docker_ok(
+            docker,
+            &format!(
+                "network create {how} --subnet {subnet} -o com.docker.network.bridge.name={bridge} {net}"
+            ),
+        )?;
+    }
+    for (_, net, ..) in &nets {
+        docker_run(docker, net, &image)?;
+    }
+    for c in 0..ctx.sizes.cnm_cycles {
+        check_stop()?;
+        for k in 0..nets.len() {
+            let (part, net, ..) = &nets[(c + k) % nets.len()];
+            let dt = docker_run(docker, net, &image)?;
+            ctx.record(S7, part, "run", c, 0, ms(dt), "ms");
+        }
+    }
+    for (part, net, bridge, subnet, _) in &nets {
+        let containers = docker_ok(docker, &format!("ps -aq --filter network={net}"))?
+            .lines()
+            .count();
+        docker_ok(docker, &format!("network rm {net}"))?;
+        let nets: Vec<IpNet> = subnet.parse().into_iter().collect();
+        let l = util::leftovers(None, &[], None, &nets, &ctx.rule_baseline());
+        let links = usize::from(util::link_exists(bridge));
+        for (op, n) in [
+            ("leftover-links", links),
+            ("leftover-rules", l.rules),
+            ("leftover-containers", containers),
+        ] {
+            ctx.record(S7, part, op, 0, 0, n as f64, "count");
+        }
+        for d in l.detail.iter().take(5) {
+            ctx.note(S7, format!("{part} leftover: {d}"));
+        }
+        if links > 0 {
+            ctx.note(S7, format!("{part} leftover: bridge {bridge}"));
+        }
+    }
     Ok(())
 }

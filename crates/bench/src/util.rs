@@ -48,6 +48,13 @@ pub fn delete_link(name: &str) -> Result<(), String> {
     }
 }
 
+/// True when host link `name` exists.
+pub fn link_exists(name: &str) -> bool {
+    Netlink::new()
+        .map(|mut nl| nl.link_by_name(name).is_ok())
+        .unwrap_or(false)
+}
+
 /// Registers host link `name` (created by a plugin or by us) for removal.
 pub fn own_link(j: &Janitor, name: &str) -> Ticket {
     let n = name.to_string();

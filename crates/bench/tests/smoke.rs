@@ -3,6 +3,7 @@
 //! run created is left: namespaces, links, the work directory, lease files
 //! and rules mentioning the bench's address ranges. Never checks speed.
 
+use ferry_testkit::docker::DOCKERD;
 use ferry_testkit::{host_links, require_reference, require_root, sh};
 use ipnet::IpNet;
 use std::collections::HashSet;
@@ -55,6 +56,10 @@ fn rules_in_ranges() -> HashSet<String> {
 fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
     require_root();
     require_reference("bridge");
+    assert!(
+        Path::new(DOCKERD).exists(),
+        "{DOCKERD} missing: install the Debian package docker.io (scenario 7)"
+    );
     let tag = format!("s{:03x}", std::process::id() % 0xfff);
     let prefix = format!("fb{tag}");
     let out = std::env::temp_dir().join(format!("ferry-bench-smoke-{}", std::process::id()));
@@ -82,6 +87,7 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         "## Summary",
         "## Targets",
         "## 5. Scale",
+        "## 7. CNM (docker run --rm)",
         "## 8. The floor",
         "kernel",
         "CPU",
@@ -129,6 +135,8 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("5-scale", "reference", "DEL", 20),
         ("6-rss", "ferry", "bridge", 1),
         ("6-rss", "reference", "bridge", 1),
+        ("7-cnm", "ferry", "run", 3),
+        ("7-cnm", "docker", "run", 3),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }
@@ -164,6 +172,20 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
     assert!(
         !Path::new("/run/ferry-bench").join(&tag).exists(),
         "work directory left"
+    );
+    // Scenario 7's daemons: their directory, ferryd's plugin socket, processes.
+    assert!(
+        !Path::new(&format!("/var/tmp/ferry-bench-{tag}")).exists(),
+        "dockerd/ferryd directory left"
+    );
+    assert!(
+        !Path::new(&format!("/run/docker/plugins/{prefix}d.sock")).exists(),
+        "ferryd's plugin socket left"
+    );
+    let daemons = sh("ps -eo args");
+    assert!(
+        !daemons.contains(&format!("ferry-bench-{tag}")),
+        "dockerd or ferryd still running:\n{daemons}"
     );
     let new_rules: Vec<String> = rules_in_ranges()
         .difference(&rules_before)

@@ -5,108 +5,19 @@
 //! bad requests answered in Docker's error fields, and nothing left after rm.
 //! Addresses: 198.18.232.0/21 and fd00:232::/48.
 
-use ferry_testkit::docker::Dockerd;
+use ferry_testkit::docker::{Dockerd, Ferryd};
 use ferry_testkit::*;
-use serde_json::Value;
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// ferryd under a driver name of its own (its socket in /run/docker/plugins).
-struct Ferryd {
-    child: Option<Child>,
-    plugin_socket: PathBuf,
-    api_socket: PathBuf,
-    state: PathBuf,
-}
-
-impl Ferryd {
-    fn start(dir: &Path, name: &str) -> Ferryd {
-        let mut f = Ferryd {
-            child: None,
-            plugin_socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
-            api_socket: dir.join("api.sock"),
-            state: dir.join("ferryd.redb"),
-        };
-        f.spawn();
-        f
-    }
-
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.state.with_extension("log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ferryd"))
-            .arg("--plugin-socket")
-            .arg(&self.plugin_socket)
-            .arg("--api-socket")
-            .arg(&self.api_socket)
-            .arg("--state")
-            .arg(&self.state)
-            .args(["--default-address-pool", "base=198.18.232.0/22,size=24"])
-            .args(["--default-address-pool", "base=fd00:232::/48,size=64"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let start = Instant::now();
-        while !self.plugin_socket.exists() || UnixStream::connect(&self.plugin_socket).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "ferryd did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
-    }
-
-    /// A raw plugin-protocol call: (HTTP status, JSON body).
-    fn call(&self, method: &str, body: &str) -> (u16, Value) {
-        http(&self.plugin_socket, "POST", &format!("/{method}"), body)
-    }
-
-    fn api(&self, path: &str) -> Value {
-        http(&self.api_socket, "GET", path, "").1
-    }
-}
-
-impl Drop for Ferryd {
-    fn drop(&mut self) {
-        self.kill9();
-        let _ = std::fs::remove_file(&self.plugin_socket);
-    }
-}
-
-/// A minimal HTTP/1.1 client over a unix socket (one request per connection).
-fn http(socket: &Path, verb: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).unwrap();
-    write!(
-        s,
-        "{verb} {path} HTTP/1.1\r\nHost: ferry\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+/// ferryd under a driver name of its own, with the test's default pools.
+fn start_ferryd(dir: &Path, name: &str) -> Ferryd {
+    Ferryd::start(
+        Path::new(env!("CARGO_BIN_EXE_ferryd")),
+        dir,
+        name,
+        &["base=198.18.232.0/22,size=24", "base=fd00:232::/48,size=64"],
     )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status: u16 = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let json = raw.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
 
 fn ip_of(d: &Dockerd, container: &str, network: &str, key: &str) -> String {
@@ -130,7 +41,7 @@ fn docker_uses_ferry_networks_end_to_end() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let name = format!("ferry-t{}", std::process::id());
-    let mut ferryd = Ferryd::start(dir.path(), &name);
+    let mut ferryd = start_ferryd(dir.path(), &name);
     // Ferry's node-wide tables are created on first use; this test removes them.
     let mut tables = Cleanup::default();
     tables.push(|| {

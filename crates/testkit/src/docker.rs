@@ -1,11 +1,24 @@
 //! A private `dockerd` for a test: its own data root, exec root, pid file and
 //! API socket, no default bridge and no iptables rules (so other tests on the
-//! machine are not affected), stopped and cleaned up on drop.
+//! machine are not affected), stopped and cleaned up on drop; and `ferryd`
+//! serving Docker's remote drivers under a driver name of its own.
+//!
+//! Both start in their own process group, so a Ctrl-C on the terminal reaches
+//! only the caller, which then stops them in order. The `try_` constructors
+//! return errors instead of panicking (for `ferry-bench`, whose release
+//! profile aborts on panic).
 
 use crate::sh_ok;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Where Debian's docker.io installs the daemon.
+pub const DOCKERD: &str = "/usr/sbin/dockerd";
 
 pub struct Dockerd {
     child: Child,
@@ -18,14 +31,20 @@ impl Dockerd {
     /// Starts dockerd under `dir` and waits until it answers (fails naming the
     /// Debian package when dockerd is missing).
     pub fn start(dir: &Path) -> Dockerd {
-        assert!(
-            Path::new("/usr/sbin/dockerd").exists(),
-            "dockerd missing: install the Debian package docker.io"
-        );
-        std::fs::create_dir_all(dir).expect("docker dir");
+        Dockerd::try_start(dir, &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Dockerd::start`] with `extra` daemon arguments, returning errors.
+    pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Dockerd, String> {
+        if !Path::new(DOCKERD).exists() {
+            return Err("dockerd missing: install the Debian package docker.io".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let sock = dir.join("docker.sock");
-        let log = std::fs::File::create(dir.join("dockerd.log")).expect("dockerd log");
-        let child = Command::new("/usr/sbin/dockerd")
+        let log_path = dir.join("dockerd.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("dockerd log: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("dockerd log: {e}"))?;
+        let child = Command::new(DOCKERD)
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
@@ -35,11 +54,13 @@ impl Dockerd {
             .arg("-H")
             .arg(format!("unix://{}", sock.display()))
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .args(extra)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
+            .stdout(log2)
             .stderr(log)
+            .process_group(0)
             .spawn()
-            .expect("start dockerd");
+            .map_err(|e| format!("start dockerd: {e}"))?;
         let d = Dockerd {
             child,
             dir: dir.to_path_buf(),
@@ -47,14 +68,15 @@ impl Dockerd {
         };
         let start = Instant::now();
         while !d.ok("info") {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "dockerd did not answer within 60s; log: {}",
-                std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default()
-            );
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "dockerd did not answer within 60s; log: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
-        d
+        Ok(d)
     }
 
     fn cmd(&self, args: &str) -> Command {
@@ -62,6 +84,13 @@ impl Dockerd {
         c.arg("-c")
             .arg(format!("docker {args}"))
             .env("DOCKER_HOST", &self.host);
+        c
+    }
+
+    /// The `docker` client talking to this daemon, without a shell.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", &self.host);
         c
     }
 
@@ -78,15 +107,17 @@ impl Dockerd {
 
     /// Runs `docker ARGS` and returns (success, stdout+stderr).
     pub fn try_run(&self, args: &str) -> (bool, String) {
-        let out = self.cmd(args).output().expect("docker");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+        match self.cmd(args).output() {
+            Ok(out) => (
+                out.status.success(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ),
             ),
-        )
+            Err(e) => (false, format!("cannot run docker: {e}")),
+        }
     }
 
     pub fn ok(&self, args: &str) -> bool {
@@ -98,16 +129,22 @@ impl Dockerd {
 
     /// Imports a tiny image from Debian's busybox-static with the applets tests use.
     pub fn import_busybox(&self, name: &str) {
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "/bin/busybox missing: install the Debian package busybox-static"
-        );
+        self.try_import_busybox(name)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Dockerd::import_busybox`], returning errors.
+    pub fn try_import_busybox(&self, name: &str) -> Result<(), String> {
+        if !Path::new("/bin/busybox").exists() {
+            return Err("/bin/busybox missing: install the Debian package busybox-static".into());
+        }
         let root = self.dir.join("image-root");
         let bin = root.join("bin");
-        std::fs::create_dir_all(&bin).expect("image root");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox");
+        std::fs::create_dir_all(&bin).map_err(|e| format!("image root: {e}"))?;
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .map_err(|e| format!("copy busybox: {e}"))?;
         for applet in [
-            "sh", "ping", "sleep", "ip", "httpd", "wget", "cat", "nc", "echo",
+            "sh", "ping", "sleep", "ip", "httpd", "wget", "cat", "nc", "echo", "true",
         ] {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
@@ -121,7 +158,11 @@ impl Dockerd {
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok, "docker import of {name} failed");
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("docker import of {name} failed"))
+        }
     }
 }
 
@@ -131,7 +172,7 @@ impl Drop for Dockerd {
         // Networks too, while their plugin is still up to tear them down.
         let _ = self.cmd("network prune -f >/dev/null 2>&1").status();
         // SIGTERM lets dockerd unmount its layers and remove its sockets.
-        let _ = nix_kill(self.child.id());
+        let _ = sigterm(self.child.id());
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -148,9 +189,132 @@ impl Drop for Dockerd {
     }
 }
 
-fn nix_kill(pid: u32) -> nix::Result<()> {
+fn sigterm(pid: u32) -> nix::Result<()> {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
+}
+
+/// `ferryd` under a driver name of its own (its socket in
+/// /run/docker/plugins, shared with every other dockerd and plugin on the
+/// node: only this socket is removed), its state and API socket under a
+/// directory of the caller's. Killed (SIGKILL) on drop.
+pub struct Ferryd {
+    bin: PathBuf,
+    pools: Vec<String>,
+    child: Option<Child>,
+    pub plugin_socket: PathBuf,
+    pub api_socket: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Ferryd {
+    /// Starts `bin` as driver `name` with these `--default-address-pool`s and
+    /// waits until its plugin socket answers.
+    pub fn start(bin: &Path, dir: &Path, name: &str, pools: &[&str]) -> Ferryd {
+        Ferryd::try_start(bin, dir, name, pools).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Ferryd::start`], returning errors.
+    pub fn try_start(bin: &Path, dir: &Path, name: &str, pools: &[&str]) -> Result<Ferryd, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut f = Ferryd {
+            bin: bin.to_path_buf(),
+            pools: pools.iter().map(|p| p.to_string()).collect(),
+            child: None,
+            plugin_socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
+            api_socket: dir.join("api.sock"),
+            state: dir.join("ferryd.redb"),
+        };
+        f.try_spawn()?;
+        Ok(f)
+    }
+
+    /// Starts the daemon again (after [`Ferryd::kill9`]); panics on failure.
+    pub fn spawn(&mut self) {
+        self.try_spawn().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn try_spawn(&mut self) -> Result<(), String> {
+        let log_path = self.state.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("ferryd log: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("ferryd log: {e}"))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--plugin-socket")
+            .arg(&self.plugin_socket)
+            .arg("--api-socket")
+            .arg(&self.api_socket)
+            .arg("--state")
+            .arg(&self.state);
+        for p in &self.pools {
+            cmd.args(["--default-address-pool", p]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log2)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
+        let start = Instant::now();
+        while !self.plugin_socket.exists() || UnixStream::connect(&self.plugin_socket).is_err() {
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "ferryd did not start within 10s; log: {}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    /// A raw plugin-protocol call: (HTTP status, JSON body).
+    pub fn call(&self, method: &str, body: &str) -> (u16, Value) {
+        http(&self.plugin_socket, "POST", &format!("/{method}"), body)
+    }
+
+    pub fn api(&self, path: &str) -> Value {
+        http(&self.api_socket, "GET", path, "").1
+    }
+}
+
+impl Drop for Ferryd {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_file(&self.plugin_socket);
+    }
+}
+
+/// A minimal HTTP/1.1 client over a unix socket (one request per connection).
+pub fn http(socket: &Path, verb: &str, path: &str, body: &str) -> (u16, Value) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "{verb} {path} HTTP/1.1\r\nHost: ferry\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status: u16 = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = raw.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
 }
