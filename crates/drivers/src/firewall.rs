@@ -12,8 +12,9 @@
 //!   chain forward { type filter hook forward priority filter - 10; policy accept;
 //!     jump admin
 //!     jump isolation
-//!     ip daddr @ctr4 ct state established,related accept
-//!     ip saddr @ctr4 accept
+//!     ip daddr @ctr4 ct state established,related meta mark set meta mark | 0x00200000 accept
+//!     ip daddr @ctr4 ct status dnat meta mark set ... accept     # published ports
+//!     ip saddr @ctr4 meta mark set ... accept
 //!     (the same for ip6) }
 //! }
 //! table bridge ferry-firewall {            # ingressPolicy isolated
@@ -26,9 +27,8 @@
 //! An `accept` here ends only this table's chain: the kernel still runs
 //! every other base chain on the hook, so a `drop` in another table (the
 //! `ip filter FORWARD` chain iptables-nft keeps for Docker, or its policy
-//! `DROP`) still drops the packet. The reference plugin inserts ACCEPT
-//! rules into that iptables chain; Ferry only ever changes its own tables,
-//! so on such a node the operator must allow the container subnets there.
+//! `DROP`) would still drop the packet. The mark bit set with every accept
+//! is what [`crate::forward`]'s one rule in that chain lets through.
 //!
 //! Isolation elements are per bridge, not per container, and stay (like
 //! the reference's isolation chains) when the last container leaves.
@@ -39,7 +39,8 @@ use ferry_linux::nft::{
     self, Batch, Chain, ChainType, CtState, Family, Field, Hook, Rule, Set, Table, Type, Value,
 };
 
-use crate::state::{self, Attachment, Record, Store, StoredElement, Val};
+use crate::forward;
+use crate::state::{self, Attachment, Store, StoredElement, Val};
 use crate::{Error, Result};
 
 /// The table's name (in families inet and bridge).
@@ -123,6 +124,7 @@ pub fn structure(b: &mut Batch, with_bridge: bool) {
     );
     b.add_rule(&Rule::new(&t, "forward").jump(ADMIN_CHAIN));
     b.add_rule(&Rule::new(&t, "forward").jump("isolation"));
+    let mark = forward::ACCEPT_MARK;
     for (s, d, set) in [
         (Field::IpSaddr, Field::IpDaddr, "ctr4"),
         (Field::Ip6Saddr, Field::Ip6Daddr, "ctr6"),
@@ -131,9 +133,22 @@ pub fn structure(b: &mut Batch, with_bridge: bool) {
             &Rule::new(&t, "forward")
                 .lookup(&[d], set)
                 .ct_state(CtState::ESTABLISHED | CtState::RELATED)
+                .set_mark_bits(mark)
                 .accept(),
         );
-        b.add_rule(&Rule::new(&t, "forward").lookup(&[s], set).accept());
+        b.add_rule(
+            &Rule::new(&t, "forward")
+                .lookup(&[d], set)
+                .ct_status_dnat()
+                .set_mark_bits(mark)
+                .accept(),
+        );
+        b.add_rule(
+            &Rule::new(&t, "forward")
+                .lookup(&[s], set)
+                .set_mark_bits(mark)
+                .accept(),
+        );
     }
     if with_bridge {
         let bt = bridge_table();
@@ -202,24 +217,11 @@ pub fn add(
     } else {
         Vec::new()
     };
-    store.save(
-        a,
-        &Record {
-            container_id: a.container_id.clone(),
-            ifname: a.ifname.clone(),
-            elements: els.clone(),
-            bridge_elements: ports.clone(),
-        },
-    )?;
     state::add_to(&mut b, &t, &els);
     state::add_to(&mut b, &bridge_table(), &ports);
-    if let Err(e) = sock.commit(&b) {
-        store.remove(a)?;
-        return Err(Error::kernel(format!("failed to allow forwarding in {t}"))(
-            e,
-        ));
-    }
-    Ok(())
+    let what = format!("allow forwarding in {t}");
+    state::commit_recorded(sock, store, a, els, ports, &b, &what)?;
+    forward::ensure(sock, store)
 }
 
 /// Removes the attachment's addresses (idempotent). Without a bookkeeping

@@ -18,6 +18,8 @@
 pub mod conditions;
 pub mod conntrack;
 pub mod firewall;
+pub mod forward;
+pub mod macspoof;
 pub mod masq;
 pub mod portmap;
 pub mod state;

@@ -21,7 +21,7 @@ use ferry_linux::nft::{
 };
 use ipnet::IpNet;
 
-use crate::state::{self, Attachment, Record, Store, StoredElement, Val};
+use crate::state::{self, Attachment, Store, StoredElement, Val};
 use crate::{Error, Result};
 
 /// The table's name.
@@ -110,24 +110,12 @@ pub fn add(sock: &mut nft::Socket, store: &Store, a: &Attachment, addrs: &[IpNet
     if els.is_empty() {
         return Ok(());
     }
-    store.save(
-        a,
-        &Record {
-            container_id: a.container_id.clone(),
-            ifname: a.ifname.clone(),
-            elements: els.clone(),
-            bridge_elements: Vec::new(),
-        },
-    )?;
     let t = table();
     let mut b = Batch::new();
     structure(&mut b);
     state::add_to(&mut b, &t, &els);
-    if let Err(e) = sock.commit(&b) {
-        store.remove(a)?;
-        return Err(Error::kernel(format!("failed to set up masquerade in {t}"))(e));
-    }
-    Ok(())
+    let what = format!("set up masquerade in {t}");
+    state::commit_recorded(sock, store, a, els, Vec::new(), &b, &what)
 }
 
 /// Stops masquerading the attachment's addresses (idempotent). Without a

@@ -391,12 +391,7 @@ pub fn add(
     let previous = store.load(a)?;
     store.save(
         a,
-        &Record {
-            container_id: a.container_id.clone(),
-            ifname: a.ifname.clone(),
-            elements: merged(previous.as_ref(), &els),
-            bridge_elements: Vec::new(),
-        },
+        &Record::of(a, merged(previous.as_ref(), &els), Vec::new()),
     )?;
     let t = table();
     let mut b = Batch::new();
@@ -427,15 +422,7 @@ pub fn add(
             return Err(Error::kernel(format!("failed to publish ports in {t}"))(e));
         }
     }
-    store.save(
-        a,
-        &Record {
-            container_id: a.container_id.clone(),
-            ifname: a.ifname.clone(),
-            elements: els.clone(),
-            bridge_elements: Vec::new(),
-        },
-    )?;
+    store.save(a, &Record::of(a, els.clone(), Vec::new()))?;
     // Flows that reached a now-published UDP port keep their un-NATed
     // conntrack entry while packets keep coming: drop them (best effort, as
     // the reference does).

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use ferry_linux::nft::{self, Batch, Element, Table, Value};
+use ferry_linux::nft::{self, Batch, Element, Family, Table, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -60,6 +60,8 @@ pub enum Val {
     Port(u16),
     /// An interface name.
     Ifname(String),
+    /// A MAC address.
+    Ether([u8; 6]),
 }
 
 impl Val {
@@ -69,6 +71,7 @@ impl Val {
             Val::Proto(p) => Value::Proto(*p),
             Val::Port(p) => Value::Port(*p),
             Val::Ifname(n) => Value::Ifname(n.clone()),
+            Val::Ether(m) => Value::Ether(*m),
         }
     }
 }
@@ -159,6 +162,22 @@ pub struct Record {
     /// (the firewall's isolated ports).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bridge_elements: Vec<StoredElement>,
+}
+
+impl Record {
+    /// The record of what `a` added.
+    pub fn of(
+        a: &Attachment,
+        elements: Vec<StoredElement>,
+        bridge_elements: Vec<StoredElement>,
+    ) -> Record {
+        Record {
+            container_id: a.container_id.clone(),
+            ifname: a.ifname.clone(),
+            elements,
+            bridge_elements,
+        }
+    }
 }
 
 /// The bookkeeping files of one driver.
@@ -332,19 +351,48 @@ fn by_set(elements: &[StoredElement]) -> Vec<(String, Vec<Element>)> {
     out
 }
 
+/// Records what `a` adds (`elements` to `table`, `bridge_elements` to the
+/// bridge-family table of the same name), then commits `batch`, which adds
+/// them; when the kernel refuses, the record goes again, so neither side
+/// is left half-done. `what` names the change in the error.
+pub fn commit_recorded(
+    sock: &mut nft::Socket,
+    store: &Store,
+    a: &Attachment,
+    elements: Vec<StoredElement>,
+    bridge_elements: Vec<StoredElement>,
+    batch: &Batch,
+    what: &str,
+) -> Result<()> {
+    store.save(a, &Record::of(a, elements, bridge_elements))?;
+    if let Err(e) = sock.commit(batch) {
+        store.remove(a)?;
+        return Err(Error::kernel(format!("failed to {what}"))(e));
+    }
+    Ok(())
+}
+
 /// Removes an attachment's elements and its record: one batch, one file.
 /// Nothing to do when there is no record or no table.
 pub fn release(sock: &mut nft::Socket, store: &Store, table: &Table, a: &Attachment) -> Result<()> {
     let Some(rec) = store.load(a)? else {
         return Ok(());
     };
-    if !rec.elements.is_empty()
-        && sock
-            .table_exists(table)
-            .map_err(Error::kernel(format!("failed to look for table {table}")))?
-    {
-        let mut b = Batch::new();
-        destroy_in(&mut b, table, &rec.elements);
+    let bridge_table = Table::new(Family::Bridge, table.name.clone());
+    let mut b = Batch::new();
+    for (t, els) in [
+        (table, &rec.elements),
+        (&bridge_table, &rec.bridge_elements),
+    ] {
+        if !els.is_empty()
+            && sock
+                .table_exists(t)
+                .map_err(Error::kernel(format!("failed to look for table {t}")))?
+        {
+            destroy_in(&mut b, t, els);
+        }
+    }
+    if !b.is_empty() {
         sock.commit(&b).map_err(Error::kernel(format!(
             "failed to remove elements from {table}"
         )))?;

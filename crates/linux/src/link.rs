@@ -463,6 +463,19 @@ impl Netlink {
         })
     }
 
+    /// The first link satisfying `pred` (see [`Netlink::dump_find`]: it
+    /// works on nodes too busy for a complete dump).
+    pub fn find_link(&mut self, mut pred: impl FnMut(&Link) -> bool) -> Result<Option<Link>> {
+        self.dump_find(
+            RouteNetlinkMessage::GetLink(link_msg(0)),
+            "list links",
+            |r| match r {
+                RouteNetlinkMessage::NewLink(m) => Some(Link::from_message(m)).filter(&mut pred),
+                _ => None,
+            },
+        )
+    }
+
     /// Lists every link of the namespace.
     pub fn links(&mut self) -> Result<Vec<Link>> {
         let replies = self.dump(RouteNetlinkMessage::GetLink(link_msg(0)), "list links")?;

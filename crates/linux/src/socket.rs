@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 const RECV_BUF: usize = 64 * 1024;
 
 /// How often a dump interrupted by a concurrent change is retried.
-const DUMP_RETRIES: usize = 5;
+const DUMP_RETRIES: usize = 8;
 
 /// `NLMSGERR_ATTR_MSG`: the extended ack's human readable message.
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -207,18 +207,40 @@ impl Netlink {
     /// Sends `msg` as a dump request and returns every object of the dump.
     /// A dump interrupted by a concurrent change is restarted.
     pub fn dump(&mut self, msg: RouteNetlinkMessage, op: &str) -> Result<Vec<RouteNetlinkMessage>> {
-        for _ in 0..DUMP_RETRIES {
+        for attempt in 0..DUMP_RETRIES {
             let (items, interrupted) = self.dump_once(msg.clone(), op)?;
             if !interrupted {
                 return Ok(items);
             }
+            dump_backoff(attempt);
         }
-        Err(Error::Protocol {
-            op: op.to_string(),
-            message: format!(
-                "dump interrupted by concurrent changes {DUMP_RETRIES} times in a row; retry later"
-            ),
-        })
+        Err(dump_interrupted(op))
+    }
+
+    /// Dumps until `pick` accepts an object, and returns what it made of
+    /// it. An object
+    /// of an interrupted dump is still a consistent snapshot of itself, so
+    /// a match ends the search at once; only "no match" needs a complete
+    /// dump, which is restarted like [`Netlink::dump`]'s. On a busy node
+    /// (links created and deleted all the time) a complete dump of
+    /// thousands of links may never succeed, but a lookup still does.
+    pub fn dump_find<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        op: &str,
+        mut pick: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+    ) -> Result<Option<T>> {
+        for attempt in 0..DUMP_RETRIES {
+            let (items, interrupted) = self.dump_once(msg.clone(), op)?;
+            if let Some(found) = items.into_iter().find_map(&mut pick) {
+                return Ok(Some(found));
+            }
+            if !interrupted {
+                return Ok(None);
+            }
+            dump_backoff(attempt);
+        }
+        Err(dump_interrupted(op))
     }
 
     fn dump_once(
@@ -269,6 +291,21 @@ impl Netlink {
                 }
             }
         }
+    }
+}
+
+/// Waits a little longer after each interrupted dump (1, 2, 4 ... 32 ms),
+/// so a burst of changes can pass.
+fn dump_backoff(attempt: usize) {
+    std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
+}
+
+fn dump_interrupted(op: &str) -> Error {
+    Error::Protocol {
+        op: op.to_string(),
+        message: format!(
+            "dump interrupted by concurrent changes {DUMP_RETRIES} times in a row; retry later"
+        ),
     }
 }
 

@@ -89,13 +89,6 @@ impl BridgeConf {
                 no_filtering,
             ));
         }
-        if c.macspoofchk {
-            return Err(netconf::unsupported(
-                "macspoofchk",
-                &Value::Bool(true),
-                "MAC spoof checking needs Ferry's nftables layer, which is not built yet",
-            ));
-        }
         netconf::ip_masq(args)?;
         if c.disable_container_interface && args.config.get("ipam").is_some_and(|i| !i.is_null()) {
             return Err(CniError::invalid_config(
@@ -422,14 +415,23 @@ impl Plugin for Bridge {
             let addrs: Vec<ipnet::IpNet> = result.ips.iter().map(|i| i.address).collect();
             netconf::masq_add(args, &addrs)?;
         }
+        if c.macspoofchk {
+            let mac = cont
+                .mac
+                .ok_or_else(|| CniError::internal(format!("{} has no MAC address", args.ifname)))?;
+            netconf::macspoof_add(args, &pair.host.name, mac.octets())?;
+        }
         rollback.armed = false;
         Ok(serde_json::to_value(result)?)
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        let _c: BridgeConf = conf::parse(args)?;
+        let c: BridgeConf = conf::parse(args)?;
         if netconf::ip_masq(args)? {
             netconf::masq_del(args)?;
+        }
+        if c.macspoofchk {
+            netconf::macspoof_del(args)?;
         }
         if args.config.get("ipam").is_some_and(|i| !i.is_null()) {
             let t = conf::ipam_type(args)?;
@@ -454,6 +456,9 @@ impl Plugin for Bridge {
         let prev = conf::required_prev_result(args, "bridge")?;
         if netconf::ip_masq(args)? {
             netconf::masq_check(args)?;
+        }
+        if c.macspoofchk {
+            netconf::macspoof_check(args)?;
         }
         let netns = conf::open_netns(&args.netns)?;
         let mut cont_nl = netns
@@ -518,6 +523,6 @@ impl Plugin for Bridge {
         if args.config.get("ipam").is_some_and(|i| !i.is_null()) {
             delegate::ipam_pass(&conf::ipam_type(args)?, "GC", args)?;
         }
-        Ok(())
+        netconf::macspoof_gc(args)
     }
 }

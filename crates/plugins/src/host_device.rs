@@ -105,16 +105,14 @@ fn not_found(what: String) -> CniError {
 }
 
 /// The first entry of `dir` (sorted, as Go's `os.ReadDir`) that is a host link.
-fn first_link_in(dir: &Path, links: &[Link]) -> Option<Link> {
+fn first_link_in(nl: &mut Netlink, dir: &Path) -> Option<Link> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    names
-        .iter()
-        .find_map(|n| links.iter().find(|l| &l.name == n).cloned())
+    names.iter().find_map(|n| nl.link_by_name(n).ok())
 }
 
 /// Finds the host device the config names (the reference's `getLink`).
@@ -131,14 +129,13 @@ fn find_device(nl: &mut Netlink, c: &HostDeviceConf) -> CniResult<Link> {
             Err(e) => Err(kernel(format!("failed to look up {:?}", c.device))(e)),
         };
     }
-    let links = nl.links().map_err(kernel("failed to list node links"))?;
     if !c.hwaddr.is_empty() {
         let mac: MacAddr = c.hwaddr.parse().map_err(|_| {
             CniError::invalid_config(format!("failed to parse MAC address {:?}", c.hwaddr))
         })?;
-        return links
-            .into_iter()
-            .find(|l| l.mac == Some(mac))
+        return nl
+            .find_link(|l| l.mac == Some(mac))
+            .map_err(kernel("failed to list node links"))?
             .ok_or_else(|| not_found(format!("no host interface has MAC {mac}")));
     }
     if !c.kernelpath.is_empty() {
@@ -153,7 +150,7 @@ fn find_device(nl: &mut Netlink, c: &HostDeviceConf) -> CniResult<Link> {
             )));
         }
         let net = p.join("net");
-        return first_link_in(&net, &links)
+        return first_link_in(nl, &net)
             .ok_or_else(|| not_found(format!("no network device at {}", net.display())));
     }
     let dir = pci_dir(&c.pci_bus_id)?;
@@ -179,7 +176,7 @@ fn find_device(nl: &mut Netlink, c: &HostDeviceConf) -> CniResult<Link> {
             ))
         })?;
     }
-    first_link_in(&net, &links).ok_or_else(|| {
+    first_link_in(nl, &net).ok_or_else(|| {
         not_found(format!(
             "failed to find device name for pci address {}",
             c.pci_bus_id

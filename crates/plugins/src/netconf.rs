@@ -121,3 +121,69 @@ pub fn masq_check(args: &CmdArgs) -> CniResult<()> {
         .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
     ferry_drivers::masq::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
 }
+
+/// Lets frames from `host_veth` into the bridge only with the container's
+/// MAC `mac` (bridge `macspoofchk`; one nftables batch of set elements).
+pub fn macspoof_add(args: &CmdArgs, host_veth: &str, mac: [u8; 6]) -> CniResult<()> {
+    let a = masq_attachment(args)?;
+    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::macspoof::add(&mut sock, &store, &a, host_veth, mac)
+        .map_err(crate::portmap::driver_err)
+}
+
+/// Removes the attachment's MAC spoof check (DEL; idempotent, and a no-op
+/// without a bookkeeping file).
+pub fn macspoof_del(args: &CmdArgs) -> CniResult<()> {
+    let a = masq_attachment(args)?;
+    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
+    if store
+        .load(&a)
+        .map_err(crate::portmap::driver_err)?
+        .is_none()
+    {
+        return Ok(());
+    }
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::macspoof::del(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
+}
+
+/// Checks the attachment's MAC spoof check elements (CHECK).
+pub fn macspoof_check(args: &CmdArgs) -> CniResult<()> {
+    let a = masq_attachment(args)?;
+    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::macspoof::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
+}
+
+/// Removes the MAC spoof checks of the network's attachments that are not
+/// in the GC's valid list.
+pub fn macspoof_gc(args: &CmdArgs) -> CniResult<()> {
+    let name = args
+        .config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
+    if store
+        .attachments(name)
+        .map_err(crate::portmap::driver_err)?
+        .is_empty()
+    {
+        return Ok(());
+    }
+    let valid = crate::portmap::valid_attachments(args)?;
+    let mut sock = ferry_linux::nft::Socket::new()
+        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    ferry_drivers::state::collect(
+        &mut sock,
+        &store,
+        &ferry_drivers::macspoof::table(),
+        name,
+        &valid,
+    )
+    .map_err(crate::portmap::driver_err)
+}

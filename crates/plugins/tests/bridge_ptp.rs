@@ -342,13 +342,6 @@ fn bad_config_answers_the_right_code_and_changes_nothing() {
         &ns,
         &br,
     );
-    refused(
-        bridge(json!({"macspoofchk": true})),
-        2,
-        "macspoofchk",
-        &ns,
-        &br,
-    );
     refused(bridge(json!({"mtu": -5})), 7, "MTU", &ns, &br);
     refused(
         bridge(json!({"args": {"cni": {"mac": "not-a-mac"}}})),

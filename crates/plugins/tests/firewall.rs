@@ -91,11 +91,21 @@ fn isolated_blocks_the_same_bridge() {
         n.att(&c1, "fwi1", Value::Null),
         n.att(&c2, "fwi2", Value::Null),
     );
-    let (_r1, r2) = (n.add(&a1), n.add(&a2));
+    let (r1, r2) = (n.add(&a1), n.add(&a2));
     assert!(!ping(&c1, v4(&r2)), "isolated: same bridge blocked");
     assert!(
         ping(&c1, node.outside_v4()),
         "isolated: the way out stays open"
+    );
+    let port = |r: &Value| r["interfaces"][1]["name"].as_str().unwrap().to_string();
+    let table = node.nft("table bridge ferry-firewall");
+    assert!(table.contains(&port(&r1)), "{table}");
+    n.del(&a1);
+    n.del(&a2);
+    let table = node.nft("table bridge ferry-firewall");
+    assert!(
+        !table.contains(&port(&r1)) && !table.contains(&port(&r2)),
+        "DEL removes the isolated ports: {table}"
     );
 }
 
@@ -149,12 +159,10 @@ fn ip_masq_hides_the_container_address_and_del_removes_it() {
 
 /// With `iptables -P FORWARD DROP` on the node (Docker does this), the
 /// reference firewall inserts ACCEPT rules into the iptables FORWARD chain
-/// and the container gets out; Ferry only writes its own table, and an
-/// accept there cannot override a drop in another table: the container
-/// stays cut off until the operator allows it. This test pins that
-/// documented difference.
+/// and the container gets out; Ferry's one marked-accept rule there does
+/// the same, and `iptables` still reads the table.
 #[test]
-fn forward_policy_drop_differs_from_the_reference() {
+fn forward_policy_drop_is_passed_like_the_reference() {
     require_reference("firewall");
     assert!(
         sh_ok("command -v iptables"),
@@ -179,13 +187,23 @@ fn forward_policy_drop_differs_from_the_reference() {
         let a = n.att(&c, "fwd1", Value::Null);
         n.add(&a);
         out.push(ping(&c, node.outside_v4()));
+        if !reference {
+            let rules = node.host.exec("iptables -S FORWARD 2>&1");
+            assert!(
+                rules.contains(
+                    "-A FORWARD -m mark --mark 0x200000/0x200000 -m comment --comment \"ferry-firewall: accepted by Ferry\" -j ACCEPT"
+                ) && !rules.contains("incompatible"),
+                "{rules}"
+            );
+            // A second container does not add a second rule.
+            let c2 = node.container();
+            n.add(&n.att(&c2, "fwd2", Value::Null));
+            let again = node.host.exec("iptables -S FORWARD");
+            assert_eq!(again.matches("ferry-firewall").count(), 1, "{again}");
+        }
         n.del(&a);
     }
-    assert_eq!(
-        out,
-        [false, true],
-        "Ferry (own table only) vs reference (iptables FORWARD ACCEPT)"
-    );
+    assert_eq!(out, [true, true], "Ferry, then the reference");
 }
 
 /// The same two bridges with ingressPolicy same-bridge through Ferry and
@@ -272,4 +290,149 @@ fn gc_removes_stale_addresses() {
     assert!(!node
         .nft("set inet ferry-firewall ctr4")
         .contains("198.18.217.2"));
+}
+
+/// A real dockerd with its iptables rules, inside the node namespace: its
+/// own bridge and FORWARD policy DROP there, nothing on the machine's host.
+struct NodeDockerd {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl NodeDockerd {
+    fn start(node: &Node, bip: &str) -> NodeDockerd {
+        assert!(
+            std::path::Path::new("/usr/sbin/dockerd").exists(),
+            "dockerd missing: install the Debian package docker.io"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let p = |s: &str| dir.path().join(s).display().to_string();
+        let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        // nsenter, not `ip netns exec`: that also remounts /sys, hiding
+        // the cgroup mounts dockerd needs.
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", node.host.path()))
+            .arg("/usr/sbin/dockerd")
+            .args(["--data-root", &p("data"), "--exec-root", &p("exec")])
+            .args(["--pidfile", &p("dockerd.pid")])
+            .args(["-H", &format!("unix://{}", p("docker.sock"))])
+            .args(["--bip", bip, "--iptables=true", "--ip6tables=false"])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let d = NodeDockerd { child, dir };
+        for _ in 0..300 {
+            if d.docker("info").0 {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!(
+            "dockerd did not answer within 60s: {}",
+            std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+    }
+
+    fn docker(&self, args: &str) -> (bool, String) {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("docker {args} 2>&1"))
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.dir.path().join("docker.sock").display()),
+            )
+            .output()
+            .expect("docker");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for NodeDockerd {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..150 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// dockerd running on the node sets FORWARD's policy to DROP and keeps its
+/// chains; a plain bridge container is cut off, Ferry's firewall lets its
+/// containers out and their published ports in, and Docker still manages
+/// its table afterwards. Subnets: 198.18.223.0/24 (node link),
+/// 198.18.12.0/24 and 198.18.14.0/24 (bridges), 198.18.13.0/24 (Docker's).
+#[test]
+fn coexists_with_a_running_dockerd() {
+    let node = Node::new(223, &[], &[]);
+    // As on a fresh host: Docker sets FORWARD to DROP when it has to turn
+    // forwarding on itself.
+    node.host.exec("sysctl -qw net.ipv4.ip_forward=0");
+    let dockerd = NodeDockerd::start(&node, "198.18.13.1/25");
+    let rules = node.host.exec("iptables -S FORWARD");
+    assert!(
+        rules.contains("-P FORWARD DROP") && rules.contains("DOCKER"),
+        "dockerd's rules: {rules}"
+    );
+
+    let plain = node.net("dkplain", bridge_conf(&unique("dkp"), 14, false, vec![]));
+    let c0 = node.container();
+    let a0 = plain.att(&c0, "dk0", Value::Null);
+    plain.add(&a0);
+    assert!(
+        !ping(&c0, node.outside_v4()),
+        "without Ferry's firewall, Docker's DROP applies"
+    );
+    plain.del(&a0);
+
+    let n = node.net(
+        "dkfw",
+        bridge_conf(
+            &unique("dkf"),
+            12,
+            false,
+            vec![
+                json!({"type": "firewall"}),
+                json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            ],
+        ),
+    );
+    let c1 = node.container();
+    let a1 = n.att(
+        &c1,
+        "dk1",
+        json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]),
+    );
+    n.add(&a1);
+    assert!(ping(&c1, node.outside_v4()), "out through Docker's DROP");
+    serve(&c1, 80);
+    assert_eq!(
+        whoami(&node.outside, node.v4(), 8080),
+        Some(node.outside_v4().to_string()),
+        "a published port is reachable through Docker's DROP"
+    );
+
+    // Docker still reads and writes its table.
+    let (ok, out) = dockerd.docker("network create --subnet 198.18.13.128/25 dkcheck");
+    assert!(ok, "docker network create: {out}");
+    let (ok, out) = dockerd.docker("network rm dkcheck");
+    assert!(ok, "docker network rm: {out}");
+    let all = node.host.exec("iptables -S 2>&1");
+    assert!(
+        !all.contains("incompatible") && all.contains("ferry-firewall"),
+        "{all}"
+    );
+    n.del(&a1);
 }

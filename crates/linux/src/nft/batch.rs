@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::expr::{
-    encode_concat, pad4, CmpOp, CtKey, CtState, Expr, Field, NatKind, Type, Value, Verdict,
-    NFTA_DATA_VALUE, NFTA_LIST_ELEM, REG32_00, REG32_15, REG_VERDICT,
+    encode_concat, pad4, CmpOp, CtKey, CtState, Expr, Field, MetaKey, NatKind, Type, Value,
+    Verdict, NFTA_DATA_VALUE, NFTA_LIST_ELEM, REG32_00, REG32_15, REG_VERDICT,
 };
 use super::nla::{parse, Attr, Attrs};
 use super::{is_ferry_table, Family};
@@ -505,6 +505,40 @@ impl Rule {
         self
     }
 
+    /// `meta mark set meta mark | BITS`: sets bits of the packet mark,
+    /// keeping the others.
+    pub fn set_mark_bits(mut self, bits: u32) -> Self {
+        self.exprs.push(Field::Mark.load(REG32_00));
+        self.exprs.push(Expr::Bitwise {
+            sreg: REG32_00,
+            dreg: REG32_00,
+            mask: (!bits).to_ne_bytes().to_vec(),
+            xor: bits.to_ne_bytes().to_vec(),
+        });
+        self.exprs.push(Expr::MetaSet {
+            key: MetaKey::Mark,
+            sreg: REG32_00,
+        });
+        self
+    }
+
+    /// `meta mark & BITS == BITS`: all of `bits` are set in the mark.
+    pub fn mark_bits(mut self, bits: u32) -> Self {
+        self.exprs.push(Field::Mark.load(REG32_00));
+        self.exprs.push(Expr::Bitwise {
+            sreg: REG32_00,
+            dreg: REG32_00,
+            mask: bits.to_ne_bytes().to_vec(),
+            xor: vec![0; 4],
+        });
+        self.exprs.push(Expr::Cmp {
+            sreg: REG32_00,
+            op: CmpOp::Eq,
+            data: bits.to_ne_bytes().to_vec(),
+        });
+        self
+    }
+
     /// `counter`.
     pub fn counter(mut self) -> Self {
         self.exprs.push(Expr::Counter);
@@ -856,11 +890,14 @@ pub(crate) struct Msg {
 /// [`crate::nft::Socket::commit`].
 ///
 /// Only tables whose names start with `ferry` can be changed; a batch that
-/// names another table fails at commit without sending anything.
+/// names another table fails at commit without sending anything. The one
+/// exception is [`Batch::insert_foreign_rule`] / [`Batch::delete_foreign_rule`].
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub(crate) msgs: Vec<Msg>,
     pub(crate) error: Option<String>,
+    /// Set only while a foreign rule is pushed.
+    foreign: bool,
 }
 
 impl Batch {
@@ -894,7 +931,7 @@ impl Batch {
     }
 
     fn push(&mut self, table: &Table, kind: u8, flags: u16, attrs: Attrs, what: String) {
-        if !is_ferry_table(&table.name) {
+        if !self.foreign && !is_ferry_table(&table.name) {
             self.fail(format!(
                 "table {table} is not Ferry's: Ferry only changes tables whose names start \
                  with \"{}\"",
@@ -1054,6 +1091,26 @@ impl Batch {
                 m.what = m.what.replacen("add rule", "insert rule", 1);
             }
         }
+        self
+    }
+
+    /// Inserts `rule` at the top of a chain of a table that is not Ferry's
+    /// (an iptables-nft `filter` table). Only single rules in the shapes
+    /// iptables-nft itself writes belong there, so `iptables -S` still
+    /// reads the table; Ferry never adds, flushes or deletes other tables,
+    /// chains or sets.
+    pub fn insert_foreign_rule(&mut self, rule: &Rule) -> &mut Self {
+        self.foreign = true;
+        self.insert_rule(rule);
+        self.foreign = false;
+        self
+    }
+
+    /// Deletes a rule Ferry inserted with [`Batch::insert_foreign_rule`].
+    pub fn delete_foreign_rule(&mut self, table: &Table, chain: &str, handle: u64) -> &mut Self {
+        self.foreign = true;
+        self.delete_rule(table, chain, handle);
+        self.foreign = false;
         self
     }
 

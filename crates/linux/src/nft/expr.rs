@@ -93,6 +93,8 @@ pub enum Type {
     Mark,
     /// `ifname`, 16 bytes NUL-padded.
     Ifname,
+    /// `ether_addr`, a MAC address, 6 bytes.
+    EtherAddr,
 }
 
 impl Type {
@@ -105,6 +107,7 @@ impl Type {
             Type::InetService => 13,
             Type::Mark => 19,
             Type::Ifname => 41,
+            Type::EtherAddr => 9,
         }
     }
 
@@ -115,6 +118,7 @@ impl Type {
             Type::Ipv6Addr | Type::Ifname => 16,
             Type::InetProto => 1,
             Type::InetService => 2,
+            Type::EtherAddr => 6,
         }
     }
 
@@ -151,6 +155,8 @@ pub enum Value {
     Mark(u32),
     /// An interface name, matched exactly.
     Ifname(String),
+    /// A MAC address (`ether_addr`).
+    Ether([u8; 6]),
     /// Raw bytes, as the kernel compares them.
     Bytes(Vec<u8>),
 }
@@ -174,6 +180,7 @@ impl Value {
                 v.resize(16, 0);
                 v
             }
+            Value::Ether(m) => m.to_vec(),
             Value::Bytes(b) => b.clone(),
         }
     }
@@ -334,6 +341,13 @@ pub enum Expr {
         /// Destination register.
         dreg: u32,
     },
+    /// Set packet metadata from `sreg` (`meta mark set ...`).
+    MetaSet {
+        /// What to set.
+        key: MetaKey,
+        /// Source register.
+        sreg: u32,
+    },
     /// Load packet metadata into `dreg`.
     Meta {
         /// What to load.
@@ -416,7 +430,7 @@ impl Expr {
     fn name(&self) -> &'static str {
         match self {
             Expr::Payload { .. } => "payload",
-            Expr::Meta { .. } => "meta",
+            Expr::Meta { .. } | Expr::MetaSet { .. } => "meta",
             Expr::Cmp { .. } => "cmp",
             Expr::Bitwise { .. } => "bitwise",
             Expr::Immediate { .. } | Expr::Verdict(_) => "immediate",
@@ -460,6 +474,10 @@ impl Expr {
             Expr::Meta { key, dreg } => {
                 // NFTA_META_DREG, KEY
                 d.put_be32(1, *dreg).put_be32(2, *key as u32);
+            }
+            Expr::MetaSet { key, sreg } => {
+                // NFTA_META_KEY, SREG
+                d.put_be32(2, *key as u32).put_be32(3, *sreg);
             }
             Expr::Cmp { sreg, op, data } => {
                 // NFTA_CMP_SREG, OP, DATA
@@ -569,6 +587,8 @@ pub enum Field {
     Ibrname,
     /// `meta obrname` (bridge family)
     Obrname,
+    /// `ether saddr` (bridge family: the frame's source MAC)
+    EtherSaddr,
 }
 
 impl Field {
@@ -584,6 +604,7 @@ impl Field {
             | Field::Obrname => 16,
             Field::L4Proto | Field::Nfproto => 1,
             Field::ThSport | Field::ThDport => 2,
+            Field::EtherSaddr => 6,
         }
     }
 
@@ -610,6 +631,7 @@ impl Field {
             Field::Nfproto => meta(MetaKey::Nfproto),
             Field::Ibrname => meta(MetaKey::BriIifname),
             Field::Obrname => meta(MetaKey::BriOifname),
+            Field::EtherSaddr => payload(PayloadBase::LinkLayer, 6),
         }
     }
 
