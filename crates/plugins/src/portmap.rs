@@ -4,8 +4,10 @@
 //!
 //! Config keys as the reference: `snat` (default true), `masqAll`,
 //! `backend` (`iptables` or `nftables`: both accepted, Ferry always uses its
-//! own nftables table), `markMasqBit` (validated, unused: Ferry's rules need
-//! no packet mark), `externalSetMarkChain` (refused with code 2) and
+//! own nftables table), `markMasqBit` and `externalSetMarkChain`
+//! (validated, unused: the reference marks hairpin and loopback connections
+//! for an iptables masquerade rule, its own or kube-proxy's `KUBE-MARK-MASQ`;
+//! Ferry masquerades them by its own nftables set, with no mark) and
 //! `conditionsV4`/`V6` (the subset in [`ferry_drivers::conditions`]; the
 //! rest is code 7).
 
@@ -93,13 +95,6 @@ fn load(args: &CmdArgs) -> CniResult<Loaded> {
                 "cannot specify externalSetMarkChain and markMasqBit",
             ));
         }
-    }
-    if let Some(chain) = &c.external_set_mark_chain {
-        return Err(crate::netconf::unsupported(
-            "externalSetMarkChain",
-            &Value::String(chain.clone()),
-            "Ferry's port mapping masquerades by its own nftables set, not by an iptables mark chain",
-        ));
     }
     let profile = Profile::new(
         c.conditions_v4.clone().unwrap_or_default(),

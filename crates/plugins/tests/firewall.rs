@@ -436,3 +436,49 @@ fn coexists_with_a_running_dockerd() {
     );
     n.del(&a1);
 }
+
+/// The rendered ruleset of two containers, one on an isolated bridge and
+/// one on a same-bridge bridge, on a node whose iptables FORWARD policy is
+/// DROP: both Ferry tables and the iptables chain against a golden file
+/// (FERRY_UPDATE_GOLDEN=1 rewrites it). DEL leaves no element.
+#[test]
+fn golden_ruleset() {
+    let node = Node::new(220, &[], &[]);
+    node.host.exec("iptables -P FORWARD DROP");
+    for br in ["fwgbr1", "fwgbr2"] {
+        node.host.exec(&format!("ip link add {br} type bridge"));
+    }
+    let conf = |policy: &str, br: &str, veth: &str, ip: &str| {
+        json!({"cniVersion": "1.0.0", "name": format!("fwgold-{policy}"), "type": "firewall",
+            "ingressPolicy": policy,
+            "prevResult": {"cniVersion": "1.0.0",
+                "interfaces": [{"name": br}, {"name": veth}, {"name": "eth0", "sandbox": "/run/netns/x"}],
+                "ips": [{"address": ip, "interface": 2}]}})
+    };
+    let iso = conf("isolated", "fwgbr1", "fwgv1", "198.18.220.5/24");
+    let same = conf("same-bridge", "fwgbr2", "fwgv2", "fd00:208:dc::6/64");
+    for (id, c) in [("fwg1", &iso), ("fwg2", &same)] {
+        let (ok, out) = node.run_plugin("firewall", "ADD", id, &node.host.path(), c);
+        assert!(ok, "{out}");
+    }
+    let got = format!(
+        "{}{}# iptables -S FORWARD\n{}",
+        node.nft("table inet ferry-firewall"),
+        node.nft("table bridge ferry-firewall"),
+        node.host.exec("iptables -S FORWARD")
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/firewall.nft");
+    if std::env::var_os("FERRY_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(got, want, "ruleset differs from {}", path.display());
+    for (id, c) in [("fwg1", &iso), ("fwg2", &same)] {
+        let (ok, out) = node.run_plugin("firewall", "DEL", id, &node.host.path(), c);
+        assert!(ok, "{out}");
+    }
+    let after = node.nft("table inet ferry-firewall") + &node.nft("table bridge ferry-firewall");
+    for gone in ["198.18.220.5", "fd00:208:dc::6", "fwgv1"] {
+        assert!(!after.contains(gone), "{gone} left after DEL: {after}");
+    }
+}
