@@ -425,6 +425,9 @@ impl Controller {
         if n.driver == Driver::Bridge {
             let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
             delete_link_by_name(&mut nl, &n.bridge)?;
+            let mut sock = ferry_linux::nft::Socket::new().map_err(kernel("open nftables"))?;
+            ferry_drivers::firewall::forget_bridge(&mut sock, &n.bridge)
+                .map_err(|e| CnmError::Store(e.to_string()))?;
         }
         self.store
             .apply(vec![Change::Delete(net_key(network_id))])?;

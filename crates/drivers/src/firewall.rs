@@ -259,6 +259,31 @@ pub fn del(
     state::release(sock, store, &table(), a)
 }
 
+/// Removes `bridge`'s isolation elements (a deleted network's: CNI has no
+/// such moment, so its entries stay like the reference's chains).
+pub fn forget_bridge(sock: &mut nft::Socket, bridge: &str) -> Result<()> {
+    let t = table();
+    if !sock
+        .table_exists(&t)
+        .map_err(Error::kernel(format!("failed to look for table {t}")))?
+    {
+        return Ok(());
+    }
+    let name = || Val::Ifname(bridge.to_string());
+    let mut b = Batch::new();
+    state::destroy_in(
+        &mut b,
+        &t,
+        &[
+            StoredElement::key("isobr", vec![name()]),
+            StoredElement::key("samebr", vec![name(), name()]),
+        ],
+    );
+    sock.commit(&b).map_err(Error::kernel(format!(
+        "failed to remove bridge {bridge} from {t}"
+    )))
+}
+
 /// Checks the attachment's addresses are in the kernel.
 pub fn check(sock: &mut nft::Socket, store: &Store, a: &Attachment) -> Result<()> {
     state::verify(sock, store, &table(), a)

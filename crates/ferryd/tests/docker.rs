@@ -114,8 +114,20 @@ fn docker_uses_ferry_networks_end_to_end() {
         !docker.ok(&format!("exec i2 ping -c1 -W1 {i1}")),
         "enable_icc=false did not isolate"
     );
+    let ficc_id = docker.run("network inspect -f '{{.Id}}' ficc");
+    let ficc_bridge = format!("fr-{}", &ficc_id[..12]);
+    assert!(
+        sh("nft list table inet ferry-firewall").contains(&format!("\"{ficc_bridge}\"")),
+        "{ficc_bridge} isolated"
+    );
     docker.run("rm -f i1 i2");
     docker.run("network rm ficc");
+    // A removed network leaves no isolation entry behind.
+    let fw = sh("nft list table inet ferry-firewall");
+    assert!(
+        !fw.contains(&format!("\"{ficc_bridge}\"")),
+        "{ficc_bridge} left in {fw}"
+    );
 
     // The macvlan driver (Docker's keys) and the null driver.
     let parent = unique("dmp");
