@@ -315,6 +315,7 @@ fn run(opts: Opts) -> i32 {
     }
     let janitor = cleanup::Janitor::default();
     util::own_dir(&janitor, &work);
+    util::own_forward_rule(&janitor);
 
     let mut run_notes: Vec<String> = Vec::new();
     let reference = opts

@@ -75,6 +75,25 @@ pub fn own_dir(j: &Janitor, dir: &Path) -> Ticket {
     )
 }
 
+/// Ferry's firewall inserts one rule into an iptables `filter FORWARD`
+/// chain when one exists (the reference firewall and netavark make it in
+/// scenario 2), and keeps it like the reference keeps `CNI-FORWARD`: when
+/// this run put it there, it goes at the end.
+pub fn own_forward_rule(j: &Janitor) {
+    use ferry_drivers::{firewall, forward, state_dir};
+    let had = ferry_linux::nft::Socket::new()
+        .ok()
+        .and_then(|mut s| forward::present(&mut s).ok())
+        .unwrap_or(true);
+    if had {
+        return;
+    }
+    j.push(Stage::Files, "Ferry's iptables FORWARD rule", || {
+        let mut s = ferry_linux::nft::Socket::new().map_err(|e| e.to_string())?;
+        forward::remove(&mut s, &firewall::store(&state_dir())).map_err(|e| e.to_string())
+    });
+}
+
 /// Creates a bridge carrying `gateways` (no DAD), up: the state the bridge
 /// plugin leaves after its first ADD, for the floor to start from.
 pub fn create_bridge(j: &Janitor, name: &str, gateways: &[IpNet]) -> Result<(), String> {

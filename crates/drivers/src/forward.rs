@@ -52,11 +52,10 @@ pub fn rule(table: &Table) -> Rule {
         .comment(COMMENT)
 }
 
-/// Inserts Ferry's rule into every iptables `filter FORWARD` chain that
-/// exists and lacks it (a no-op on nodes without iptables rules).
-pub fn ensure(sock: &mut nft::Socket, store: &Store) -> Result<()> {
-    let _lock = store.lock("iptables-forward")?;
-    let mut b = Batch::new();
+/// Where Ferry's rule could go: per family, the `filter` table when it has
+/// a base chain `FORWARD`, with the handles of Ferry's rules in it.
+fn places(sock: &mut nft::Socket) -> Result<Vec<(Table, Vec<u64>)>> {
+    let mut out = Vec::new();
     for family in [Family::Ip, Family::Ip6] {
         let t = Table::new(family, TABLE);
         let kernel = |what: &str| Error::kernel(format!("failed to {what} {t}"));
@@ -68,18 +67,53 @@ pub fn ensure(sock: &mut nft::Socket, store: &Store) -> Result<()> {
             continue;
         }
         let rules = sock.rules(&t).map_err(kernel("list the rules of"))?;
-        if rules
+        let ours = rules
             .iter()
-            .any(|r| r.chain == CHAIN && r.comment.as_deref() == Some(COMMENT))
-        {
-            continue;
+            .filter(|r| r.chain == CHAIN && r.comment.as_deref() == Some(COMMENT))
+            .map(|r| r.handle)
+            .collect();
+        out.push((t, ours));
+    }
+    Ok(out)
+}
+
+/// Inserts Ferry's rule into every iptables `filter FORWARD` chain that
+/// exists and lacks it (a no-op on nodes without iptables rules).
+pub fn ensure(sock: &mut nft::Socket, store: &Store) -> Result<()> {
+    let _lock = store.lock("iptables-forward")?;
+    let mut b = Batch::new();
+    for (t, ours) in places(sock)? {
+        if ours.is_empty() {
+            b.insert_foreign_rule(&rule(&t));
         }
-        b.insert_foreign_rule(&rule(&t));
     }
     if b.is_empty() {
         return Ok(());
     }
     sock.commit(&b).map_err(Error::kernel(format!(
         "failed to let Ferry-accepted packets through iptables {CHAIN}"
+    )))
+}
+
+/// True when Ferry's rule is in some iptables `filter FORWARD` chain.
+pub fn present(sock: &mut nft::Socket) -> Result<bool> {
+    Ok(places(sock)?.iter().any(|(_, ours)| !ours.is_empty()))
+}
+
+/// Removes Ferry's rule from every iptables `filter FORWARD` chain (for
+/// uninstalling, and for tools that must leave the node as they found it).
+pub fn remove(sock: &mut nft::Socket, store: &Store) -> Result<()> {
+    let _lock = store.lock("iptables-forward")?;
+    let mut b = Batch::new();
+    for (t, ours) in places(sock)? {
+        for handle in ours {
+            b.delete_foreign_rule(&t, CHAIN, handle);
+        }
+    }
+    if b.is_empty() {
+        return Ok(());
+    }
+    sock.commit(&b).map_err(Error::kernel(format!(
+        "failed to remove Ferry's rule from iptables {CHAIN}"
     )))
 }

@@ -200,6 +200,22 @@ fn forward_policy_drop_is_passed_like_the_reference() {
             n.add(&n.att(&c2, "fwd2", Value::Null));
             let again = node.host.exec("iptables -S FORWARD");
             assert_eq!(again.matches("ferry-firewall").count(), 1, "{again}");
+            // Uninstalling takes it out again, leaving iptables' own rules.
+            let ns = ferry_linux::Netns::open(node.host.path()).unwrap();
+            let state = node.state_dir();
+            ns.run(move || {
+                let mut sock = ferry_linux::nft::Socket::new().unwrap();
+                let store = ferry_drivers::firewall::store(&state);
+                assert!(ferry_drivers::forward::present(&mut sock).unwrap());
+                ferry_drivers::forward::remove(&mut sock, &store).unwrap();
+                assert!(!ferry_drivers::forward::present(&mut sock).unwrap());
+            })
+            .unwrap();
+            let after = node.host.exec("iptables -S FORWARD");
+            assert!(
+                !after.contains("ferry") && after.contains("-P FORWARD DROP"),
+                "{after}"
+            );
         }
         n.del(&a);
     }
