@@ -329,25 +329,63 @@ fn release_uses_the_index_and_verifies_it() {
         fs::read(dir.join(mine.to_string())).unwrap(),
         b"someoneelse\r\neth0"
     );
-    // Release dropped the stale entry and the then-empty index directory.
+    // The stale entry is gone; the lookup that saw the directory changed
+    // rebuilt the index, which now lists the other holder's lease.
+    assert_eq!(
+        entries(&dir.join(INDEX_DIR)),
+        set(&["someoneelse+eth0", "stamp"])
+    );
+    // Once that lease goes too, so do the index and its stamp.
+    assert_eq!(a.release(&key("someoneelse")).unwrap(), vec![mine]);
     assert!(!dir.join(INDEX_DIR).exists());
 }
 
 #[test]
-fn index_is_what_release_reads() {
-    // With an index entry, release does not walk the directory: a matching
-    // file the index does not list is left alone (which is how we know the
-    // index, not the walk, answered).
+fn release_finds_leases_the_index_never_saw() {
+    // A lease of the same attachment written behind Ferry's back (as the
+    // reference plugin would) changes the directory, so the stamp no longer
+    // matches: the index is rebuilt and release frees both, leaking nothing.
     let tmp = tempfile::tempdir().unwrap();
     let a = allocator(tmp.path(), r#"[[{"subnet":"198.19.64.0/24"}]]"#);
     let dir = a.store().dir().to_path_buf();
     let k = key("idx");
     let mine = one(&a, &k);
     fs::write(dir.join("198.19.64.200"), "idx\r\neth0").unwrap();
-    assert_eq!(a.release(&k).unwrap(), vec![mine]);
-    assert!(dir.join("198.19.64.200").exists());
-    // Now the index entry is gone, so the next release walks and finds it.
-    assert_eq!(a.release(&k).unwrap(), vec![ip("198.19.64.200")]);
+    let mut released = a.release(&k).unwrap();
+    released.sort();
+    assert_eq!(released, vec![mine, ip("198.19.64.200")]);
+    assert!(!dir.join("198.19.64.200").exists());
+    assert!(!dir.join(INDEX_DIR).exists());
+}
+
+#[test]
+fn index_is_what_lookups_read_while_the_stamp_holds() {
+    // With a valid stamp, lookups read the index, not the directory: a lease
+    // file rewritten *in place* (which changes no directory entry, and which
+    // neither plugin ever does) to name another holder is not seen through
+    // that holder, while the same file's own holder still verifies it. This
+    // is how we know the O(1) path answered.
+    let tmp = tempfile::tempdir().unwrap();
+    let a = allocator(tmp.path(), r#"[[{"subnet":"198.19.64.0/24"}]]"#);
+    let dir = a.store().dir().to_path_buf();
+    let (k1, k2) = (key("one"), key("two"));
+    let ip1 = one(&a, &k1);
+    let ip2 = one(&a, &k2);
+    assert!(dir.join(INDEX_DIR).join("stamp").exists());
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join(ip2.to_string()))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"one\r\neth0"))
+        .unwrap();
+    assert_eq!(a.get_by_id(&k1).unwrap(), vec![ip1]);
+    assert!(a.get_by_id(&k2).unwrap().is_empty());
+    // A new entry in the directory invalidates the stamp: the rebuild reads
+    // every file and finds the rewritten one.
+    fs::write(dir.join("198.19.64.200"), "three\r\neth0").unwrap();
+    let mut held = a.get_by_id(&k1).unwrap();
+    held.sort();
+    assert_eq!(held, vec![ip1, ip2]);
 }
 
 #[test]
@@ -394,8 +432,11 @@ fn gc_removes_exactly_the_stale_reservations() {
     assert_eq!(removed.len(), 6);
     assert!(removed.contains(&ip("198.19.64.102")));
     assert!(removed.contains(&ip("198.19.64.103")));
+    // Each live attachment holds its two Ferry leases; live1's interfaces
+    // also hold the surviving old-format lease of their container.
     for k in &live {
-        assert_eq!(a.get_by_id(k).unwrap().len(), 2, "{k}");
+        let old_format = usize::from(k.container_id == "live1");
+        assert_eq!(a.get_by_id(k).unwrap().len(), 2 + old_format, "{k}");
     }
     assert_eq!(
         a.get_by_id(&Attachment::new("live2", "eth3")).unwrap(),
@@ -413,9 +454,22 @@ fn gc_removes_exactly_the_stale_reservations() {
     }
     // Only entries that parse as IPs went away.
     assert!(gone.iter().all(|n| n.parse::<IpAddr>().is_ok()));
-    // Index entries of stale attachments are dropped, live ones kept.
+    // Index entries of stale attachments are dropped, live ones kept, and
+    // the surviving hand-made (reference) leases got entries when the next
+    // lookup rebuilt the index: live2/eth3's and, for the old-format lease,
+    // its container's (`live1+`).
     let idx = entries(&dir.join(INDEX_DIR));
-    assert_eq!(idx, set(&["live1+eth0", "live1+eth1", "live2+eth0"]));
+    assert_eq!(
+        idx,
+        set(&[
+            "live1+eth0",
+            "live1+eth1",
+            "live2+eth0",
+            "live2+eth3",
+            "live1+",
+            "stamp"
+        ])
+    );
 }
 
 #[test]
@@ -425,7 +479,8 @@ fn long_container_ids_get_a_hashed_index_name() {
     let long = "x".repeat(300);
     let k = key(&long);
     let mine = one(&a, &k);
-    let idx = entries(&a.store().dir().join(INDEX_DIR));
+    let mut idx = entries(&a.store().dir().join(INDEX_DIR));
+    assert!(idx.remove("stamp"));
     assert_eq!(idx.len(), 1);
     assert!(idx.iter().next().unwrap().starts_with('~'));
     assert_eq!(a.release(&k).unwrap(), vec![mine]);
