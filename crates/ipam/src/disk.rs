@@ -78,7 +78,9 @@
 //!      the clocksource is not jiffies-based (a fine-grained read must be able
 //!      to differ from the coarse one), and the recorded ctime has a non-zero
 //!      nanosecond part (no seconds-granularity inodes). The multigrain
-//!      verdict is computed once per boot and device and kept in the stamp.
+//!      verdict is computed once per boot and device (mountinfo grows with
+//!      every mount, `ip netns` namespaces included) and kept in the stamp
+//!      and in `/run/ferry/ipam-multigrain/<major>-<minor>`.
 //! - What remains outside the proof, documented rather than hidden: a
 //!   reference change landing on exactly the recorded nanosecond after a
 //!   backward clock step that condition 3 cannot see (stepped back and then
@@ -360,10 +362,45 @@ fn boot_id() -> Option<String> {
     (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
 }
 
+/// Where [`multigrain`] keeps its verdicts for the boot (`/run` is a tmpfs
+/// emptied at boot; the boot ID is checked anyway): reading mountinfo costs
+/// O(mounts), and every `ip netns` namespace is a mount.
+const VERDICT_DIR: &str = "/run/ferry/ipam-multigrain";
+
+/// [`detect_multigrain`], remembered per boot and device.
+fn multigrain(dev: u64, boot: &str) -> bool {
+    let path = Path::new(VERDICT_DIR).join(format!(
+        "{}-{}",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    ));
+    if let Ok(text) = fs::read_to_string(&path) {
+        match text.split_once(' ') {
+            Some((b, v)) if b == boot && v.trim() == "1" => return true,
+            Some((b, v)) if b == boot && v.trim() == "0" => return false,
+            _ => {}
+        }
+    }
+    let verdict = detect_multigrain(dev);
+    // Best effort: without the cache the next stampless operation detects
+    // again.
+    let tmp = Path::new(VERDICT_DIR).join(format!(".tmp-{}", std::process::id()));
+    let saved = fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(VERDICT_DIR)
+        .and_then(|()| fs::write(&tmp, format!("{boot} {}\n", u8::from(verdict))))
+        .and_then(|()| fs::rename(&tmp, &path));
+    if saved.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    verdict
+}
+
 /// Whether device `dev` holds a multigrain filesystem on this kernel, with a
 /// clocksource whose fine-grained reads advance between ticks (see the
 /// module documentation). Any doubt answers `false`.
-fn multigrain(dev: u64) -> bool {
+fn detect_multigrain(dev: u64) -> bool {
     let Ok(release) = fs::read_to_string("/proc/sys/kernel/osrelease") else {
         return false;
     };
@@ -792,7 +829,7 @@ impl DiskTxn<'_> {
         let multigrain = now.ctime.1 != 0
             && match &self.prior {
                 Some(p) if p.boot == boot && p.dir.dev == now.dev && p.multigrain => true,
-                _ => multigrain(now.dev),
+                _ => multigrain(now.dev, &boot),
             };
         let stamp = Stamp {
             boot,
