@@ -1,5 +1,7 @@
 //! Deleting stale conntrack entries over `NETLINK_NETFILTER`, subsystem
-//! `NFNL_SUBSYS_CTNETLINK`, hand-encoded (a dump and a delete per match).
+//! `NFNL_SUBSYS_CTNETLINK`, hand-encoded: a delete with a tuple filter
+//! (`CTA_FILTER`, the kernel flushes the matches itself), or on kernels
+//! without it a dump and a delete per match.
 //!
 //! Publishing a UDP port must drop the entries of flows that reached the
 //! node's port before the mapping existed: UDP has no handshake, so such a
@@ -18,6 +20,12 @@ const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_ZONE: u16 = 18;
+const CTA_FILTER: u16 = 25;
+const CTA_FILTER_ORIG_FLAGS: u16 = 1;
+const CTA_FILTER_REPLY_FLAGS: u16 = 2;
+const CTA_FILTER_F_CTA_PROTO_NUM: u32 = 1 << 3;
+const CTA_FILTER_F_CTA_PROTO_DST_PORT: u32 = 1 << 5;
+const NLA_F_NESTED: u16 = 0x8000;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_PROTO_NUM: u16 = 1;
 const CTA_PROTO_DST_PORT: u16 = 3;
@@ -50,6 +58,33 @@ fn message(kind: u16, flags: u16, seq: u32, family: u8, body: &[u8]) -> Vec<u8> 
     m.extend_from_slice(&[family, 0, 0, 0]);
     m.extend_from_slice(body);
     m
+}
+
+/// One attribute, padded to 4 bytes.
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 4 + payload.len();
+    let mut a = Vec::with_capacity((len + 3) & !3);
+    a.extend_from_slice(&(len as u16).to_ne_bytes());
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(payload);
+    a.resize((len + 3) & !3, 0);
+    a
+}
+
+/// The body of a delete that makes the kernel flush every entry (any zone)
+/// whose original tuple has protocol `proto` and destination port `port`.
+fn filtered_delete(proto: u8, port: u16) -> Vec<u8> {
+    let mut p = attr(CTA_PROTO_NUM, &[proto]);
+    p.extend(attr(CTA_PROTO_DST_PORT, &port.to_be_bytes()));
+    let mut body = attr(
+        CTA_TUPLE_ORIG | NLA_F_NESTED,
+        &attr(CTA_TUPLE_PROTO | NLA_F_NESTED, &p),
+    );
+    let flags = CTA_FILTER_F_CTA_PROTO_NUM | CTA_FILTER_F_CTA_PROTO_DST_PORT;
+    let mut f = attr(CTA_FILTER_ORIG_FLAGS, &flags.to_ne_bytes());
+    f.extend(attr(CTA_FILTER_REPLY_FLAGS, &0u32.to_ne_bytes()));
+    body.extend(attr(CTA_FILTER | NLA_F_NESTED, &f));
+    body
 }
 
 /// Reads replies to `seq` until DONE (dumps) or the ack; calls `each` with
@@ -98,85 +133,121 @@ fn read_replies(
     }
 }
 
+/// Sends one delete; the outer error is the socket's, the inner the
+/// kernel's answer.
+fn delete(
+    sock: &mut netlink_sys::Socket,
+    seq: u32,
+    family: u8,
+    body: &[u8],
+) -> std::io::Result<std::io::Result<()>> {
+    let m = message(
+        IPCTNL_MSG_CT_DELETE,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        family,
+        body,
+    );
+    sock.send(&m, 0)?;
+    Ok(read_replies(sock, seq, false, |_| {}))
+}
+
 /// Deletes the conntrack entries of protocol `proto` whose original
 /// destination port is one of `ports`, for IPv4 (`v4`) and/or IPv6, in the
-/// calling thread's namespace. Returns how many were deleted.
-pub fn delete_by_dport(proto: u8, ports: &[u16], v4: bool, v6: bool) -> std::io::Result<usize> {
+/// calling thread's namespace.
+///
+/// The kernel-side filtered flush (Linux 6.2+) skips the node's empty
+/// conntrack buckets without locking them; a dump locks every bucket of the
+/// node-wide hash (262,144 by default), about 10 ms per family even with
+/// nothing in it. Older kernels refuse the filter and get the dump.
+pub fn delete_by_dport(proto: u8, ports: &[u16], v4: bool, v6: bool) -> std::io::Result<()> {
     if ports.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let mut sock = netlink_sys::Socket::new(NETLINK_NETFILTER)?;
     sock.bind_auto()?;
     sock.connect(&SocketAddr::new(0, 0))?;
     let mut seq = 1u32;
-    let mut deleted = 0;
     for (on, family) in [(v4, libc::AF_INET as u8), (v6, libc::AF_INET6 as u8)] {
         if !on {
             continue;
         }
-        // Dump, keeping the tuple (and zone) of every match.
-        seq += 1;
-        sock.send(
-            &message(
-                IPCTNL_MSG_CT_GET,
-                NLM_F_REQUEST | NLM_F_DUMP,
-                seq,
-                family,
-                &[],
-            ),
-            0,
-        )?;
-        let mut victims: Vec<Vec<u8>> = Vec::new();
-        read_replies(&mut sock, seq, true, |a| {
-            let top = attrs(a);
-            let Some((_, whole, orig)) = top.iter().find(|(k, _, _)| *k == CTA_TUPLE_ORIG) else {
-                return;
-            };
-            let Some((_, _, p)) = attrs(orig)
-                .into_iter()
-                .find(|(k, _, _)| *k == CTA_TUPLE_PROTO)
-            else {
-                return;
-            };
-            let pa = attrs(p);
-            let num = pa
-                .iter()
-                .find(|(k, _, _)| *k == CTA_PROTO_NUM)
-                .and_then(|(_, _, v)| v.first().copied());
-            let dport = pa
-                .iter()
-                .find(|(k, _, _)| *k == CTA_PROTO_DST_PORT)
-                .and_then(|(_, _, v)| v.get(..2).map(|v| u16::from_be_bytes([v[0], v[1]])));
-            if num == Some(proto) && dport.is_some_and(|d| ports.contains(&d)) {
-                let mut body = whole.to_vec();
-                body.resize((body.len() + 3) & !3, 0);
-                if let Some((_, z, _)) = top.iter().find(|(k, _, _)| *k == CTA_ZONE) {
-                    body.extend_from_slice(z);
-                    body.resize((body.len() + 3) & !3, 0);
-                }
-                victims.push(body);
-            }
-        })?;
-        for body in victims {
+        let mut filtered = true;
+        for port in ports {
             seq += 1;
-            sock.send(
-                &message(
-                    IPCTNL_MSG_CT_DELETE,
-                    NLM_F_REQUEST | NLM_F_ACK,
-                    seq,
-                    family,
-                    &body,
-                ),
-                0,
-            )?;
-            match read_replies(&mut sock, seq, false, |_| {}) {
-                Ok(()) => deleted += 1,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(e),
+            if delete(&mut sock, seq, family, &filtered_delete(proto, *port))?.is_err() {
+                filtered = false;
+                break;
             }
         }
+        if !filtered {
+            seq = dump_and_delete(&mut sock, seq, family, proto, ports)?;
+        }
     }
-    Ok(deleted)
+    Ok(())
+}
+
+/// The fallback of [`delete_by_dport`] for one family: a dump, then a
+/// delete per match. Returns the last sequence number used.
+fn dump_and_delete(
+    sock: &mut netlink_sys::Socket,
+    mut seq: u32,
+    family: u8,
+    proto: u8,
+    ports: &[u16],
+) -> std::io::Result<u32> {
+    // Dump, keeping the tuple (and zone) of every match.
+    seq += 1;
+    sock.send(
+        &message(
+            IPCTNL_MSG_CT_GET,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            seq,
+            family,
+            &[],
+        ),
+        0,
+    )?;
+    let mut victims: Vec<Vec<u8>> = Vec::new();
+    read_replies(sock, seq, true, |a| {
+        let top = attrs(a);
+        let Some((_, whole, orig)) = top.iter().find(|(k, _, _)| *k == CTA_TUPLE_ORIG) else {
+            return;
+        };
+        let Some((_, _, p)) = attrs(orig)
+            .into_iter()
+            .find(|(k, _, _)| *k == CTA_TUPLE_PROTO)
+        else {
+            return;
+        };
+        let pa = attrs(p);
+        let num = pa
+            .iter()
+            .find(|(k, _, _)| *k == CTA_PROTO_NUM)
+            .and_then(|(_, _, v)| v.first().copied());
+        let dport = pa
+            .iter()
+            .find(|(k, _, _)| *k == CTA_PROTO_DST_PORT)
+            .and_then(|(_, _, v)| v.get(..2).map(|v| u16::from_be_bytes([v[0], v[1]])));
+        if num == Some(proto) && dport.is_some_and(|d| ports.contains(&d)) {
+            let mut body = whole.to_vec();
+            body.resize((body.len() + 3) & !3, 0);
+            if let Some((_, z, _)) = top.iter().find(|(k, _, _)| *k == CTA_ZONE) {
+                body.extend_from_slice(z);
+                body.resize((body.len() + 3) & !3, 0);
+            }
+            victims.push(body);
+        }
+    })?;
+    for body in victims {
+        seq += 1;
+        match delete(sock, seq, family, &body)? {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(seq)
 }
 
 #[cfg(test)]
@@ -193,5 +264,19 @@ mod tests {
         let a = attrs(&b);
         assert_eq!(a.len(), 1);
         assert_eq!((a[0].0, a[0].2), (1, &[17u8][..]));
+    }
+
+    #[test]
+    fn filtered_delete_nests_tuple_and_filter() {
+        let b = filtered_delete(17, 53);
+        let top = attrs(&b);
+        let kinds: Vec<u16> = top.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(kinds, [CTA_TUPLE_ORIG, CTA_FILTER]);
+        let proto = attrs(top[0].2);
+        let p = attrs(proto[0].2);
+        assert_eq!(p[0].2, &[17u8][..]);
+        assert_eq!(p[1].2, &53u16.to_be_bytes()[..]);
+        let f = attrs(top[1].2);
+        assert_eq!(f[0].2, &((1u32 << 3) | (1 << 5)).to_ne_bytes()[..]);
     }
 }
