@@ -194,6 +194,7 @@ pub fn add(
     let mut b = Batch::new();
     let isolated = policy == IngressPolicy::Isolated;
     structure(&mut b, isolated);
+    let mut b = state::unless_held(sock, b);
     if policy != IngressPolicy::Open {
         let br = bridge.ok_or_else(|| {
             Error::Invalid(format!(

@@ -79,6 +79,7 @@ pub fn add(
     let t = table();
     let mut b = Batch::new();
     structure(&mut b);
+    let mut b = state::unless_held(sock, b);
     state::add_to(&mut b, &t, &els);
     let what = format!("guard {host_veth} in {t}");
     state::commit_recorded(sock, store, a, els, Vec::new(), &b, &what)

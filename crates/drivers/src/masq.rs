@@ -113,6 +113,7 @@ pub fn add(sock: &mut nft::Socket, store: &Store, a: &Attachment, addrs: &[IpNet
     let t = table();
     let mut b = Batch::new();
     structure(&mut b);
+    let mut b = state::unless_held(sock, b);
     state::add_to(&mut b, &t, &els);
     let what = format!("set up masquerade in {t}");
     state::commit_recorded(sock, store, a, els, Vec::new(), &b, &what)

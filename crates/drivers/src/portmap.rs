@@ -396,6 +396,7 @@ pub fn add(
     let t = table();
     let mut b = Batch::new();
     structure(&mut b, &profiles)?;
+    let mut b = state::unless_held(sock, b);
     if let Some(p) = &previous {
         let stale: Vec<StoredElement> = p
             .elements

@@ -172,6 +172,95 @@ fn table_chains_rules_render_like_the_golden_file() {
     );
 }
 
+/// A structure of flushed-and-refilled chains, as the drivers write it.
+fn owned_structure(t: &Table, mark: u32) -> Batch {
+    let mut b = Batch::new();
+    b.add_table(t)
+        .add_set(&Set::new(t, "ctr4", &[Type::Ipv4Addr]))
+        .add_chain(&Chain::regular(t, "admin"))
+        .add_chain(&Chain::base(
+            t,
+            "forward",
+            ChainType::Filter,
+            Hook::Forward,
+            -10,
+        ))
+        .flush_chain(t, "forward")
+        .add_rule(&Rule::new(t, "forward").jump("admin"))
+        .add_rule(
+            &Rule::new(t, "forward")
+                .lookup(&[Field::IpDaddr], "ctr4")
+                .set_mark_bits(mark)
+                .accept(),
+        );
+    b
+}
+
+/// `nft CMD` inside the namespace (words split on spaces).
+fn nft_do(ns: &str, cmd: &str) {
+    let mut all = vec!["nft"];
+    all.extend(cmd.split(' '));
+    in_ns(ns, &all);
+}
+
+/// `holds` says yes only to the exact structure: a missing, extra or
+/// changed rule, a missing set or chain, or another hook means rebuild;
+/// rules in chains the batch does not flush (the admin chain) do not count.
+#[test]
+fn holds_only_the_exact_structure() {
+    let (_g, ns, _h, mut sock) = setup("nh");
+    let t = Table::new(Family::Inet, "ferry-holds");
+    let s = owned_structure(&t, 0x200000);
+    assert!(!sock.holds(&s).unwrap(), "nothing built yet");
+    sock.commit(&s).unwrap();
+    assert!(sock.holds(&s).unwrap());
+    // Another version of a rule (another constant): rebuild.
+    assert!(!sock.holds(&owned_structure(&t, 0x400000)).unwrap());
+    // An operator's rule in the admin chain is theirs.
+    nft_do(&ns, "add rule inet ferry-holds admin accept");
+    assert!(sock.holds(&s).unwrap());
+    // An extra rule in an owned chain, then a missing one.
+    nft_do(&ns, "add rule inet ferry-holds forward accept");
+    assert!(!sock.holds(&s).unwrap());
+    sock.commit(&s).unwrap();
+    assert!(sock.holds(&s).unwrap(), "the rebuild leaves one copy");
+    let h = sock
+        .rules(&t)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.chain == "forward")
+        .unwrap()
+        .handle;
+    nft_do(
+        &ns,
+        &format!("delete rule inet ferry-holds forward handle {h}"),
+    );
+    assert!(!sock.holds(&s).unwrap());
+    sock.commit(&s).unwrap();
+    // A missing set (with the rules using it), a missing table.
+    nft_do(&ns, "flush chain inet ferry-holds forward");
+    nft_do(&ns, "delete set inet ferry-holds ctr4");
+    assert!(!sock.holds(&s).unwrap());
+    sock.commit(&s).unwrap();
+    assert!(sock.holds(&s).unwrap());
+    // The same chain on another hook priority.
+    let mut other = Batch::new();
+    other.add_table(&t).add_chain(&Chain::base(
+        &t,
+        "forward",
+        ChainType::Filter,
+        Hook::Forward,
+        0,
+    ));
+    assert!(!sock.holds(&other).unwrap());
+    sock.delete_table_if_exists(&t).unwrap();
+    assert!(!sock.holds(&s).unwrap());
+    // A batch that deletes is never "held".
+    let mut del = Batch::new();
+    del.delete_table_if_exists(&t);
+    assert!(!sock.holds(&del).unwrap());
+}
+
 /// Number of rules in the namespace's ruleset, by `nft -j`.
 fn rule_count(ns: &str) -> usize {
     objects(ns, "rule").len()

@@ -78,6 +78,9 @@ pub(crate) const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 
 // User data TLVs as nft writes them (libnftnl's NFTNL_UDATA_*).
 pub(crate) const UDATA_RULE_COMMENT: u8 = 0;
+/// Ferry's own rule user data TLV: a fingerprint of the rule (nft and
+/// iptables skip TLV types they do not know).
+pub(crate) const UDATA_RULE_FINGERPRINT: u8 = 0xf0;
 const UDATA_SET_KEYBYTEORDER: u8 = 0;
 const UDATA_SET_DATABYTEORDER: u8 = 1;
 /// nft's `BYTEORDER_HOST_ENDIAN` / `BYTEORDER_BIG_ENDIAN`.
@@ -222,6 +225,27 @@ impl Chain {
     /// The chain's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The chain's table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// True when the kernel's chain `k` is this chain as [`Batch::add_chain`]
+    /// would leave it: same kind, hook and priority, and the policy when this
+    /// one sets it.
+    pub fn matches(&self, k: &super::ChainInfo) -> bool {
+        let base = match self.base {
+            None => k.hook.is_none() && k.chain_type.is_none(),
+            Some((kind, hook, prio)) => {
+                k.hook == Some((hook, prio)) && k.chain_type.as_deref() == Some(kind.as_str())
+            }
+        };
+        base && k.family == self.table.family
+            && k.table == self.table.name
+            && k.name == self.name
+            && self.policy.is_none_or(|p| k.policy == Some(p))
     }
 }
 
@@ -898,6 +922,37 @@ pub struct Batch {
     pub(crate) error: Option<String>,
     /// Set only while a foreign rule is pushed.
     foreign: bool,
+    /// What the kernel holds after this batch, for [`crate::nft::Socket::holds`].
+    pub(crate) shape: Shape,
+}
+
+/// The objects a batch adds, and the exact rules (by fingerprint) of the
+/// chains it flushes and refills.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shape {
+    pub(crate) tables: Vec<Table>,
+    /// Table, name, key type and key length.
+    pub(crate) sets: Vec<(Table, String, u32, u32)>,
+    pub(crate) chains: Vec<Chain>,
+    pub(crate) owned: Vec<(Table, String, Vec<u64>)>,
+    /// A change whose result the shape does not describe (a delete, a
+    /// table flush, a foreign rule).
+    pub(crate) opaque: bool,
+}
+
+/// FNV-1a, 64 bits: a fingerprint that stays the same across builds.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        // Separate the parts, so ("ab", "c") differs from ("a", "bc").
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 impl Batch {
@@ -944,6 +999,9 @@ impl Batch {
                 "{what}: an attribute exceeds the 64 KiB netlink limit; use fewer expressions"
             ));
         }
+        if self.foreign || matches!(kind, NFT_MSG_DELTABLE | NFT_MSG_DELCHAIN | NFT_MSG_DELSET) {
+            self.shape.opaque = true;
+        }
         self.msgs.push(Msg {
             kind,
             family: table.family.raw(),
@@ -961,6 +1019,9 @@ impl Batch {
 
     /// Adds the table (no error when it exists).
     pub fn add_table(&mut self, table: &Table) -> &mut Self {
+        if !self.shape.tables.contains(table) {
+            self.shape.tables.push(table.clone());
+        }
         let a = Self::table_attrs(table);
         self.push(
             table,
@@ -997,6 +1058,7 @@ impl Batch {
     pub fn flush_table(&mut self, table: &Table) -> &mut Self {
         let mut a = Attrs::new();
         a.put_str(NFTA_RULE_TABLE, &table.name);
+        self.shape.opaque = true;
         self.push(table, NFT_MSG_DELRULE, 0, a, format!("flush table {table}"));
         self
     }
@@ -1018,6 +1080,7 @@ impl Batch {
                 a.put_be32(NFTA_CHAIN_POLICY, if p == Policy::Accept { 1 } else { 0 });
             }
         }
+        self.shape.chains.push(chain.clone());
         let what = format!("add chain {} {}", chain.table, chain.name);
         self.push(&chain.table, NFT_MSG_NEWCHAIN, NLM_F_CREATE, a, what);
         self
@@ -1043,6 +1106,12 @@ impl Batch {
         let mut a = Attrs::new();
         a.put_str(NFTA_RULE_TABLE, &table.name)
             .put_str(NFTA_RULE_CHAIN, chain);
+        self.shape
+            .owned
+            .retain(|(t, c, _)| !(t == table && c == chain));
+        self.shape
+            .owned
+            .push((table.clone(), chain.to_string(), Vec::new()));
         let what = format!("flush chain {table} {chain}");
         self.push(table, NFT_MSG_DELRULE, 0, a, what);
         self
@@ -1061,11 +1130,30 @@ impl Batch {
                 e.encode(l);
             }
         });
+        let mut udata = Vec::new();
         if let Some(c) = &rule.comment {
             // One TLV: type, length (with the NUL), text, NUL.
-            let mut udata = vec![UDATA_RULE_COMMENT, (c.len() + 1) as u8];
+            udata.extend_from_slice(&[UDATA_RULE_COMMENT, (c.len() + 1) as u8]);
             udata.extend_from_slice(c.as_bytes());
             udata.push(0);
+        }
+        // Ferry's own rules carry a fingerprint of what they are, so a later
+        // batch can tell an intact chain from one to rebuild.
+        if !self.foreign {
+            let comment = rule.comment.as_deref().unwrap_or("");
+            let fp = fnv1a(&[a.bytes(), comment.as_bytes()]);
+            udata.extend_from_slice(&[UDATA_RULE_FINGERPRINT, 8]);
+            udata.extend_from_slice(&fp.to_be_bytes());
+            if let Some((_, _, fps)) = self
+                .shape
+                .owned
+                .iter_mut()
+                .find(|(t, c, _)| *t == rule.table && *c == rule.chain)
+            {
+                fps.push(fp);
+            }
+        }
+        if !udata.is_empty() {
             a.put(NFTA_RULE_USERDATA, &udata);
         }
         let mut what = format!("add rule {} {}", rule.table, rule.chain);
@@ -1085,6 +1173,14 @@ impl Batch {
     /// Inserts a rule at the top of its chain.
     pub fn insert_rule(&mut self, rule: &Rule) -> &mut Self {
         self.add_rule(rule);
+        if let Some((_, _, fps)) = self
+            .shape
+            .owned
+            .iter_mut()
+            .find(|(t, c, _)| *t == rule.table && *c == rule.chain)
+        {
+            fps.rotate_right(1);
+        }
         if let Some(m) = self.msgs.last_mut() {
             if m.kind == NFT_MSG_NEWRULE {
                 m.flags = NLM_F_CREATE;
@@ -1120,6 +1216,7 @@ impl Batch {
         a.put_str(NFTA_RULE_TABLE, &table.name)
             .put_str(NFTA_RULE_CHAIN, chain)
             .put_be64(NFTA_RULE_HANDLE, handle);
+        self.shape.opaque = true;
         let what = format!("delete rule {table} {chain} handle {handle}");
         self.push(table, NFT_MSG_DELRULE, 0, a, what);
         self
@@ -1132,6 +1229,9 @@ impl Batch {
             self.fail(format!("set {} needs a key type", set.name));
         }
         let (key_type, key_len) = Type::concat(&set.key);
+        self.shape
+            .sets
+            .push((set.table.clone(), set.name.clone(), key_type, key_len));
         let concat = set.key.len() > 1;
         let mut flags = 0;
         // Like nft: a concatenation with intervals (the pipapo backend)

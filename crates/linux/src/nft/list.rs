@@ -1,7 +1,7 @@
 //! What dumps return: tables, chains, rules, sets and set elements, decoded
 //! from the kernel's attributes.
 
-use super::batch::{ElementData, Hook, Policy, UDATA_RULE_COMMENT};
+use super::batch::{ElementData, Hook, Policy, UDATA_RULE_COMMENT, UDATA_RULE_FINGERPRINT};
 use super::expr::{
     Verdict, NFTA_DATA_VALUE, NFTA_DATA_VERDICT, NFTA_VERDICT_CHAIN, NFTA_VERDICT_CODE,
 };
@@ -57,6 +57,8 @@ pub struct RuleInfo {
     pub comment: Option<String>,
     /// Names of its expressions in order (`meta`, `cmp`, `lookup` ...).
     pub exprs: Vec<String>,
+    /// The fingerprint Ferry wrote into the user data of its own rules.
+    pub fingerprint: Option<u64>,
 }
 
 /// A set or map as the kernel lists it.
@@ -165,6 +167,7 @@ pub(crate) fn rule(fam: u8, attrs: &[u8]) -> Decode<RuleInfo> {
         handle: 0,
         comment: None,
         exprs: Vec::new(),
+        fingerprint: None,
     };
     for a in parse(attrs)? {
         match a.kind {
@@ -180,11 +183,29 @@ pub(crate) fn rule(fam: u8, attrs: &[u8]) -> Decode<RuleInfo> {
                     }
                 }
             }
-            7 => r.comment = udata_comment(a.value),
+            7 => {
+                r.comment = udata_comment(a.value);
+                r.fingerprint = udata_tlv(a.value, UDATA_RULE_FINGERPRINT)
+                    .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                    .map(u64::from_be_bytes);
+            }
             _ => {}
         }
     }
     Ok(r)
+}
+
+/// The value of the first TLV of type `kind` in rule user data.
+fn udata_tlv(mut udata: &[u8], kind: u8) -> Option<&[u8]> {
+    while udata.len() >= 2 {
+        let (k, len) = (udata[0], udata[1] as usize);
+        let value = udata.get(2..2 + len)?;
+        if k == kind {
+            return Some(value);
+        }
+        udata = &udata[2 + len..];
+    }
+    None
 }
 
 /// The comment TLV of rule user data (`type, len, value`).

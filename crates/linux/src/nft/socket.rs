@@ -479,6 +479,66 @@ impl Socket {
         Ok(per_msg.into_iter().flatten().collect())
     }
 
+    /// True when the kernel already holds what `batch` would build: its
+    /// tables, sets (name and key) and chains (hook, priority, type and
+    /// policy of base chains), and in every chain it flushes exactly the
+    /// rules it would add, in order (matched by the fingerprint each rule
+    /// carries in its user data, so a changed, missing or extra rule, or
+    /// another version's rule, means no). Lets a caller leave out an
+    /// unchanged structure: replacing rules costs the kernel an RCU grace
+    /// period at the next close of any nf_tables socket. False for batches
+    /// that delete anything.
+    pub fn holds(&mut self, batch: &Batch) -> Result<bool> {
+        let shape = &batch.shape;
+        if shape.opaque || batch.error.is_some() {
+            return Ok(false);
+        }
+        let present = self.tables()?;
+        for t in &shape.tables {
+            // Listing a missing table's sets is ENOENT: look first.
+            if !present
+                .iter()
+                .any(|p| p.family == t.family && p.name == t.name)
+            {
+                return Ok(false);
+            }
+            let chains = self.chains(t)?;
+            let sets = self.sets(t)?;
+            for (st, name, key_type, key_len) in &shape.sets {
+                if st == t
+                    && !sets.iter().any(|s| {
+                        s.name == *name && s.key_type == *key_type && s.key_len == *key_len
+                    })
+                {
+                    return Ok(false);
+                }
+            }
+            for c in shape.chains.iter().filter(|c| c.table() == t) {
+                let Some(k) = chains.iter().find(|k| k.name == c.name()) else {
+                    return Ok(false);
+                };
+                if !c.matches(k) {
+                    return Ok(false);
+                }
+            }
+            if shape.owned.iter().any(|(ot, _, _)| ot == t) {
+                let rules = self.rules(t)?;
+                for (_, chain, fps) in shape.owned.iter().filter(|(ot, _, _)| ot == t) {
+                    let got: Vec<Option<u64>> = rules
+                        .iter()
+                        .filter(|r| r.chain == *chain)
+                        .map(|r| r.fingerprint)
+                        .collect();
+                    let want: Vec<Option<u64>> = fps.iter().copied().map(Some).collect();
+                    if got != want {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Deletes the table if it exists (one atomic batch); a missing table
     /// is not an error.
     pub fn delete_table_if_exists(&mut self, table: &Table) -> Result<()> {
