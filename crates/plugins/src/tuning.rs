@@ -308,6 +308,15 @@ impl Backup {
         *self == Backup::default()
     }
 
+    /// True when a link attribute is saved (what [`restore`] needs netlink for).
+    fn has_link_settings(&self) -> bool {
+        !self.mac.is_empty()
+            || self.promisc.is_some()
+            || self.mtu > 0
+            || self.allmulti.is_some()
+            || self.txqlen.is_some()
+    }
+
     /// Go's `json.MarshalIndent(v, "", " ")`.
     fn to_json(&self) -> CniResult<Vec<u8>> {
         let mut out = Vec::new();
@@ -395,13 +404,19 @@ fn read_sysctl(netns: &Netns, path: &str) -> CniResult<String> {
         .map_err(sysctl_err(path))
 }
 
-/// Writes a sysctl inside the namespace (skipped when it already holds it).
-fn write_sysctl(netns: &Netns, path: &str, value: &str) -> CniResult<()> {
+/// Reads sysctls inside the namespace, in one visit (a thread).
+fn read_sysctls(netns: &Netns, sysctls: &[SysctlSetting]) -> CniResult<Vec<String>> {
+    if sysctls.is_empty() {
+        return Ok(Vec::new());
+    }
     netns
-        .run(|| sysctl::write_if_different(path, value))
+        .run(|| {
+            sysctls
+                .iter()
+                .map(|s| sysctl::read(&s.path).map_err(sysctl_err(&s.path)))
+                .collect::<CniResult<Vec<String>>>()
+        })
         .map_err(kernel("failed to enter the container's namespace"))?
-        .map(|_| ())
-        .map_err(sysctl_err(path))
 }
 
 fn same_value(a: &str, b: &str) -> bool {
@@ -411,9 +426,9 @@ fn same_value(a: &str, b: &str) -> bool {
 /// Puts back what `b` saved: link attributes (when the link is given) in the
 /// reference's order, then sysctls that still hold what tuning wrote, newest
 /// first. Returns the failures.
-fn restore(netns: &Netns, nl: &mut Netlink, link: Option<&Link>, b: &Backup) -> Vec<String> {
+fn restore(netns: &Netns, link: Option<(&mut Netlink, &Link)>, b: &Backup) -> Vec<String> {
     let mut errors = Vec::new();
-    if let Some(link) = link {
+    if let Some((nl, link)) = link {
         let i = link.index;
         if b.mtu > 0 {
             match u32::try_from(b.mtu) {
@@ -456,25 +471,50 @@ fn restore(netns: &Netns, nl: &mut Netlink, link: Option<&Link>, b: &Backup) -> 
             }
         }
     }
-    for s in b.sysctl.iter().rev() {
-        // A per-interface sysctl vanishes with its interface: nothing to do.
-        let current = match netns.run(|| sysctl::read(&s.path)) {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) if e.errno() == Some(libc::ENOENT) => continue,
-            Ok(Err(e)) | Err(e) => {
-                errors.push(format!("failed to restore sysctl {}: {e}", s.path));
+    if b.sysctl.is_empty() {
+        return errors;
+    }
+    // One visit of the namespace for all of them: each visit is a thread.
+    let restored = netns.run(|| {
+        let mut errors = Vec::new();
+        for s in b.sysctl.iter().rev() {
+            // A per-interface sysctl vanishes with its interface: nothing to do.
+            let current = match sysctl::read(&s.path) {
+                Ok(v) => v,
+                Err(e) if e.errno() == Some(libc::ENOENT) => continue,
+                Err(e) => {
+                    errors.push(format!("failed to restore sysctl {}: {e}", s.path));
+                    continue;
+                }
+            };
+            // Someone changed it since: theirs wins.
+            if !same_value(&current, &s.new) {
                 continue;
             }
-        };
-        // Someone changed it since: theirs wins.
-        if !same_value(&current, &s.new) {
-            continue;
+            if let Err(e) = sysctl::write_if_different(&s.path, &s.old) {
+                let e = sysctl_err(&s.path)(e);
+                errors.push(format!("failed to restore sysctl {}: {e}", s.path));
+            }
         }
-        if let Err(e) = write_sysctl(netns, &s.path, &s.old) {
-            errors.push(format!("failed to restore sysctl {}: {e}", s.path));
-        }
+        errors
+    });
+    match restored {
+        Ok(e) => errors.extend(e),
+        Err(e) => errors.push(format!("failed to restore sysctls: {e}")),
     }
     errors
+}
+
+/// Netlink in the container when `needed` (opening it is a thread in the
+/// namespace: skipped for sysctls alone).
+fn container_netlink(netns: &Netns, needed: bool) -> CniResult<Option<Netlink>> {
+    if !needed {
+        return Ok(None);
+    }
+    netns
+        .netlink()
+        .map(Some)
+        .map_err(kernel("failed to open netlink in the container"))
 }
 
 fn link_by_name(nl: &mut Netlink, ifname: &str) -> CniResult<Link> {
@@ -494,25 +534,34 @@ fn link_by_name(nl: &mut Netlink, ifname: &str) -> CniResult<Link> {
 /// Applies `w` on `link`, recording the original values in `b` as it goes.
 fn apply(
     netns: &Netns,
-    nl: &mut Netlink,
-    link: Option<&Link>,
+    link: Option<(&mut Netlink, &Link)>,
     w: &Wanted,
     b: &mut Backup,
 ) -> CniResult<()> {
-    for s in &w.sysctls {
-        let old = read_sysctl(netns, &s.path)?;
-        if same_value(&old, &s.value) {
-            continue;
-        }
-        // Saved before writing, so a failed write is undone too.
-        b.sysctl.push(SavedSysctl {
-            path: s.path.clone(),
-            old,
-            new: s.value.clone(),
-        });
-        write_sysctl(netns, &s.path, &s.value)?;
+    if !w.sysctls.is_empty() {
+        // One visit of the namespace for all of them: each visit is a thread.
+        netns
+            .run(|| -> CniResult<()> {
+                for s in &w.sysctls {
+                    let old = sysctl::read(&s.path).map_err(sysctl_err(&s.path))?;
+                    if same_value(&old, &s.value) {
+                        continue;
+                    }
+                    // Saved before writing, so a failed write is undone too.
+                    b.sysctl.push(SavedSysctl {
+                        path: s.path.clone(),
+                        old,
+                        new: s.value.clone(),
+                    });
+                    sysctl::write_if_different(&s.path, &s.value).map_err(sysctl_err(&s.path))?;
+                }
+                Ok(())
+            })
+            .map_err(kernel("failed to enter the container's namespace"))??;
     }
-    let Some(link) = link else { return Ok(()) };
+    let Some((nl, link)) = link else {
+        return Ok(());
+    };
     let i = link.index;
     if let Some(mac) = w.mac {
         nl.set_mac(i, mac)
@@ -566,18 +615,14 @@ impl Plugin for Tuning {
         let (c, w) = load(args, true)?;
         let mut prev = conf::required_prev_result(args, "tuning")?;
         let netns = conf::open_netns(&args.netns)?;
-        let mut nl = netns
-            .netlink()
-            .map_err(kernel("failed to open netlink in the container"))?;
-        let link = if w.touches_link() {
-            Some(link_by_name(&mut nl, &args.ifname)?)
-        } else {
-            None
+        // Netlink in the container only for link attributes.
+        let mut nl = container_netlink(&netns, w.touches_link())?;
+        let link = match nl.as_mut() {
+            Some(nl) => Some(link_by_name(nl, &args.ifname)?),
+            None => None,
         };
         // Every sysctl must exist before anything changes.
-        for s in &w.sysctls {
-            read_sysctl(&netns, &s.path)?;
-        }
+        let olds = read_sysctls(&netns, &w.sysctls)?;
         let path = backup_path(&c.data_dir(), &args.container_id, &args.ifname);
         let mut backup = link
             .as_ref()
@@ -586,8 +631,7 @@ impl Plugin for Tuning {
         // The file is written before the first change, with every original
         // value it may need, so a crash halfway leaves enough for DEL.
         let mut planned = backup.clone();
-        for s in &w.sysctls {
-            let old = read_sysctl(&netns, &s.path)?;
+        for (s, old) in w.sysctls.iter().zip(olds) {
             if !same_value(&old, &s.value) {
                 planned.sysctl.push(SavedSysctl {
                     path: s.path.clone(),
@@ -599,8 +643,8 @@ impl Plugin for Tuning {
         if !planned.is_empty() {
             write_backup(&path, &planned)?;
         }
-        if let Err(e) = apply(&netns, &mut nl, link.as_ref(), &w, &mut backup) {
-            let failed = restore(&netns, &mut nl, link.as_ref(), &backup);
+        if let Err(e) = apply(&netns, nl.as_mut().zip(link.as_ref()), &w, &mut backup) {
+            let failed = restore(&netns, nl.as_mut().zip(link.as_ref()), &backup);
             if failed.is_empty() {
                 let _ = std::fs::remove_file(&path);
             } else {
@@ -642,15 +686,15 @@ impl Plugin for Tuning {
             remove();
             return Ok(());
         };
-        let mut nl = netns
-            .netlink()
-            .map_err(kernel("failed to open netlink in the container"))?;
-        let link = match nl.link_by_name(&args.ifname) {
-            Ok(l) => Some(l),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(kernel(format!("failed to get {:?}", args.ifname))(e)),
+        // Netlink in the container only for saved link attributes.
+        let mut nl = container_netlink(&netns, backup.has_link_settings())?;
+        let link = match nl.as_mut().map(|nl| nl.link_by_name(&args.ifname)) {
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) if e.is_not_found() => None,
+            Some(Err(e)) => return Err(kernel(format!("failed to get {:?}", args.ifname))(e)),
+            None => None,
         };
-        let failed = restore(&netns, &mut nl, link.as_ref(), &backup);
+        let failed = restore(&netns, nl.as_mut().zip(link.as_ref()), &backup);
         if failed.is_empty() {
             remove();
         } else {
