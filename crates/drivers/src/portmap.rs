@@ -389,10 +389,8 @@ pub fn add(
     let profiles = conditions::all(store.root());
     // A previous ADD of the same attachment: its elements go first.
     let previous = store.load(a)?;
-    store.save(
-        a,
-        &Record::of(a, merged(previous.as_ref(), &els), Vec::new()),
-    )?;
+    let during = merged(previous.as_ref(), &els);
+    store.save(a, &Record::of(a, during.clone(), Vec::new()))?;
     let t = table();
     let mut b = Batch::new();
     structure(&mut b, &profiles)?;
@@ -423,7 +421,11 @@ pub fn add(
             return Err(Error::kernel(format!("failed to publish ports in {t}"))(e));
         }
     }
-    store.save(a, &Record::of(a, els.clone(), Vec::new()))?;
+    // Usually (a first ADD) the record already says exactly this: no
+    // second write and fsync.
+    if during != els {
+        store.save(a, &Record::of(a, els.clone(), Vec::new()))?;
+    }
     // Flows that reached a now-published UDP port keep their un-NATed
     // conntrack entry while packets keep coming: drop them (best effort, as
     // the reference does).
