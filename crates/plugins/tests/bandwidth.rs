@@ -26,21 +26,13 @@ enum Impl {
 /// when `bw` is the reference), the reference for the rest.
 fn plugin_dir(bw: Impl) -> tempfile::TempDir {
     require_reference("bandwidth");
-    let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_ferry-plugin");
-    for e in ferry_plugins::REGISTRY {
-        if e.name == "bandwidth" && bw == Impl::Reference {
-            continue;
-        }
-        std::os::unix::fs::symlink(bin, dir.path().join(e.name)).unwrap();
-    }
-    for entry in std::fs::read_dir("/usr/lib/cni").unwrap().flatten() {
-        let target = dir.path().join(entry.file_name());
-        if !target.exists() {
-            std::os::unix::fs::symlink(entry.path(), target).unwrap();
-        }
-    }
-    dir
+    cni_path(
+        env!("CARGO_BIN_EXE_ferry-plugin"),
+        ferry_plugins::REGISTRY
+            .iter()
+            .map(|e| e.name)
+            .filter(|n| *n != "bandwidth" || bw == Impl::Ferry),
+    )
 }
 
 /// A network under test. Field order is drop order: the DELs registered in

@@ -10,18 +10,10 @@ use serde_json::{json, Value};
 
 /// CNI_PATH with Ferry for every type it implements, the reference for the rest.
 fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_ferry-plugin");
-    for e in ferry_plugins::REGISTRY {
-        std::os::unix::fs::symlink(bin, dir.path().join(e.name)).unwrap();
-    }
-    for entry in std::fs::read_dir("/usr/lib/cni").unwrap().flatten() {
-        let target = dir.path().join(entry.file_name());
-        if !target.exists() {
-            std::os::unix::fs::symlink(entry.path(), target).unwrap();
-        }
-    }
-    dir
+    cni_path(
+        env!("CARGO_BIN_EXE_ferry-plugin"),
+        ferry_plugins::REGISTRY.iter().map(|e| e.name),
+    )
 }
 
 /// A network under test. Field order is drop order: the DELs registered in

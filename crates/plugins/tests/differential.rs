@@ -16,18 +16,10 @@ use std::path::PathBuf;
 /// A CNI_PATH directory where every type Ferry implements is Ferry's, and
 /// the rest are the reference's.
 fn ferry_plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_ferry-plugin");
-    for e in ferry_plugins::REGISTRY {
-        std::os::unix::fs::symlink(bin, dir.path().join(e.name)).unwrap();
-    }
-    for entry in std::fs::read_dir("/usr/lib/cni").unwrap().flatten() {
-        let target = dir.path().join(entry.file_name());
-        if !target.exists() {
-            std::os::unix::fs::symlink(entry.path(), target).unwrap();
-        }
-    }
-    dir
+    cni_path(
+        env!("CARGO_BIN_EXE_ferry-plugin"),
+        ferry_plugins::REGISTRY.iter().map(|e| e.name),
+    )
 }
 
 struct Observed {

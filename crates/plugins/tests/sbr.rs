@@ -35,19 +35,13 @@ const FERRY: &str = env!("CARGO_BIN_EXE_ferry-plugin");
 /// CNI_PATH: Ferry for every type it implements, except `reference_for`,
 /// which is the reference's; the reference for the rest.
 fn plugin_dir(reference_for: Option<&str>) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for e in ferry_plugins::REGISTRY {
-        if Some(e.name) != reference_for {
-            std::os::unix::fs::symlink(FERRY, dir.path().join(e.name)).unwrap();
-        }
-    }
-    for entry in std::fs::read_dir("/usr/lib/cni").unwrap().flatten() {
-        let target = dir.path().join(entry.file_name());
-        if !target.exists() {
-            std::os::unix::fs::symlink(entry.path(), target).unwrap();
-        }
-    }
-    dir
+    cni_path(
+        FERRY,
+        ferry_plugins::REGISTRY
+            .iter()
+            .map(|e| e.name)
+            .filter(|n| Some(*n) != reference_for),
+    )
 }
 
 /// One run of a conflist. Field order is drop order: the DELs in `dels`

@@ -66,6 +66,28 @@ pub fn require_reference(plugin: &str) -> PathBuf {
     p
 }
 
+/// A CNI_PATH directory: `ferry_bin` under each name of `ferry_types`, and
+/// the reference plugin of /usr/lib/cni under every other name.
+pub fn cni_path<'a>(
+    ferry_bin: &str,
+    ferry_types: impl IntoIterator<Item = &'a str>,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for t in ferry_types {
+        std::os::unix::fs::symlink(ferry_bin, dir.path().join(t)).expect("symlink");
+    }
+    for entry in std::fs::read_dir("/usr/lib/cni")
+        .expect("/usr/lib/cni: install the Debian package containernetworking-plugins")
+        .flatten()
+    {
+        let target = dir.path().join(entry.file_name());
+        if !target.exists() {
+            std::os::unix::fs::symlink(entry.path(), target).expect("symlink");
+        }
+    }
+    dir
+}
+
 /// A named network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
