@@ -20,7 +20,9 @@
 
 use std::sync::OnceLock;
 
-use netlink_packet_core::{DefaultNla, Nla, NlasIterator, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_core::{
+    DefaultNla, Nla, NlasIterator, NLM_F_CREATE, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE,
+};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionGeneric, TcActionMirrorOption, TcActionOption,
@@ -526,7 +528,44 @@ impl Netlink {
     /// The root qdisc of interface `ifindex` (`None` when the device has none,
     /// as a device that is down may not).
     pub fn root_qdisc(&mut self, ifindex: u32) -> Result<Option<Qdisc>> {
-        Ok(self.qdiscs(Some(ifindex))?.into_iter().find(Qdisc::is_root))
+        Ok(self.qdisc_at(ifindex, HANDLE_ROOT)?.filter(Qdisc::is_root))
+    }
+
+    /// The qdisc at the ingress attach point of `ifindex` (`ingress` or
+    /// `clsact`), if any.
+    pub fn ingress_qdisc(&mut self, ifindex: u32) -> Result<Option<Qdisc>> {
+        Ok(self
+            .qdisc_at(ifindex, HANDLE_INGRESS)?
+            .filter(|q| q.parent == HANDLE_INGRESS))
+    }
+
+    /// The qdisc attached at `parent` (root or ingress) of one device, by a
+    /// get: a dump walks every device of the namespace under RTNL, whatever
+    /// `tcm_ifindex` says (seconds on a node with 16,000 veths). The
+    /// kernel's built-in `noop` (what dumps leave out) counts as none.
+    fn qdisc_at(&mut self, ifindex: u32, parent: u32) -> Result<Option<Qdisc>> {
+        let m = tc_msg(ifindex, 0, parent, 0)?;
+        let op = format!(
+            "get qdisc parent {} on link #{ifindex}",
+            handle_string(parent)
+        );
+        // The kernel answers a qdisc get as a notification: only with
+        // NLM_F_ECHO does it reach the asker (and RTNLGRP_TC listeners see
+        // it as an unchanged qdisc's NEWQDISC).
+        let get = RouteNetlinkMessage::GetQueueDiscipline(m);
+        let replies = match self.request(get, NLM_F_ECHO, &op) {
+            Ok(r) => r,
+            // No ingress queue, or nothing there.
+            Err(e) if e.is_not_found() || e.errno() == Some(libc::EINVAL) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(replies
+            .into_iter()
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewQueueDiscipline(m) => Some(Qdisc::from_message(m)),
+                _ => None,
+            })
+            .filter(|q| q.kind != "noop"))
     }
 
     /// Adds a u32 filter that matches every packet (`match u32 0 0`) of
@@ -616,6 +655,16 @@ impl Netlink {
     /// Creates an IFB device (`ip link add NAME mtu MTU txqlen Q up type
     /// ifb`); `EEXIST` when the name is taken. Returns its index.
     pub fn create_ifb(&mut self, name: &str, mtu: Option<u32>, txqlen: Option<u32>) -> Result<u32> {
+        Ok(self.create_ifb_link(name, mtu, txqlen)?.index)
+    }
+
+    /// [`Netlink::create_ifb`], returning the new link as the kernel lists it.
+    pub fn create_ifb_link(
+        &mut self,
+        name: &str,
+        mtu: Option<u32>,
+        txqlen: Option<u32>,
+    ) -> Result<crate::Link> {
         check_ifname(name)?;
         let mut m = LinkMessage::default();
         m.header.flags = LinkFlags::Up;
@@ -634,7 +683,7 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
             &format!("create ifb {name}"),
         )?;
-        Ok(self.link_by_name(name)?.index)
+        self.link_by_name(name)
     }
 
     /// The transmit queue length of a link (`IFLA_TXQLEN`).

@@ -365,25 +365,21 @@ fn setup_egress(rb: &mut Rollback<'_>, host: &Link, name: &str, tbf: Tbf) -> Cni
             )))
         }
         Err(e) if e.is_not_found() => {
-            let txqlen = nl.txqlen(host.index).map_err(kernel(format!(
-                "failed to read the txqlen of {}",
-                host.name
-            )))?;
-            let index = nl
-                .create_ifb(name, host.mtu, txqlen)
+            // The host link was just read: its txqlen needs no second look.
+            let l = nl
+                .create_ifb_link(name, host.mtu, host.txqlen)
                 .map_err(kernel(format!("failed to create ifb {name}")))?;
-            rb.ifb = Some(index);
-            nl.link_by_index(index)
-                .map_err(kernel(format!("failed to read ifb {name}")))?
+            rb.ifb = Some(l.index);
+            l
         }
         Err(e) => return Err(kernel(format!("failed to look up {name}"))(e)),
     };
 
     // The ingress qdisc on the host veth is a shared attach point.
-    let qdiscs = nl
-        .qdiscs(Some(host.index))
+    let ingress = nl
+        .ingress_qdisc(host.index)
         .map_err(kernel(format!("failed to list qdiscs of {}", host.name)))?;
-    match qdiscs.iter().find(|q| q.parent == tc::HANDLE_INGRESS) {
+    match &ingress {
         Some(q) if q.kind == "ingress" => {}
         Some(q) => {
             return Err(CniError::internal(format!(
@@ -455,9 +451,8 @@ fn teardown_host(nl: &mut Netlink, host: &Link, ifb: Option<u32>) -> ferry_linux
         }
     }
     let has_ingress = nl
-        .qdiscs(Some(host.index))?
-        .iter()
-        .any(|q| q.kind == "ingress" && q.parent == tc::HANDLE_INGRESS);
+        .ingress_qdisc(host.index)?
+        .is_some_and(|q| q.kind == "ingress");
     if !has_ingress {
         return Ok(());
     }
