@@ -89,3 +89,8 @@ pub fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> 
     let context = context.into();
     move |e| CniError::new(code::INTERNAL, context, e.to_string())
 }
+
+/// An nftables socket in the plugin's (the node's) namespace.
+pub fn nft_socket() -> CniResult<ferry_linux::nft::Socket> {
+    ferry_linux::nft::Socket::new().map_err(kernel("failed to open an nftables socket"))
+}

@@ -58,10 +58,6 @@ fn bridge_of(prev: &CniResultType) -> CniResult<Option<String>> {
     Ok(None)
 }
 
-fn socket() -> CniResult<ferry_linux::nft::Socket> {
-    ferry_linux::nft::Socket::new().map_err(conf::kernel("failed to open an nftables socket"))
-}
-
 pub struct Firewall;
 
 impl Plugin for Firewall {
@@ -76,7 +72,7 @@ impl Plugin for Firewall {
         };
         let a = attachment(args, &c.name)?;
         let store = firewall::store(&ferry_drivers::state_dir());
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         // The host veths: host-side interfaces other than the bridge.
         let ports: Vec<String> = prev
             .interfaces
@@ -109,7 +105,7 @@ impl Plugin for Firewall {
         if store.load(&a).map_err(driver_err)?.is_none() && fallback.is_empty() {
             return Ok(());
         }
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         firewall::del(&mut sock, &store, &a, &fallback).map_err(driver_err)
     }
 
@@ -118,7 +114,7 @@ impl Plugin for Firewall {
         conf::required_prev_result(args, "firewall")?;
         let a = attachment(args, &c.name)?;
         let store = firewall::store(&ferry_drivers::state_dir());
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         firewall::check(&mut sock, &store, &a).map_err(driver_err)
     }
 
@@ -129,7 +125,7 @@ impl Plugin for Firewall {
         if store.attachments(&c.name).map_err(driver_err)?.is_empty() {
             return Ok(());
         }
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         firewall::gc(&mut sock, &store, &c.name, &valid).map_err(driver_err)
     }
 }

@@ -85,8 +85,7 @@ fn masq_attachment(args: &CmdArgs) -> CniResult<ferry_drivers::state::Attachment
 pub fn masq_add(args: &CmdArgs, addrs: &[ipnet::IpNet]) -> CniResult<()> {
     let a = masq_attachment(args)?;
     let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::masq::add(&mut sock, &store, &a, addrs).map_err(crate::portmap::driver_err)
 }
 
@@ -108,8 +107,7 @@ pub fn masq_del(args: &CmdArgs) -> CniResult<()> {
     {
         return Ok(());
     }
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::masq::del(&mut sock, &store, &a, &fallback).map_err(crate::portmap::driver_err)
 }
 
@@ -117,8 +115,7 @@ pub fn masq_del(args: &CmdArgs) -> CniResult<()> {
 pub fn masq_check(args: &CmdArgs) -> CniResult<()> {
     let a = masq_attachment(args)?;
     let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::masq::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
 }
 
@@ -127,8 +124,7 @@ pub fn masq_check(args: &CmdArgs) -> CniResult<()> {
 pub fn macspoof_add(args: &CmdArgs, host_veth: &str, mac: [u8; 6]) -> CniResult<()> {
     let a = masq_attachment(args)?;
     let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::macspoof::add(&mut sock, &store, &a, host_veth, mac)
         .map_err(crate::portmap::driver_err)
 }
@@ -145,8 +141,7 @@ pub fn macspoof_del(args: &CmdArgs) -> CniResult<()> {
     {
         return Ok(());
     }
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::macspoof::del(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
 }
 
@@ -154,8 +149,7 @@ pub fn macspoof_del(args: &CmdArgs) -> CniResult<()> {
 pub fn macspoof_check(args: &CmdArgs) -> CniResult<()> {
     let a = masq_attachment(args)?;
     let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::macspoof::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
 }
 
@@ -176,8 +170,7 @@ pub fn macspoof_gc(args: &CmdArgs) -> CniResult<()> {
         return Ok(());
     }
     let valid = crate::portmap::valid_attachments(args)?;
-    let mut sock = ferry_linux::nft::Socket::new()
-        .map_err(crate::conf::kernel("failed to open an nftables socket"))?;
+    let mut sock = crate::conf::nft_socket()?;
     ferry_drivers::state::collect(
         &mut sock,
         &store,

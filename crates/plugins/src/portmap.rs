@@ -163,10 +163,6 @@ pub fn valid_attachments(args: &CmdArgs) -> CniResult<HashSet<(String, String)>>
     Ok(out)
 }
 
-fn socket() -> CniResult<ferry_linux::nft::Socket> {
-    ferry_linux::nft::Socket::new().map_err(conf::kernel("failed to open an nftables socket"))
-}
-
 /// Sets `route_localnet` on the host interfaces of the result (the bridge,
 /// or a ptp host veth), so 127.0.0.1-sourced connections DNATed to the
 /// container may be routed to it.
@@ -200,7 +196,7 @@ impl Plugin for PortMap {
         }
         let target = Target::from_addrs(&container_addrs(&prev));
         let a = attachment(args, &l.conf.name)?;
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         let store = portmap::store(&ferry_drivers::state_dir());
         let added = portmap::add(
             &mut sock,
@@ -225,7 +221,7 @@ impl Plugin for PortMap {
         if store.load(&a).map_err(driver_err)?.is_none() {
             return Ok(());
         }
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         portmap::del(&mut sock, &store, &a).map_err(driver_err)
     }
 
@@ -237,7 +233,7 @@ impl Plugin for PortMap {
         }
         let a = attachment(args, &l.conf.name)?;
         let store = portmap::store(&ferry_drivers::state_dir());
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         portmap::check(&mut sock, &store, &a).map_err(driver_err)
     }
 
@@ -248,7 +244,7 @@ impl Plugin for PortMap {
         if store.attachments(&c.name).map_err(driver_err)?.is_empty() {
             return Ok(());
         }
-        let mut sock = socket()?;
+        let mut sock = conf::nft_socket()?;
         portmap::gc(&mut sock, &store, &c.name, &valid).map_err(driver_err)
     }
 }
