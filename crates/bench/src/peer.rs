@@ -268,6 +268,18 @@ pub fn del_tracked(j: &Janitor, peer: &Peer, a: &Att, ticket: Ticket) -> Result<
     Ok(dt)
 }
 
+/// The host end of the container's veth in a CNI ADD result: the interface
+/// outside the sandbox named `veth...` (bridge and ptp, Ferry and reference).
+pub fn host_veth(v: &Value) -> Option<String> {
+    v["interfaces"]
+        .as_array()?
+        .iter()
+        .filter(|i| i["sandbox"].as_str().unwrap_or("").is_empty())
+        .filter_map(|i| i["name"].as_str())
+        .find(|n| n.starts_with("veth"))
+        .map(str::to_string)
+}
+
 /// IPv4 and IPv6 addresses in an ADD result (CNI or netavark).
 pub fn result_addresses(v: &Value) -> Vec<String> {
     let mut out = Vec::new();

@@ -245,7 +245,10 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         w,
         "\nTimes in ms, p50 with p95 in parentheses; ratios are of p50s. Ferry and the \
          reference run through the same runtime (Ferry's libcni-compatible `CniConfig`, \
-         result cache on tmpfs), alternating per cycle, after one untimed warm-up cycle each.\n"
+         result cache on tmpfs), alternating per cycle, after one untimed warm-up cycle each. \
+         DEL is the plugin chain's run; DEL-gone runs from the DEL's start until the host end \
+         of the veth has left the node (Ferry's DEL leaves the kernel's part of the delete to \
+         a detached child).\n"
     );
 
     let _ = writeln!(w, "## Summary\n");
@@ -265,7 +268,10 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         if !has(rows, s) {
             continue;
         }
-        for op in ["ADD", "DEL"] {
+        for op in ["ADD", "DEL", "DEL-gone"] {
+            if op == "DEL-gone" && !rows.iter().any(|r| r.scenario == s && r.op == op) {
+                continue;
+            }
             let f = p50(rows, s, "ferry", op);
             let _ = writeln!(
                 w,
@@ -282,7 +288,7 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         }
     }
     if has(rows, S4) {
-        for op in ["ADD-phase", "DEL-phase"] {
+        for op in ["ADD-phase", "DEL-phase", "DEL-phase-gone"] {
             let f = p50(rows, S4, "ferry", op);
             let r = p50(rows, S4, "reference", op);
             let _ = writeln!(

@@ -4,7 +4,9 @@
 
 use crate::cleanup::{check_stop, Ticket};
 use crate::ctx::Ctx;
-use crate::peer::{add_tracked, del_tracked, result_addresses, Att, Engine, Netavark, Part, Peer};
+use crate::peer::{
+    add_tracked, del_tracked, host_veth, result_addresses, Att, Engine, Netavark, Part, Peer,
+};
 use crate::util::{self, ms};
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::CniConfig;
@@ -266,11 +268,26 @@ fn netavark_peer(
     }
 }
 
+/// One ADD/DEL cycle: ADD, DEL, and from the DEL's start until the host end
+/// of the veth is gone (None when the result names no host veth).
+struct Timings {
+    add: Duration,
+    del: Duration,
+    gone: Option<Duration>,
+}
+
 /// ADD then DEL of one attachment, timed separately.
-fn cycle(ctx: &Ctx, peer: &Arc<Peer>, att: &Att) -> Result<(Duration, Duration), String> {
-    let (_, add, ticket) = add_tracked(&ctx.janitor, peer, att)?;
+fn cycle(ctx: &Ctx, peer: &Arc<Peer>, att: &Att) -> Result<Timings, String> {
+    let (v, add, ticket) = add_tracked(&ctx.janitor, peer, att)?;
+    let host = host_veth(&v);
+    let t = Instant::now();
     let del = del_tracked(&ctx.janitor, peer, att, ticket)?;
-    Ok((add, del))
+    let gone = match host {
+        Some(h) if util::wait_links_gone(std::slice::from_ref(&h)) => Some(t.elapsed()),
+        Some(h) => return Err(format!("host veth {h} still there 10 s after DEL")),
+        None => None,
+    };
+    Ok(Timings { add, del, gone })
 }
 
 /// Sequential ADD/DEL cycles, participants interleaved (each cycle starts
@@ -303,9 +320,12 @@ fn sequential(
             let (p, ns) = &peers[idx];
             let att = p.att(&format!("{}-{short}{}-{c}", ctx.tag, p.part.code()), ns, 0);
             match cycle(ctx, p, &att) {
-                Ok((add, del)) => {
-                    ctx.record(s, p.part.label(), "ADD", c, 1, ms(add), "ms");
-                    ctx.record(s, p.part.label(), "DEL", c, 1, ms(del), "ms");
+                Ok(t) => {
+                    ctx.record(s, p.part.label(), "ADD", c, 1, ms(t.add), "ms");
+                    ctx.record(s, p.part.label(), "DEL", c, 1, ms(t.del), "ms");
+                    if let Some(g) = t.gone {
+                        ctx.record(s, p.part.label(), "DEL-gone", c, 1, ms(g), "ms");
+                    }
                 }
                 Err(e) if p.optional => {
                     ctx.note(s, format!("{} dropped at cycle {c}: {e}", p.part.label()));
@@ -645,10 +665,12 @@ pub fn parallel_phases(ctx: &Ctx) -> Result<(), String> {
             ctx.record(S4, label, "ADD-phase", round, 0, ms(wall), "ms");
             let mut ips = BTreeSet::new();
             let mut tickets: Vec<Option<Ticket>> = Vec::new();
+            let mut hosts = Vec::new();
             for r in adds {
                 match r {
                     Ok((v, dt, t)) => {
                         ctx.record(S4, label, "ADD", round, 0, ms(dt), "ms");
+                        hosts.extend(host_veth(&v));
                         ips.extend(result_addresses(&v).into_iter().filter(|a| a.contains('.')));
                         tickets.push(Some(t));
                     }
@@ -667,11 +689,18 @@ pub fn parallel_phases(ctx: &Ctx) -> Result<(), String> {
                 ips.len() as f64,
                 "count",
             );
+            let start = Instant::now();
             let (wall, dels) = parallel(count, ctx.sizes.parallel, |i| match tickets[i] {
                 Some(t) => del_tracked(&ctx.janitor, p, &atts[i], t),
                 None => Ok(Duration::ZERO),
             });
             ctx.record(S4, label, "DEL-phase", round, count, ms(wall), "ms");
+            if util::wait_links_gone(&hosts) {
+                let gone = start.elapsed();
+                ctx.record(S4, label, "DEL-phase-gone", round, count, ms(gone), "ms");
+            } else {
+                failure.get_or_insert(format!("{label}: host veths still there 10 s after DEL"));
+            }
             for r in dels {
                 match r {
                     Ok(dt) if !dt.is_zero() => ctx.record(S4, label, "DEL", round, 0, ms(dt), "ms"),

@@ -55,6 +55,27 @@ pub fn link_exists(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Waits until none of the host links `names` exists (polling every 0.2 ms,
+/// at most 10 s); returns false on timeout.
+pub fn wait_links_gone(names: &[String]) -> bool {
+    let Ok(mut nl) = Netlink::new() else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut left: Vec<&String> = names.iter().collect();
+    while !left.is_empty() {
+        left.retain(|n| !matches!(nl.link_by_name(n), Err(e) if e.is_not_found()));
+        if left.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    true
+}
+
 /// Registers host link `name` (created by a plugin or by us) for removal.
 pub fn own_link(j: &Janitor, name: &str) -> Ticket {
     let n = name.to_string();

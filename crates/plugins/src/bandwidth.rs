@@ -36,11 +36,12 @@
 //! named after the attachment and removed by its DEL.
 
 use crate::conf::{self, kernel};
+use crate::detach;
 use ferry_cni::result::{Interface, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
 use ferry_linux::tc::{self, Mode, Qdisc, QdiscSpec, Tbf};
-use ferry_linux::{Link, Netlink};
+use ferry_linux::{Link, Netlink, Netns};
 use serde_json::Value;
 
 /// Prefix of the IFB devices' names.
@@ -555,12 +556,10 @@ impl Plugin for Bandwidth {
             }
         }
         if let Some(index) = ifb {
-            match nl.delete_link(index) {
-                Err(e) if !e.is_not_found() => {
-                    return Err(kernel(format!("failed to delete ifb {name}"))(e))
-                }
-                _ => {}
-            }
+            let node = Netns::current().map_err(kernel("failed to open the node's namespace"))?;
+            detach::start(&node, nl, index)
+                .map_err(kernel(format!("failed to delete ifb {name}")))?
+                .finish();
         }
         Ok(())
     }

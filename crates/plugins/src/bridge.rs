@@ -3,7 +3,7 @@
 //! gateway address on the bridge. Config keys and defaults as the reference.
 
 use crate::conf::{self, kernel};
-use crate::{delegate, iface, netconf, veth};
+use crate::{delegate, detach, iface, netconf, veth};
 use ferry_cni::result::{Interface, Result as CniResultType, Route};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
@@ -274,9 +274,7 @@ impl Drop for Rollback<'_> {
         if !self.armed {
             return;
         }
-        if let Ok(mut nl) = self.netns.netlink() {
-            let _ = veth::delete_in_container(&mut nl, &self.args.ifname);
-        }
+        let _ = detach::start_by_name(self.netns, &self.args.ifname).map(detach::Pending::finish);
         if let Some(t) = &self.ipam {
             let _ = delegate::ipam_pass(t, "DEL", self.args);
         }
@@ -427,6 +425,9 @@ impl Plugin for Bridge {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let c: BridgeConf = conf::parse(args)?;
+        // The link goes first so that the kernel's part of the delete runs
+        // while the rest of DEL (IPAM, nftables) does: see crate::detach.
+        let link = detach::start_in_netns(&args.netns, &args.ifname);
         if netconf::ip_masq(args)? {
             netconf::masq_del(args)?;
         }
@@ -437,13 +438,7 @@ impl Plugin for Bridge {
             let t = conf::ipam_type(args)?;
             delegate::ipam_pass(&t, "DEL", args)?;
         }
-        let Some(netns) = conf::open_netns_for_del(&args.netns) else {
-            return Ok(());
-        };
-        let Ok(mut nl) = netns.netlink() else {
-            return Ok(());
-        };
-        veth::delete_in_container(&mut nl, &args.ifname)?;
+        link?.finish();
         Ok(())
     }
 

@@ -104,6 +104,8 @@ pub fn configure(
 /// Waits until no IPv6 address on the link is tentative (DAD finished).
 pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> CniResult<()> {
     let start = Instant::now();
+    // Short polls first: the kernel often clears the flag within a millisecond.
+    let mut pause = Duration::from_micros(200);
     loop {
         let addrs = nl
             .addresses(Some(index), Family::V6)
@@ -117,7 +119,8 @@ pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> CniResult<()> 
                 DAD_TIMEOUT.as_secs()
             )));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 

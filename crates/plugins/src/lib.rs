@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
+pub mod detach;
 pub mod firewall;
 pub mod host_device;
 pub mod host_local;

@@ -5,7 +5,7 @@
 //! result has no IPs. Config keys and defaults as the reference plugin.
 
 use crate::conf::{self, kernel};
-use crate::{delegate, iface, linkattr, netconf};
+use crate::{delegate, detach, iface, linkattr, netconf};
 use ferry_cni::result::{Dns, Interface, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{code, CniError, CniResult};
@@ -311,10 +311,13 @@ impl Plugin for Macvlan {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _: MacvlanConf = conf::parse(args)?;
+        // The link goes first: the kernel's part of its delete overlaps IPAM's DEL.
+        let link = detach::start_in_netns(&args.netns, &args.ifname);
         if let Some(t) = conf::optional_ipam_type(args)? {
             delegate::ipam_pass(&t, "DEL", args)?;
         }
-        delete_in_netns(&args.netns, &args.ifname)
+        link?.finish();
+        Ok(())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
@@ -406,26 +409,6 @@ pub(crate) fn check_mac(want: &Interface, link: &Link) -> CniResult<()> {
         )));
     }
     Ok(())
-}
-
-/// DEL of a link the plugin created in the container: a missing namespace
-/// or link is success.
-pub(crate) fn delete_in_netns(netns: &str, ifname: &str) -> CniResult<()> {
-    let Some(ns) = conf::open_netns_for_del(netns) else {
-        return Ok(());
-    };
-    let mut nl = ns
-        .netlink()
-        .map_err(kernel("failed to open netlink in the container"))?;
-    match nl.link_by_name(ifname) {
-        Ok(link) => match nl.delete_link(link.index) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(kernel(format!("failed to delete {ifname}"))(e)),
-        },
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(kernel(format!("failed to look up {ifname}"))(e)),
-    }
 }
 
 #[cfg(test)]

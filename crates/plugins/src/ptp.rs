@@ -4,7 +4,7 @@
 //! to the gateway with everything else via it. As the reference plugin.
 
 use crate::conf::{self, kernel};
-use crate::{delegate, iface, netconf, veth};
+use crate::{delegate, detach, iface, netconf, veth};
 use ferry_cni::result::{Interface, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
@@ -53,8 +53,8 @@ impl Drop for Rollback<'_> {
         if !self.armed {
             return;
         }
-        if let Some(Ok(mut nl)) = self.netns.map(|n| n.netlink()) {
-            let _ = veth::delete_in_container(&mut nl, &self.args.ifname);
+        if let Some(netns) = self.netns {
+            let _ = detach::start_by_name(netns, &self.args.ifname).map(detach::Pending::finish);
         }
         let _ = delegate::ipam_pass(self.ipam, "DEL", self.args);
     }
@@ -190,18 +190,15 @@ impl Plugin for Ptp {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _c: PtpConf = conf::parse(args)?;
+        // The link goes first so that the kernel's part of the delete runs
+        // while the rest of DEL (IPAM, nftables) does: see crate::detach.
+        let link = detach::start_in_netns(&args.netns, &args.ifname);
         if netconf::ip_masq(args)? {
             netconf::masq_del(args)?;
         }
         let ipam_type = conf::ipam_type(args)?;
         delegate::ipam_pass(&ipam_type, "DEL", args)?;
-        let Some(netns) = conf::open_netns_for_del(&args.netns) else {
-            return Ok(());
-        };
-        let Ok(mut nl) = netns.netlink() else {
-            return Ok(());
-        };
-        veth::delete_in_container(&mut nl, &args.ifname)?;
+        link?.finish();
         Ok(())
     }
 

@@ -5,10 +5,8 @@
 //! to CNI_IFNAME, as the reference. IPAM is optional.
 
 use crate::conf::{self, kernel};
-use crate::macvlan::{
-    check_mac, container_interface, delete_in_netns, ifname_exists, mac_string, notify_sysctls,
-};
-use crate::{delegate, iface, linkattr, netconf};
+use crate::macvlan::{check_mac, container_interface, ifname_exists, mac_string, notify_sysctls};
+use crate::{delegate, detach, iface, linkattr, netconf};
 use ferry_cni::result::{Dns, Interface, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{code, CniError, CniResult};
@@ -189,10 +187,13 @@ impl Plugin for Tap {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _: TapConf = conf::parse(args)?;
+        // The link goes first: the kernel's part of its delete overlaps IPAM's DEL.
+        let link = detach::start_in_netns(&args.netns, &args.ifname);
         if let Some(t) = conf::optional_ipam_type(args)? {
             delegate::ipam_pass(&t, "DEL", args)?;
         }
-        delete_in_netns(&args.netns, &args.ifname)
+        link?.finish();
+        Ok(())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {

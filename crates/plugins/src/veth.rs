@@ -99,20 +99,6 @@ pub fn create(
     ))
 }
 
-/// Deletes the container end (which takes the host end with it); missing is fine.
-/// Returns whether a link was deleted.
-pub fn delete_in_container(cont_nl: &mut Netlink, ifname: &str) -> CniResult<bool> {
-    match cont_nl.link_by_name(ifname) {
-        Ok(link) => match cont_nl.delete_link(link.index) {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(kernel(format!("failed to delete {ifname}"))(e)),
-        },
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(kernel(format!("failed to look up {ifname}"))(e)),
-    }
-}
-
 /// CHECK: the container end named in prevResult: its index in
 /// `prev.interfaces` and the link, which must exist and be a veth.
 pub fn container_end(

@@ -451,3 +451,59 @@ fn cni_1_1_0_gc_removes_exactly_the_stale_and_status_reports_exhaustion() {
     net.rt.status_network_list(&net.list).unwrap();
     assert!(net.leases().is_empty());
 }
+
+/// DEL leaves the kernel's slow part of the veth delete to a detached child
+/// (`ferry_plugins::detach`), but its promise stands: when DEL answers, the
+/// name is free in the container and both ends are gone from their
+/// namespaces, so ADD with the same name can follow at once.
+#[test]
+fn del_frees_the_interface_before_it_answers() {
+    let br = unique("tbd");
+    let mut cleanup = Cleanup::default();
+    cleanup.link(&br);
+    for (case, plugin) in [
+        (
+            "bridge",
+            json!({"type": "bridge", "bridge": br,
+                   "ipam": {"type": "host-local", "subnet": "198.18.38.0/24"}}),
+        ),
+        (
+            "ptp",
+            json!({"type": "ptp", "ipam": {"type": "host-local", "subnet": "198.18.39.0/24"}}),
+        ),
+    ] {
+        let net = Net::new(&unique("t-df"), json!([plugin]));
+        let ns = Netns::new("tdf");
+        for round in 0..5 {
+            let att = net.att(&ns, &format!("df-{round}"));
+            let r = net.add(&att);
+            let host = r["interfaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["sandbox"].is_null())
+                .filter_map(|i| i["name"].as_str())
+                .find(|n| n.starts_with("veth"))
+                .unwrap_or_else(|| panic!("{case}: no host veth in {r}"))
+                .to_string();
+            net.del(&att);
+            // Asked over netlink at once, not through `ip`, which takes longer
+            // to start than the kernel takes to unlist a link.
+            let gone = ferry_linux::Netlink::new()
+                .unwrap()
+                .link_by_name(&host)
+                .is_err_and(|e| e.is_not_found());
+            assert!(
+                gone,
+                "{case}: host veth {host} still there when DEL answered"
+            );
+            let inside = ns.exec("ip -o link show");
+            assert_eq!(
+                inside.lines().count(),
+                1,
+                "{case}: round {round}: links left in the container:\n{inside}"
+            );
+        }
+        assert!(net.leases().is_empty(), "{case}: {:?}", net.leases());
+    }
+}

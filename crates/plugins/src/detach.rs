@@ -1,0 +1,186 @@
+//! Deleting a container's link without making DEL wait for the kernel.
+//!
+//! Unregistering a network device ends in an RCU barrier: whoever sends the
+//! delete sits 15-40 ms in the kernel while using almost no CPU, and moving the
+//! device to another namespace ends in the same wait. DEL does not need to sit
+//! there. It takes the link out of the container's way at once (down, then
+//! renamed `dying` + 8 hex digits, so the same CNI_IFNAME can be added again
+//! right away) and forks itself once: the child, detached from the runtime's
+//! pipes and process group, sends the delete and exits. Nothing is executed
+//! (the child is this process, running four system calls), and when the fork
+//! fails the delete is done in place. DEL still answers only once the link
+//! (and a veth's peer) has left every namespace, which the kernel does
+//! within a millisecond or so, before its long wait.
+//!
+//! Meant for a plugin process, which exits right after DEL: the child is
+//! not waited for, so the init process (or the runtime, when it is a
+//! subreaper) reaps it.
+
+use crate::conf::{self, kernel};
+use ferry_cni::CniResult;
+use ferry_linux::{Netlink, Netns};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+/// `RTM_DELLINK` from linux/rtnetlink.h.
+const RTM_DELLINK: u16 = 17;
+
+/// A link whose delete has been handed to a detached child.
+#[must_use = "finish() waits until the link has left its namespace"]
+pub struct Pending {
+    nl: Option<Netlink>,
+    index: u32,
+}
+
+impl Pending {
+    /// Nothing to wait for.
+    pub fn none() -> Pending {
+        Pending { nl: None, index: 0 }
+    }
+
+    /// Waits (at most a second) until the link has left its namespace. The
+    /// kernel unlists a deleted link, and a veth's peer with it, a
+    /// millisecond or so after the delete was sent, before its long wait;
+    /// waiting for that much keeps DEL's promise that the interfaces are
+    /// gone when it answers. Work done between [`start`] and this overlaps
+    /// with the kernel's.
+    pub fn finish(self) {
+        let Some(mut nl) = self.nl else {
+            return;
+        };
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let mut pause = Duration::from_micros(50);
+        while Instant::now() < deadline {
+            if nl.link_by_index(self.index).is_err() {
+                return;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
+/// Takes link `index` out of the namespace `nl` speaks for (`netns`): down
+/// and renamed at once, deleted by a detached child. Errors are those of the
+/// in-place fallback; a link that is already gone is not an error.
+pub fn start(netns: &Netns, mut nl: Netlink, index: u32) -> ferry_linux::Result<Pending> {
+    if let Err(e) = step_aside(&mut nl, index) {
+        if e.is_not_found() {
+            return Ok(Pending::none());
+        }
+        nl.delete_link(index)?;
+        return Ok(Pending::none());
+    }
+    if !spawn_deleter(netns, index) {
+        nl.delete_link(index)?;
+        return Ok(Pending::none());
+    }
+    Ok(Pending {
+        nl: Some(nl),
+        index,
+    })
+}
+
+/// Starts deleting the link `ifname` in `netns` (for a veth, the peer goes
+/// with it). A link or namespace that is already gone is success. The name
+/// is free when this returns; `finish()` the result once the rest of DEL is
+/// done.
+pub fn start_by_name(netns: &Netns, ifname: &str) -> CniResult<Pending> {
+    // A namespace that cannot be entered any more has no links to delete.
+    let Ok(mut nl) = netns.netlink() else {
+        return Ok(Pending::none());
+    };
+    match nl.link_by_name(ifname) {
+        Ok(link) => {
+            start(netns, nl, link.index).map_err(kernel(format!("failed to delete {ifname}")))
+        }
+        Err(e) if e.is_not_found() => Ok(Pending::none()),
+        Err(e) => Err(kernel(format!("failed to look up {ifname}"))(e)),
+    }
+}
+
+/// [`start_by_name`] in the namespace at `path` (CNI_NETNS); a path that is
+/// empty or no longer a namespace is success.
+pub fn start_in_netns(path: &str, ifname: &str) -> CniResult<Pending> {
+    match conf::open_netns_for_del(path) {
+        Some(netns) => start_by_name(&netns, ifname),
+        None => Ok(Pending::none()),
+    }
+}
+
+/// Frees the link's name: the kernel renames only a link that is down.
+fn step_aside(nl: &mut Netlink, index: u32) -> ferry_linux::Result<()> {
+    nl.set_down(index)?;
+    let mut last = None;
+    for _ in 0..3 {
+        let name = match dying_name() {
+            Some(n) => n,
+            None => break,
+        };
+        match nl.rename(index, &name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_exists() => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        ferry_linux::Error::InvalidArgument("no random name for a dying link".into())
+    }))
+}
+
+fn dying_name() -> Option<String> {
+    let mut buf = [0u8; 4];
+    // SAFETY: buf is a valid, writable 4-byte buffer for the duration of the call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    (n == buf.len() as isize).then(|| format!("dying{:08x}", u32::from_ne_bytes(buf)))
+}
+
+/// Forks a child that enters `netns` and deletes link `index`; returns
+/// whether the child was started. Everything the child touches is prepared
+/// here, so between fork and `_exit` it only makes system calls.
+fn spawn_deleter(netns: &Netns, index: u32) -> bool {
+    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes), no ACK asked: the child
+    // has nobody to report to, and send() returns once the kernel is done.
+    let mut msg = [0u8; 32];
+    msg[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    msg[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
+    msg[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    msg[16] = libc::AF_UNSPEC as u8;
+    msg[20..24].copy_from_slice(&(index as i32).to_ne_bytes());
+    let ns_fd = netns.as_raw_fd();
+    let dev_null = c"/dev/null";
+    // SAFETY: the plugin is single-threaded here (its helper threads are
+    // scoped and joined), and the child only makes async-signal-safe system
+    // calls on memory prepared before the fork, then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => false,
+        0 => unsafe {
+            libc::setsid();
+            let null = libc::open(dev_null.as_ptr(), libc::O_RDWR);
+            if null >= 0 {
+                for fd in 0..3 {
+                    libc::dup2(null, fd);
+                }
+            }
+            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                libc::_exit(1);
+            }
+            // Drop every other descriptor: the runtime's pipes must see EOF
+            // when the plugin exits, and no lock may outlive it.
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            let sock = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            );
+            if sock < 0 {
+                libc::_exit(1);
+            }
+            let sent = libc::send(sock, msg.as_ptr().cast(), msg.len(), 0);
+            libc::_exit(if sent == msg.len() as isize { 0 } else { 1 })
+        },
+        _ => true,
+    }
+}
