@@ -8,5 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --locked --bins
-./target/release/ferry plugins install --dir /opt/cni/bin --force
-exec ./target/release/ferryd "$@"
+# .cargo/config.toml builds for the host tuple explicitly (static binaries).
+bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/release"
+"$bin/ferry" plugins install --dir /opt/cni/bin --force
+exec "$bin/ferryd" "$@"

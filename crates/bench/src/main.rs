@@ -200,12 +200,21 @@ fn sibling_binary(
     let dir = exe.parent().ok_or("no directory for this executable")?;
     let candidate = dir.join(bin);
     let profile_dir = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    let target_dir = dir.parent();
+    // The target dir is the ancestor cargo marked with CACHEDIR.TAG: with an
+    // explicit build target (.cargo/config.toml) binaries sit one level
+    // deeper, in target/<tuple>/<profile>.
+    let target_dir = dir
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("CACHEDIR.TAG").exists())
+        .or(dir.parent());
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = workspace_root().join("Cargo.toml");
     if let (Some(profile), Some(target)) = (profile_dir, target_dir) {
         if manifest.exists() {
             let mut cmd = Command::new(&cargo);
+            // From the workspace root, so cargo reads its .cargo/config.toml.
+            cmd.current_dir(workspace_root());
             cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
                 .arg("--manifest-path")
                 .arg(&manifest)
