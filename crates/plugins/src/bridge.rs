@@ -320,6 +320,7 @@ impl Plugin for Bridge {
             &args.ifname,
             c.mtu(),
             mac,
+            true,
         )?;
         host_nl
             .set_master(pair.host.index, br.index)

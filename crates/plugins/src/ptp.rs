@@ -90,7 +90,15 @@ impl Plugin for Ptp {
         }
 
         let mtu = (c.mtu > 0).then_some(c.mtu as u32);
-        let pair = veth::create(&mut host_nl, &mut cont_nl, &netns, &args.ifname, mtu, None)?;
+        let pair = veth::create(
+            &mut host_nl,
+            &mut cont_nl,
+            &netns,
+            &args.ifname,
+            mtu,
+            None,
+            has_v6,
+        )?;
         let mut result = CniResultType {
             cni_version: args.cni_version.clone(),
             ips: ipam.ips,

@@ -507,3 +507,49 @@ fn del_frees_the_interface_before_it_answers() {
         assert!(net.leases().is_empty(), "{case}: {:?}", net.leases());
     }
 }
+
+/// An IPv4-only ptp attachment turns IPv6 off on its host veth (each host
+/// end with IPv6 made every later ADD walk more IPv6 routes); IPv4 between
+/// two containers still works, and a dual-stack one keeps IPv6 on.
+#[test]
+fn ptp_ipv4_only_host_veth_has_no_ipv6() {
+    let net = Net::new(
+        &unique("t-p4"),
+        json!([{"type": "ptp", "ipam": {"type": "host-local", "subnet": "198.18.40.0/24"}}]),
+    );
+    let (a, b) = (Netns::new("tqa"), Netns::new("tqb"));
+    let ra = net.add(&net.att(&a, "q-a"));
+    let rb = net.add(&net.att(&b, "q-b"));
+    let host_a = ra["interfaces"][0]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        sh(&format!(
+            "cat /proc/sys/net/ipv6/conf/{host_a}/disable_ipv6"
+        ))
+        .trim(),
+        "1"
+    );
+    assert!(
+        !sh(&format!("ip -6 addr show dev {host_a}")).contains("fe80"),
+        "{host_a} has an IPv6 link-local address"
+    );
+    assert!(
+        ping(&a, &addresses(&rb)[0]),
+        "a cannot reach b over ptp IPv4"
+    );
+
+    let dual = Net::new(
+        &unique("t-p46"),
+        json!([{"type": "ptp", "ipam": {"type": "host-local",
+                "ranges": [[{"subnet": "198.18.41.0/24"}], [{"subnet": "fd00:32:4::/64"}]]}}]),
+    );
+    let c = Netns::new("tqc");
+    let rc = dual.add(&dual.att(&c, "q-c"));
+    let host_c = rc["interfaces"][0]["name"].as_str().unwrap();
+    assert_eq!(
+        sh(&format!(
+            "cat /proc/sys/net/ipv6/conf/{host_c}/disable_ipv6"
+        ))
+        .trim(),
+        "0"
+    );
+}
