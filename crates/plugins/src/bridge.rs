@@ -320,7 +320,8 @@ impl Plugin for Bridge {
             &args.ifname,
             c.mtu(),
             mac,
-            true,
+            // A bridge port forwards IPv6 frames without IPv6 of its own.
+            false,
         )?;
         host_nl
             .set_master(pair.host.index, br.index)

@@ -44,8 +44,8 @@ pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> CniResult<()> {
 
 /// Creates the pair. Fails with code 4 when `ifname` already exists in the container.
 ///
-/// `host_ipv6: false` turns IPv6 off on the host end before it comes up:
-/// an IPv4-only attachment has no use for it, and every host end with IPv6
+/// `host_ipv6: false` turns IPv6 off on the host end before it comes up (a
+/// bridge port, an IPv4-only ptp attachment): it has no use for it, and every host end with IPv6
 /// adds an `fe80::/64` route to the node's one fib6 node for that prefix,
 /// while bringing a link up walks every IPv6 route of the node
 /// (`fib6_ifup`), so each ADD got slower with every container on the node

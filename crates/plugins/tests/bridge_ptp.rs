@@ -135,6 +135,13 @@ fn bridge_dual_stack_and_ipv6_only_reachability() {
         let rb = net.add(&net.att(&b, "r-b"));
         let (ips_a, ips_b) = (addresses(&ra), addresses(&rb));
         assert_eq!(ips_a.len(), if case == "dual" { 2 } else { 1 });
+        // The ports have no IPv6 of their own; the bridge still carries it.
+        let port = ra["interfaces"][1]["name"].as_str().unwrap();
+        assert_eq!(
+            sh(&format!("cat /proc/sys/net/ipv6/conf/{port}/disable_ipv6")).trim(),
+            "1",
+            "{case}: bridge port {port}"
+        );
         for ip in &ips_b {
             assert!(ping(&a, ip), "{case}: a cannot reach b at {ip}");
         }
