@@ -64,6 +64,17 @@ pub fn write_if_different_in(netns: &Netns, key: &str, value: &str) -> Result<bo
     netns.run(|| write_if_different(key, value))?
 }
 
+/// [`write_if_different`] for each `(key, value)` in order, inside `netns`,
+/// on one helper thread (entering a namespace costs a thread). Stops at the
+/// first error.
+pub fn write_all_if_different_in(netns: &Netns, pairs: &[(String, &str)]) -> Result<()> {
+    netns.run(|| {
+        pairs
+            .iter()
+            .try_for_each(|(k, v)| write_if_different(k, v).map(|_| ()))
+    })?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

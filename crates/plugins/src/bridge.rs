@@ -352,21 +352,20 @@ impl Plugin for Bridge {
             result.routes = ipam.routes;
             result.dns = ipam.dns;
             let gateways = calc_gateways(&mut result, &c);
-            if !c.enabledad {
-                // Hairpin and promiscuous bridges echo neighbour solicitations,
-                // which fails DAD: like the reference, turn DAD off on the
-                // container interface unless `enabledad` asks for it.
-                let key = format!("net.ipv6.conf.{}.accept_dad", args.ifname);
-                ferry_linux::sysctl::write_if_different_in(&netns, &key, "0")
-                    .map_err(kernel("failed to disable IPv6 DAD"))?;
-            }
             iface::configure(
                 &netns,
                 &mut cont_nl,
                 &args.ifname,
                 CONTAINER_IFACE,
                 &result,
-                iface::Options::default(),
+                iface::Options {
+                    // Hairpin and promiscuous bridges echo neighbour
+                    // solicitations, which fails DAD: like the reference,
+                    // turn DAD off on the container interface unless
+                    // `enabledad` asks for it.
+                    accept_dad_off: !c.enabledad,
+                    ..iface::Options::default()
+                },
             )?;
             for gw in &gateways {
                 ensure_gateway_addr(&mut host_nl, &br, *gw, c.force_address)?;

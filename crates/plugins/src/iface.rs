@@ -21,6 +21,8 @@ pub fn mac_string(link: &ferry_linux::Link) -> String {
 pub struct Options {
     /// Skip IPv6 DAD on the addresses (the bridge plugin's default, `enabledad: false`).
     pub nodad: bool,
+    /// Set `accept_dad=0` on the interface first (the bridge without `enabledad`).
+    pub accept_dad_off: bool,
 }
 
 /// Assigns the result's addresses for interface `iface_index` (an index into
@@ -42,12 +44,20 @@ pub fn configure(
         .iter()
         .filter(|ip| ip.interface == Some(iface_index))
         .collect();
+    // One trip into the namespace for all of them.
+    let mut sysctls: Vec<(String, &str)> = Vec::new();
+    if opts.accept_dad_off {
+        sysctls.push((format!("net.ipv6.conf.{ifname}.accept_dad"), "0"));
+    }
     if ips.iter().any(|ip| !ip.is_ipv4()) {
         for dev in ["lo", ifname] {
-            let key = format!("net.ipv6.conf.{dev}.disable_ipv6");
-            ferry_linux::sysctl::write_if_different_in(netns, &key, "0")
-                .map_err(kernel(format!("failed to enable IPv6 on {dev}")))?;
+            sysctls.push((format!("net.ipv6.conf.{dev}.disable_ipv6"), "0"));
         }
+    }
+    if !sysctls.is_empty() {
+        ferry_linux::sysctl::write_all_if_different_in(netns, &sysctls).map_err(kernel(
+            format!("failed to set up IPv6 (DAD, disable_ipv6) on {ifname}"),
+        ))?;
     }
     let (mut v4gw, mut v6gw): (Option<IpAddr>, Option<IpAddr>) = (None, None);
     for ip in &ips {

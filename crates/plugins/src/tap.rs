@@ -167,7 +167,10 @@ impl Plugin for Tap {
                 &args.ifname,
                 CONTAINER_IFACE,
                 &result,
-                iface::Options { nodad: true },
+                iface::Options {
+                    nodad: true,
+                    ..iface::Options::default()
+                },
             )?;
         }
         result.dns = c.dns.clone().unwrap_or_default();
