@@ -200,13 +200,16 @@ fn sibling_binary(
     let dir = exe.parent().ok_or("no directory for this executable")?;
     let candidate = dir.join(bin);
     let profile_dir = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-    // The target dir is the ancestor cargo marked with CACHEDIR.TAG: with an
-    // explicit build target (.cargo/config.toml) binaries sit one level
-    // deeper, in target/<tuple>/<profile>.
+    // Binaries sit in <target>/<profile>, or in <target>/<tuple>/<profile>
+    // with an explicit build target (.cargo/config.toml). Cargo marks both
+    // <target> and <target>/<tuple> with CACHEDIR.TAG: take the outer one.
+    let tagged = |d: &&Path| d.join("CACHEDIR.TAG").exists();
     let target_dir = dir
         .ancestors()
         .skip(1)
-        .find(|d| d.join("CACHEDIR.TAG").exists())
+        .take(2)
+        .filter(tagged)
+        .last()
         .or(dir.parent());
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = workspace_root().join("Cargo.toml");
