@@ -10,7 +10,8 @@
 //! (the child is this process, running four system calls), and when the fork
 //! fails the delete is done in place. DEL still answers only once the link
 //! (and a veth's peer) has left every namespace, which the kernel does
-//! within a millisecond or so, before its long wait.
+//! within a millisecond or so, before its long wait; when that has not
+//! happened within a second, the parent deletes the link itself.
 //!
 //! Meant for a plugin process, which exits right after DEL: the child is
 //! not waited for, so the init process (or the runtime, when it is a
@@ -57,6 +58,9 @@ impl Pending {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(2));
         }
+        // The child did not get there (it could not enter the namespace, or
+        // the node is that busy): delete in place, so DEL keeps its promise.
+        let _ = nl.delete_link(self.index);
     }
 }
 
@@ -169,7 +173,12 @@ fn spawn_deleter(netns: &Netns, index: u32) -> bool {
             }
             // Drop every other descriptor: the runtime's pipes must see EOF
             // when the plugin exits, and no lock may outlive it.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+                // Kernels before 5.9 have no close_range.
+                for fd in 3..4096 {
+                    libc::close(fd);
+                }
+            }
             let sock = libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
