@@ -102,16 +102,18 @@ pub fn own_dir(j: &Janitor, dir: &Path) -> Ticket {
 /// this run put it there, it goes at the end.
 pub fn own_forward_rule(j: &Janitor) {
     use ferry_drivers::{firewall, forward, state_dir};
-    let had = ferry_linux::nft::Socket::new()
+    // Per family: a rule that was there before the run is not ours to remove.
+    let had = match ferry_linux::nft::Socket::new()
         .ok()
-        .and_then(|mut s| forward::present(&mut s).ok())
-        .unwrap_or(true);
-    if had {
-        return;
-    }
-    j.push(Stage::Files, "Ferry's iptables FORWARD rule", || {
+        .and_then(|mut s| forward::holders(&mut s).ok())
+    {
+        Some(h) => h,
+        None => return,
+    };
+    j.push(Stage::Files, "Ferry's iptables FORWARD rule", move || {
         let mut s = ferry_linux::nft::Socket::new().map_err(|e| e.to_string())?;
-        forward::remove(&mut s, &firewall::store(&state_dir())).map_err(|e| e.to_string())
+        forward::remove_except(&mut s, &firewall::store(&state_dir()), &had)
+            .map_err(|e| e.to_string())
     });
 }
 

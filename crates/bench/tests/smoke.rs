@@ -64,6 +64,15 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
     let prefix = format!("fb{tag}");
     let out = std::env::temp_dir().join(format!("ferry-bench-smoke-{}", std::process::id()));
     let rules_before = rules_in_ranges();
+    // Ferry's firewall inserts one rule into iptables' filter FORWARD (ip and
+    // ip6) when that chain exists; the bench removes what it added.
+    let forward_rules = || {
+        sh("nft list ruleset")
+            .lines()
+            .filter(|l| l.contains("accepted by Ferry"))
+            .count()
+    };
+    let forward_before = forward_rules();
 
     let started = std::time::Instant::now();
     let run = Command::new(env!("CARGO_BIN_EXE_ferry-bench"))
@@ -195,5 +204,10 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         .cloned()
         .collect();
     assert!(new_rules.is_empty(), "rules left: {new_rules:?}");
+    assert_eq!(
+        forward_rules(),
+        forward_before,
+        "Ferry's iptables FORWARD rule left behind (or taken away)"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }

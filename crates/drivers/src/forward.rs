@@ -97,15 +97,33 @@ pub fn ensure(sock: &mut nft::Socket, store: &Store) -> Result<()> {
 
 /// True when Ferry's rule is in some iptables `filter FORWARD` chain.
 pub fn present(sock: &mut nft::Socket) -> Result<bool> {
-    Ok(places(sock)?.iter().any(|(_, ours)| !ours.is_empty()))
+    Ok(!holders(sock)?.is_empty())
+}
+
+/// The families (`ip`, `ip6`) whose `filter FORWARD` holds Ferry's rule.
+pub fn holders(sock: &mut nft::Socket) -> Result<Vec<Family>> {
+    Ok(places(sock)?
+        .into_iter()
+        .filter(|(_, ours)| !ours.is_empty())
+        .map(|(t, _)| t.family)
+        .collect())
 }
 
 /// Removes Ferry's rule from every iptables `filter FORWARD` chain (for
 /// uninstalling, and for tools that must leave the node as they found it).
 pub fn remove(sock: &mut nft::Socket, store: &Store) -> Result<()> {
+    remove_except(sock, store, &[])
+}
+
+/// [`remove`], leaving the rule in the families of `keep` (a tool that found
+/// it there takes out only what it added).
+pub fn remove_except(sock: &mut nft::Socket, store: &Store, keep: &[Family]) -> Result<()> {
     let _lock = store.lock("iptables-forward")?;
     let mut b = Batch::new();
-    for (t, ours) in places(sock)? {
+    for (t, ours) in places(sock)?
+        .into_iter()
+        .filter(|(t, _)| !keep.contains(&t.family))
+    {
         for handle in ours {
             b.delete_foreign_rule(&t, CHAIN, handle);
         }
