@@ -125,6 +125,25 @@ impl Cleanup {
     pub fn push(&mut self, f: impl FnOnce() + Send + 'static) {
         self.0.push(Box::new(f));
     }
+    /// Ferry's firewall inserts one rule into the node's iptables `filter
+    /// FORWARD` (ip and ip6) when that chain exists. For a test that runs it
+    /// in the namespace it was started in: on drop, takes the rule out of the
+    /// families that did not hold it when this was called.
+    pub fn forward_rule(&mut self) {
+        const RULE: &str = "FORWARD -m mark --mark 0x200000/0x200000 -m comment \
+                            --comment \"ferry-firewall: accepted by Ferry\" -j ACCEPT";
+        for tool in ["iptables", "ip6tables"] {
+            if sh_ok(&format!("{tool} -C {RULE} 2>/dev/null")) {
+                continue;
+            }
+            self.push(
+                move || {
+                    while sh_ok(&format!("{tool} -D {RULE} 2>/dev/null")) {}
+                },
+            );
+        }
+    }
+
     /// Deletes a host link on drop.
     pub fn link(&mut self, name: &str) {
         let name = name.to_string();
