@@ -14,11 +14,14 @@ struct Daemon {
     _dir: tempfile::TempDir,
     sandboxes: Vec<String>,
     networks: Vec<String>,
+    /// Dropped after Drop::drop has stopped ferryd.
+    _forward: ForwardRuleGuard,
 }
 
 impl Daemon {
     fn start() -> Daemon {
         require_root();
+        let forward = forward_rule_guard();
         let ferryd = env!("CARGO_BIN_EXE_ferry").replace("/ferry", "/ferryd");
         assert!(
             Path::new(&ferryd).exists(),
@@ -54,6 +57,7 @@ impl Daemon {
             _dir: dir,
             sandboxes: Vec::new(),
             networks: Vec::new(),
+            _forward: forward,
         }
     }
 

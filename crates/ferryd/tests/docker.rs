@@ -43,8 +43,8 @@ fn docker_uses_ferry_networks_end_to_end() {
     let name = format!("ferry-t{}", std::process::id());
     let mut ferryd = start_ferryd(dir.path(), &name);
     // Ferry's node-wide tables are created on first use; this test removes them.
+    let _forward = forward_rule_guard();
     let mut tables = Cleanup::default();
-    tables.forward_rule();
     tables.push(|| {
         let _ = sh_ok("nft delete table inet ferry-portmap");
         let _ = sh_ok("nft delete table inet ferry-masq");

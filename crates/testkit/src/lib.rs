@@ -125,25 +125,6 @@ impl Cleanup {
     pub fn push(&mut self, f: impl FnOnce() + Send + 'static) {
         self.0.push(Box::new(f));
     }
-    /// Ferry's firewall inserts one rule into the node's iptables `filter
-    /// FORWARD` (ip and ip6) when that chain exists. For a test that runs it
-    /// in the namespace it was started in: on drop, takes the rule out of the
-    /// families that did not hold it when this was called.
-    pub fn forward_rule(&mut self) {
-        const RULE: &str = "FORWARD -m mark --mark 0x200000/0x200000 -m comment \
-                            --comment \"ferry-firewall: accepted by Ferry\" -j ACCEPT";
-        for tool in ["iptables", "ip6tables"] {
-            if sh_ok(&format!("{tool} -C {RULE} 2>/dev/null")) {
-                continue;
-            }
-            self.push(
-                move || {
-                    while sh_ok(&format!("{tool} -D {RULE} 2>/dev/null")) {}
-                },
-            );
-        }
-    }
-
     /// Deletes a host link on drop.
     pub fn link(&mut self, name: &str) {
         let name = name.to_string();
@@ -198,4 +179,42 @@ pub fn files(dir: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Ferry's firewall inserts one rule into the node's iptables `filter
+/// FORWARD` (ip and ip6) when that chain exists. Tests that run it in the
+/// namespace they were started in hold this guard: when the last guard of
+/// the test binary is dropped, the rule leaves the families that did not
+/// hold it when the first guard was taken (tests of one binary run in
+/// parallel, so one test must not take it away under another).
+pub struct ForwardRuleGuard(());
+
+static FORWARD_GUARDS: std::sync::Mutex<(usize, Vec<&'static str>)> =
+    std::sync::Mutex::new((0, Vec::new()));
+
+const FORWARD_RULE: &str = "FORWARD -m mark --mark 0x200000/0x200000 -m comment \
+                            --comment \"ferry-firewall: accepted by Ferry\" -j ACCEPT";
+
+pub fn forward_rule_guard() -> ForwardRuleGuard {
+    let mut g = FORWARD_GUARDS.lock().unwrap_or_else(|p| p.into_inner());
+    if g.0 == 0 {
+        g.1 = ["iptables", "ip6tables"]
+            .into_iter()
+            .filter(|tool| !sh_ok(&format!("{tool} -C {FORWARD_RULE} 2>/dev/null")))
+            .collect();
+    }
+    g.0 += 1;
+    ForwardRuleGuard(())
+}
+
+impl Drop for ForwardRuleGuard {
+    fn drop(&mut self) {
+        let mut g = FORWARD_GUARDS.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 -= 1;
+        if g.0 == 0 {
+            for tool in std::mem::take(&mut g.1) {
+                while sh_ok(&format!("{tool} -D {FORWARD_RULE} 2>/dev/null")) {}
+            }
+        }
+    }
 }
