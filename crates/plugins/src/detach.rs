@@ -28,15 +28,12 @@ const RTM_DELLINK: u16 = 17;
 
 /// A link whose delete has been handed to a detached child.
 #[must_use = "finish() waits until the link has left its namespace"]
-pub struct Pending {
-    nl: Option<Netlink>,
-    index: u32,
-}
+pub struct Pending(Option<(Netlink, u32)>);
 
 impl Pending {
     /// Nothing to wait for.
     pub fn none() -> Pending {
-        Pending { nl: None, index: 0 }
+        Pending(None)
     }
 
     /// Waits (at most a second) until the link has left its namespace. The
@@ -46,13 +43,13 @@ impl Pending {
     /// gone when it answers. Work done between [`start`] and this overlaps
     /// with the kernel's.
     pub fn finish(self) {
-        let Some(mut nl) = self.nl else {
+        let Some((mut nl, index)) = self.0 else {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut pause = Duration::from_micros(50);
         while Instant::now() < deadline {
-            if nl.link_by_index(self.index).is_err() {
+            if nl.link_by_index(index).is_err() {
                 return;
             }
             std::thread::sleep(pause);
@@ -60,7 +57,7 @@ impl Pending {
         }
         // The child did not get there (it could not enter the namespace, or
         // the node is that busy): delete in place, so DEL keeps its promise.
-        let _ = nl.delete_link(self.index);
+        let _ = nl.delete_link(index);
     }
 }
 
@@ -79,10 +76,7 @@ pub fn start(netns: &Netns, mut nl: Netlink, index: u32) -> ferry_linux::Result<
         nl.delete_link(index)?;
         return Ok(Pending::none());
     }
-    Ok(Pending {
-        nl: Some(nl),
-        index,
-    })
+    Ok(Pending(Some((nl, index))))
 }
 
 /// Starts deleting the link `ifname` in `netns` (for a veth, the peer goes
@@ -117,9 +111,8 @@ fn step_aside(nl: &mut Netlink, index: u32) -> ferry_linux::Result<()> {
     nl.set_down(index)?;
     let mut last = None;
     for _ in 0..3 {
-        let name = match dying_name() {
-            Some(n) => n,
-            None => break,
+        let Ok(name) = crate::linkattr::random_name("dying") else {
+            break;
         };
         match nl.rename(index, &name) {
             Ok(()) => return Ok(()),
@@ -130,13 +123,6 @@ fn step_aside(nl: &mut Netlink, index: u32) -> ferry_linux::Result<()> {
     Err(last.unwrap_or_else(|| {
         ferry_linux::Error::InvalidArgument("no random name for a dying link".into())
     }))
-}
-
-fn dying_name() -> Option<String> {
-    let mut buf = [0u8; 4];
-    // SAFETY: buf is a valid, writable 4-byte buffer for the duration of the call.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    (n == buf.len() as isize).then(|| format!("dying{:08x}", u32::from_ne_bytes(buf)))
 }
 
 /// Forks a child that enters `netns` and deletes link `index`; returns

@@ -12,23 +12,6 @@ pub struct VethPair {
     pub container: Link,
 }
 
-/// A fresh host-side name: `veth` and 8 random hex digits.
-fn random_host_name() -> CniResult<String> {
-    let mut buf = [0u8; 4];
-    // SAFETY: buf is a valid, writable 4-byte buffer for the duration of the call.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    if n != buf.len() as isize {
-        return Err(CniError::io(format!(
-            "getrandom for a veth name: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(format!(
-        "veth{:02x}{:02x}{:02x}{:02x}",
-        buf[0], buf[1], buf[2], buf[3]
-    ))
-}
-
 /// Fails with code 4 when `ifname` already exists in the container: checked
 /// before anything is allocated, so a refused ADD changes nothing.
 pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> CniResult<()> {
@@ -64,7 +47,7 @@ pub fn create(
     // A random name may collide with another attachment's: try a few.
     let mut last_err = None;
     for _ in 0..5 {
-        let host_name = random_host_name()?;
+        let host_name = crate::linkattr::random_name("veth")?;
         let mut spec = LinkSpec::veth(ifname, &host_name).netns(container);
         if let Some(m) = mtu {
             spec = spec.mtu(m);

@@ -940,6 +940,16 @@ pub(crate) struct Shape {
     pub(crate) opaque: bool,
 }
 
+impl Shape {
+    /// The fingerprints of chain `chain` when this batch flushes it.
+    fn owned_rules(&mut self, table: &Table, chain: &str) -> Option<&mut Vec<u64>> {
+        self.owned
+            .iter_mut()
+            .find(|(t, c, _)| t == table && c == chain)
+            .map(|(_, _, fps)| fps)
+    }
+}
+
 /// FNV-1a, 64 bits: a fingerprint that stays the same across builds.
 fn fnv1a(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -1144,12 +1154,7 @@ impl Batch {
             let fp = fnv1a(&[a.bytes(), comment.as_bytes()]);
             udata.extend_from_slice(&[UDATA_RULE_FINGERPRINT, 8]);
             udata.extend_from_slice(&fp.to_be_bytes());
-            if let Some((_, _, fps)) = self
-                .shape
-                .owned
-                .iter_mut()
-                .find(|(t, c, _)| *t == rule.table && *c == rule.chain)
-            {
+            if let Some(fps) = self.shape.owned_rules(&rule.table, &rule.chain) {
                 fps.push(fp);
             }
         }
@@ -1173,12 +1178,7 @@ impl Batch {
     /// Inserts a rule at the top of its chain.
     pub fn insert_rule(&mut self, rule: &Rule) -> &mut Self {
         self.add_rule(rule);
-        if let Some((_, _, fps)) = self
-            .shape
-            .owned
-            .iter_mut()
-            .find(|(t, c, _)| *t == rule.table && *c == rule.chain)
-        {
+        if let Some(fps) = self.shape.owned_rules(&rule.table, &rule.chain) {
             fps.rotate_right(1);
         }
         if let Some(m) = self.msgs.last_mut() {

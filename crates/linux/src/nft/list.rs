@@ -209,17 +209,10 @@ fn udata_tlv(mut udata: &[u8], kind: u8) -> Option<&[u8]> {
 }
 
 /// The comment TLV of rule user data (`type, len, value`).
-fn udata_comment(mut udata: &[u8]) -> Option<String> {
-    while udata.len() >= 2 {
-        let (kind, len) = (udata[0], udata[1] as usize);
-        let value = udata.get(2..2 + len)?;
-        if kind == UDATA_RULE_COMMENT {
-            let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
-            return Some(String::from_utf8_lossy(&value[..end]).into_owned());
-        }
-        udata = &udata[2 + len..];
-    }
-    None
+fn udata_comment(udata: &[u8]) -> Option<String> {
+    let value = udata_tlv(udata, UDATA_RULE_COMMENT)?;
+    let end = value.iter().position(|b| *b == 0).unwrap_or(value.len());
+    Some(String::from_utf8_lossy(&value[..end]).into_owned())
 }
 
 pub(crate) fn set(fam: u8, attrs: &[u8]) -> Decode<SetInfo> {
