@@ -6,6 +6,8 @@
 //! code 7 and nothing changed; coexistence with foreign qdiscs and filters.
 //! Root only. Subnets: 198.18.192-196.0/24 (of 198.18.192.0/20).
 
+mod ferrypath;
+
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::invoke::{exec_plugin, Args};
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
@@ -26,13 +28,7 @@ enum Impl {
 /// when `bw` is the reference), the reference for the rest.
 fn plugin_dir(bw: Impl) -> tempfile::TempDir {
     require_reference("bandwidth");
-    cni_path(
-        env!("CARGO_BIN_EXE_ferry-plugin"),
-        ferry_plugins::REGISTRY
-            .iter()
-            .map(|e| e.name)
-            .filter(|n| *n != "bandwidth" || bw == Impl::Ferry),
-    )
+    ferrypath::plugin_dir((bw == Impl::Reference).then_some("bandwidth"))
 }
 
 /// A network under test. Field order is drop order: the DELs registered in

@@ -3,18 +3,12 @@
 //! and bandwidth plugins, and bad config answering the right code with the
 //! host unchanged. Subnets: 198.18.32-47.0/24 and 198.18.48.0/22, fd00:32::/48.
 
+mod ferrypath;
+
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
 use ferry_testkit::*;
 use serde_json::{json, Value};
-
-/// CNI_PATH with Ferry for every type it implements, the reference for the rest.
-fn plugin_dir() -> tempfile::TempDir {
-    cni_path(
-        env!("CARGO_BIN_EXE_ferry-plugin"),
-        ferry_plugins::REGISTRY.iter().map(|e| e.name),
-    )
-}
 
 /// A network under test. Field order is drop order: the DELs registered in
 /// `dels` run first, while the plugin, cache and data dirs still exist.
@@ -40,7 +34,7 @@ impl Net {
         }
         let conf = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
         let list = NetworkConfigList::from_bytes(&serde_json::to_vec(&conf).unwrap()).unwrap();
-        let plugins = plugin_dir();
+        let plugins = ferrypath::plugin_dir(None);
         let cache = tempfile::tempdir().unwrap();
         Net {
             dels: Default::default(),

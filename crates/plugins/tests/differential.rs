@@ -6,21 +6,14 @@
 //! remaining difference is listed with its reason. Subnets: 198.18.16-31.0/24,
 //! fd00:16::/48.
 
+mod ferrypath;
+
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
 use ferry_testkit::snapshot::Snapshot;
 use ferry_testkit::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
-
-/// A CNI_PATH directory where every type Ferry implements is Ferry's, and
-/// the rest are the reference's.
-fn ferry_plugin_dir() -> tempfile::TempDir {
-    cni_path(
-        env!("CARGO_BIN_EXE_ferry-plugin"),
-        ferry_plugins::REGISTRY.iter().map(|e| e.name),
-    )
-}
 
 struct Observed {
     snapshot: Snapshot,
@@ -178,7 +171,7 @@ fn differential_with(
     for p in ["bridge", "ptp", "host-local", "loopback"] {
         require_reference(p);
     }
-    let ferry_dir = ferry_plugin_dir();
+    let ferry_dir = ferrypath::plugin_dir(None);
     let reference = observe(
         vec!["/usr/lib/cni".into()],
         &conf,
@@ -320,7 +313,7 @@ fn loopback() {
     // loopback's interface is lo, not eth0: compare through the snapshot of lo.
     require_root();
     require_reference("loopback");
-    let ferry_dir = ferry_plugin_dir();
+    let ferry_dir = ferrypath::plugin_dir(None);
     let mut results = Vec::new();
     for paths in [
         vec![PathBuf::from("/usr/lib/cni")],

@@ -22,6 +22,8 @@
 //! - A table is free when no rule and no route (in any table) uses it; the
 //!   reference looks only at rules and main-table routes.
 
+mod ferrypath;
+
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
 use ferry_testkit::snapshot::Snapshot;
@@ -31,18 +33,6 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry-plugin");
-
-/// CNI_PATH: Ferry for every type it implements, except `reference_for`,
-/// which is the reference's; the reference for the rest.
-fn plugin_dir(reference_for: Option<&str>) -> tempfile::TempDir {
-    cni_path(
-        FERRY,
-        ferry_plugins::REGISTRY
-            .iter()
-            .map(|e| e.name)
-            .filter(|n| Some(*n) != reference_for),
-    )
-}
 
 /// One run of a conflist. Field order is drop order: the DELs in `dels`
 /// run while the plugin, cache and IPAM dirs still exist.
@@ -67,7 +57,7 @@ impl Run {
         }
         let conf = json!({"cniVersion": "1.0.0", "name": unique("sbr"), "plugins": plugins});
         let list = NetworkConfigList::from_bytes(&serde_json::to_vec(&conf).unwrap()).unwrap();
-        let plugins = plugin_dir(reference.then_some("sbr"));
+        let plugins = ferrypath::plugin_dir(reference.then_some("sbr"));
         let cache = tempfile::tempdir().unwrap();
         Run {
             dels: Cleanup::default(),

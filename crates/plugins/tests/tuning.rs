@@ -20,6 +20,8 @@
 //!   with code 7 before any change; the reference fails with 999 after
 //!   writing the sysctls.
 
+mod ferrypath;
+
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
 use ferry_testkit::snapshot::Snapshot;
@@ -30,18 +32,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry-plugin");
-
-/// CNI_PATH: Ferry for every type it implements, except `reference_for`,
-/// which is the reference's; the reference for the rest.
-fn plugin_dir(reference_for: Option<&str>) -> tempfile::TempDir {
-    cni_path(
-        FERRY,
-        ferry_plugins::REGISTRY
-            .iter()
-            .map(|e| e.name)
-            .filter(|n| Some(*n) != reference_for),
-    )
-}
 
 /// One run of a conflist. Field order is drop order: the DELs in `dels`
 /// run while the plugin, cache and data dirs still exist.
@@ -71,7 +61,7 @@ impl Run {
         }
         let conf = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
         let list = NetworkConfigList::from_bytes(&serde_json::to_vec(&conf).unwrap()).unwrap();
-        let plugins = plugin_dir(reference.then_some("tuning"));
+        let plugins = ferrypath::plugin_dir(reference.then_some("tuning"));
         let cache = tempfile::tempdir().unwrap();
         Run {
             dels: Cleanup::default(),
