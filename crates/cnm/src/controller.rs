@@ -92,8 +92,6 @@ pub struct Controller {
     pub(crate) sandboxes: BTreeMap<String, crate::sandbox::Sandbox>,
 }
 
-pub(crate) const IPAM_KEY: &str = "ipam";
-
 pub(crate) fn net_key(id: &str) -> String {
     format!("network/{id}")
 }
@@ -148,9 +146,7 @@ impl Controller {
         };
         for (k, v) in c.store.load()? {
             let bad = |e: serde_json::Error| CnmError::Store(format!("{k}: {e}"));
-            if k == IPAM_KEY {
-                c.ipam = serde_json::from_slice(&v).map_err(bad)?;
-            } else if let Some(id) = k.strip_prefix("network/") {
+            if let Some(id) = k.strip_prefix("network/") {
                 c.networks
                     .insert(id.to_string(), serde_json::from_slice(&v).map_err(bad)?);
             } else if let Some(id) = k.strip_prefix("endpoint/") {
@@ -158,6 +154,7 @@ impl Controller {
                     .insert(id.to_string(), serde_json::from_slice(&v).map_err(bad)?);
             }
         }
+        c.ipam = Ipam::open(&c.store)?;
         Ok(c)
     }
 
@@ -175,20 +172,15 @@ impl Controller {
 
     pub fn request_pool(&mut self, req: &wire::RequestPool) -> Result<wire::RequestPoolResponse> {
         let routed = host_routes();
-        let in_use = |n: &IpNet| {
-            routed
-                .iter()
-                .any(|r| r.contains(&n.network()) || n.contains(&r.network()))
-        };
         let pool = self.ipam.request_pool(
             &req.address_space,
             &req.pool,
             &req.sub_pool,
             req.v6,
             &self.defaults,
-            &in_use,
+            &routed,
         )?;
-        self.store.apply(vec![put(IPAM_KEY.into(), &self.ipam)?])?;
+        self.store.apply(vec![self.ipam.take_changes()?])?;
         Ok(wire::RequestPoolResponse {
             pool_id: pool.id,
             pool: pool.subnet.to_string(),
@@ -198,7 +190,7 @@ impl Controller {
 
     pub fn release_pool(&mut self, pool_id: &str) -> Result<()> {
         self.ipam.release_pool(pool_id)?;
-        self.store.apply(vec![put(IPAM_KEY.into(), &self.ipam)?])
+        self.store.apply(vec![self.ipam.take_changes()?])
     }
 
     pub fn request_address(
@@ -220,7 +212,7 @@ impl Controller {
             .map(String::as_str)
             == Some(keys::GATEWAY_TYPE);
         let addr = self.ipam.request_address(&req.pool_id, wanted, gateway)?;
-        self.store.apply(vec![put(IPAM_KEY.into(), &self.ipam)?])?;
+        self.store.apply(vec![self.ipam.take_changes()?])?;
         Ok(wire::RequestAddressResponse {
             address: addr.to_string(),
             data: BTreeMap::new(),
@@ -236,7 +228,7 @@ impl Controller {
             .parse()
             .map_err(|e| CnmError::Invalid(format!("address {:?}: {e}", req.address)))?;
         self.ipam.release_address(&req.pool_id, ip)?;
-        self.store.apply(vec![put(IPAM_KEY.into(), &self.ipam)?])
+        self.store.apply(vec![self.ipam.take_changes()?])
     }
 
     // ---- Network driver ----

@@ -18,6 +18,9 @@ pub enum CnmError {
         existing: String,
         space: String,
     },
+    /// The requested pool overlaps a network the host already routes.
+    #[error("requested pool {requested} overlaps with existing host route {route}: choose a subnet the host does not route yet")]
+    RouteOverlap { requested: String, route: String },
     /// No default pool has room for another network.
     #[error("no free {family} pool left in the default address pools {pools}: remove unused networks or add a pool (--default-address-pool)")]
     NoDefaultPool { family: &'static str, pools: String },

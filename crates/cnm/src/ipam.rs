@@ -1,8 +1,18 @@
 //! Address spaces, pools, sub-pools and addresses, as Docker's IPAM contract
 //! sees them (ipam.md), with automatic provisioning from default pools: a
 //! network can be created without naming a subnet.
+//!
+//! The address arithmetic is ferry-ipam's, the CNI allocator's: a pool is a
+//! [`Range`] (its sub-pool, or the whole pool, less the network and IPv4
+//! broadcast addresses) and the next address is [`next_free`]'s round-robin
+//! walk from the last one handed out over the in-memory taken set, so a
+//! request looks at a candidate or two however full the pool is (Docker asks
+//! libnetwork's IPAM for serial allocation too: a released address is not
+//! handed out again at once). Persistence, one key per pool and per address,
+//! is in [`crate::ipam_store`].
 
 use crate::error::{CnmError, Result};
+use ferry_ipam::{nets_overlap, next_free, Range, RangeConfig};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,10 +59,13 @@ impl DefaultPool {
             (Some(base), Some(size))
                 if size >= base.prefix_len() && size <= base.max_prefix_len() =>
             {
-                Ok(DefaultPool {
+                let pool = DefaultPool {
                     base: base.trunc(),
                     size,
-                })
+                };
+                // The pools carved from it must be pools Ferry accepts.
+                check_size(&IpNet::new(pool.base.network(), size).unwrap_or(pool.base))?;
+                Ok(pool)
             }
             _ => Err(CnmError::Invalid(format!(
                 "default pool {s:?}: needs base=CIDR and a size between the base's prefix and {}",
@@ -80,6 +93,35 @@ pub fn default_pools() -> Vec<DefaultPool> {
     ]
 }
 
+/// Pool sizes Ferry accepts. A pool is a network on a bridge: IPv4 pools
+/// from /8 (the largest private network, 10.0.0.0/8) to /30 (a gateway and
+/// one container), IPv6 pools from /16 to /126. Shorter prefixes (a /0
+/// would hand out 0.0.0.1/0, a default route in disguise) cover the
+/// Internet's addresses rather than a network's; longer ones leave nothing
+/// to hand out once the network and broadcast addresses are taken out.
+pub const PREFIX_V4: (u8, u8) = (8, 30);
+pub const PREFIX_V6: (u8, u8) = (16, 126);
+
+fn check_size(net: &IpNet) -> Result<()> {
+    let (min, max) = if net.addr().is_ipv4() {
+        PREFIX_V4
+    } else {
+        PREFIX_V6
+    };
+    let len = net.prefix_len();
+    if len < min {
+        return Err(CnmError::Invalid(format!(
+            "pool {net} is too large to be a network: use a /{min} or longer"
+        )));
+    }
+    if len > max {
+        return Err(CnmError::Invalid(format!(
+            "pool {net} is too small to hand out addresses: use a /{max} or shorter"
+        )));
+    }
+    Ok(())
+}
+
 /// One registered pool and the addresses taken from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
@@ -88,67 +130,58 @@ pub struct Pool {
     pub subnet: IpNet,
     /// The sub-pool addresses are handed out from (`--ip-range`).
     pub range: Option<IpNet>,
+    #[serde(default)]
     pub allocated: BTreeSet<IpAddr>,
+    /// The address last handed out without being asked for: the next
+    /// search starts after it (kept in memory; see `ipam_store`).
+    #[serde(skip)]
+    pub(crate) last: Option<IpAddr>,
 }
 
 impl Pool {
-    fn usable(&self, ip: IpAddr) -> bool {
-        let net = &self.subnet;
-        if !net.contains(&ip) || ip == net.network() {
-            return false;
-        }
-        if ip.is_ipv4() && ip == net.broadcast() && net.prefix_len() < 31 {
-            return false;
-        }
-        self.range.is_none_or(|r| r.contains(&ip))
-    }
-
-    fn first_free(&self) -> Option<IpAddr> {
-        let start = self.range.unwrap_or(self.subnet);
-        // Walk from the start of the range; allocated addresses are few next
-        // to the space, so this stays short even for a /64.
-        let mut ip = start.network();
-        for _ in 0..(self.allocated.len() + 3) {
-            if self.usable(ip) && !self.allocated.contains(&ip) {
-                return Some(ip);
-            }
-            ip = next(ip)?;
-        }
-        // Dense pool: scan the rest (bounded by the pool's size).
-        let mut ip = start.network();
-        loop {
-            if self.usable(ip) && !self.allocated.contains(&ip) {
-                return Some(ip);
-            }
-            ip = next(ip)?;
-            if !start.contains(&ip) {
-                return None;
-            }
-        }
+    /// The addresses handed out without being asked for, as ferry-ipam
+    /// sees a range. No gateway is held back (Docker reserves it with a
+    /// gateway-type RequestAddress): the network address, never handed out
+    /// anyway, stands in for it.
+    pub(crate) fn span(&self) -> Result<Range> {
+        let (net, sub) = (self.subnet, self.range.unwrap_or(self.subnet));
+        let v4 = net.addr().is_ipv4();
+        let rc = RangeConfig {
+            subnet: net,
+            range_start: Some(sub.network()).filter(|a| *a != net.network()),
+            range_end: Some(sub.broadcast()).filter(|a| !v4 || *a != net.broadcast()),
+            gateway: Some(net.network()),
+        };
+        Range::canonicalize(0, &rc).map_err(|e| {
+            CnmError::Invalid(format!(
+                "pool {net}{}: {e}",
+                self.range
+                    .map(|r| format!(" sub-pool {r}"))
+                    .unwrap_or_default()
+            ))
+        })
     }
 }
 
-fn next(ip: IpAddr) -> Option<IpAddr> {
-    match ip {
-        IpAddr::V4(a) => u32::from(a).checked_add(1).map(|n| IpAddr::V4(n.into())),
-        IpAddr::V6(a) => u128::from(a).checked_add(1).map(|n| IpAddr::V6(n.into())),
-    }
-}
-
-/// The IPAM state: every pool by ID.
+/// The IPAM state: every pool by ID, and which of its keys changed since
+/// they were last handed to the store ([`Ipam::take_changes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipam {
     pub pools: BTreeMap<String, Pool>,
-}
-
-fn overlaps(a: &IpNet, b: &IpNet) -> bool {
-    a.contains(&b.network()) || b.contains(&a.network())
+    /// Pools (`None`) and addresses changed since the last `take_changes`.
+    #[serde(skip)]
+    pub(crate) dirty: BTreeSet<(String, Option<IpAddr>)>,
+    /// The state came from the old single key: delete it with the next write.
+    #[serde(skip)]
+    pub(crate) legacy: bool,
 }
 
 impl Ipam {
-    /// Registers a pool: the one asked for, refused when it overlaps another
-    /// in the same space, or the first free subnet of the default pools that
-    /// neither overlaps a pool nor anything `in_use` says the host routes.
+    /// Registers a pool: the one asked for, refused when its size is out of
+    /// bounds ([`PREFIX_V4`], [`PREFIX_V6`]) or it overlaps another pool in
+    /// the same space or one of `host_routes` (what the host already
+    /// reaches elsewhere), or the first free subnet of the default pools
+    /// that overlaps neither.
     pub fn request_pool(
         &mut self,
         space: &str,
@@ -156,14 +189,14 @@ impl Ipam {
         sub_pool: &str,
         v6: bool,
         defaults: &[DefaultPool],
-        in_use: &dyn Fn(&IpNet) -> bool,
+        host_routes: &[IpNet],
     ) -> Result<Pool> {
         let space = if space.is_empty() { LOCAL_SPACE } else { space };
         if pool.is_empty() && !sub_pool.is_empty() {
             return Err(CnmError::Invalid("a SubPool needs a Pool".into()));
         }
         let subnet = if pool.is_empty() {
-            self.pick_default(v6, defaults, in_use)?
+            self.pick_default(v6, defaults, host_routes)?
         } else {
             let net: IpNet = pool
                 .parse()
@@ -174,15 +207,22 @@ impl Ipam {
                     net.trunc()
                 )));
             }
+            check_size(&net)?;
             if let Some(existing) = self
                 .pools
                 .values()
-                .find(|p| p.space == space && overlaps(&p.subnet, &net))
+                .find(|p| p.space == space && nets_overlap(&p.subnet, &net))
             {
                 return Err(CnmError::PoolOverlap {
                     requested: net.to_string(),
                     existing: existing.subnet.to_string(),
                     space: space.to_string(),
+                });
+            }
+            if let Some(route) = host_routes.iter().find(|r| nets_overlap(r, &net)) {
+                return Err(CnmError::RouteOverlap {
+                    requested: net.to_string(),
+                    route: route.to_string(),
                 });
             }
             net
@@ -210,8 +250,11 @@ impl Ipam {
             subnet,
             range,
             allocated: BTreeSet::new(),
+            last: None,
         };
-        self.pools.insert(id, p.clone());
+        p.span()?;
+        self.pools.insert(id.clone(), p.clone());
+        self.dirty.insert((id, None));
         Ok(p)
     }
 
@@ -219,7 +262,7 @@ impl Ipam {
         &self,
         v6: bool,
         defaults: &[DefaultPool],
-        in_use: &dyn Fn(&IpNet) -> bool,
+        host_routes: &[IpNet],
     ) -> Result<IpNet> {
         let family: Vec<&DefaultPool> = defaults
             .iter()
@@ -231,8 +274,8 @@ impl Ipam {
             };
             // Bounded: at most 65536 candidates per default pool.
             for c in candidates.take(1 << 16) {
-                let taken = self.pools.values().any(|p| overlaps(&p.subnet, &c));
-                if !taken && !in_use(&c) {
+                let taken = self.pools.values().any(|p| nets_overlap(&p.subnet, &c));
+                if !taken && !host_routes.iter().any(|r| nets_overlap(r, &c)) {
                     return Ok(c);
                 }
             }
@@ -249,12 +292,18 @@ impl Ipam {
 
     pub fn release_pool(&mut self, id: &str) -> Result<()> {
         // Idempotent: Docker may retry a release.
-        self.pools.remove(id);
+        if let Some(p) = self.pools.remove(id) {
+            self.dirty.insert((p.id.clone(), None));
+            for ip in p.allocated {
+                self.dirty.insert((p.id.clone(), Some(ip)));
+            }
+        }
         Ok(())
     }
 
     /// Reserves `wanted`, or the gateway (first usable address) when `gateway`
-    /// and nothing is wanted, or the first free address.
+    /// and nothing is wanted, or the next free address after the last one
+    /// handed out.
     pub fn request_address(
         &mut self,
         id: &str,
@@ -265,13 +314,14 @@ impl Ipam {
             .pools
             .get_mut(id)
             .ok_or_else(|| CnmError::not_found("pool", id))?;
+        let span = pool.span()?;
         let ip = match wanted {
             Some(ip) => {
                 // The gateway may sit outside the sub-pool, never outside the pool.
                 let ok = if gateway {
                     pool.subnet.contains(&ip) && ip != pool.subnet.network()
                 } else {
-                    pool.usable(ip)
+                    span.contains(ip)
                 };
                 if !ok {
                     return Err(CnmError::AddressUnavailable {
@@ -289,18 +339,26 @@ impl Ipam {
                 }
                 ip
             }
-            None => pool
-                .first_free()
-                .ok_or_else(|| CnmError::Exhausted(pool.subnet.to_string()))?,
+            None => {
+                let taken = &pool.allocated;
+                let (ip, _) = next_free(std::slice::from_ref(&span), pool.last, |a| {
+                    taken.contains(&a)
+                })
+                .ok_or_else(|| CnmError::Exhausted(pool.subnet.to_string()))?;
+                pool.last = Some(ip);
+                ip
+            }
         };
         pool.allocated.insert(ip);
-        IpNet::new(ip, pool.subnet.prefix_len())
-            .map_err(|e| CnmError::Invalid(format!("{ip}: {e}")))
+        self.dirty.insert((pool.id.clone(), Some(ip)));
+        Ok(span.with_prefix(ip))
     }
 
     pub fn release_address(&mut self, id: &str, ip: IpAddr) -> Result<()> {
         if let Some(pool) = self.pools.get_mut(id) {
-            pool.allocated.remove(&ip);
+            if pool.allocated.remove(&ip) {
+                self.dirty.insert((pool.id.clone(), Some(ip)));
+            }
         }
         Ok(())
     }
@@ -310,8 +368,8 @@ impl Ipam {
 mod tests {
     use super::*;
 
-    fn none(_: &IpNet) -> bool {
-        false
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
     }
 
     fn defaults() -> Vec<DefaultPool> {
@@ -325,7 +383,7 @@ mod tests {
     fn default_pools_are_carved_without_overlap() {
         let mut ipam = Ipam::default();
         let d = defaults();
-        let route = |n: &IpNet| *n == "198.18.201.0/24".parse::<IpNet>().unwrap();
+        let route = [net("198.18.201.0/24")];
         let a = ipam.request_pool("", "", "", false, &d, &route).unwrap();
         let b = ipam.request_pool("", "", "", false, &d, &route).unwrap();
         assert_eq!(a.subnet.to_string(), "198.18.200.0/24");
@@ -334,7 +392,7 @@ mod tests {
             "198.18.202.0/24",
             "skips the routed /24"
         );
-        let v6 = ipam.request_pool("", "", "", true, &d, &none).unwrap();
+        let v6 = ipam.request_pool("", "", "", true, &d, &[]).unwrap();
         assert_eq!(v6.subnet.to_string(), "fd00:200::/64");
         ipam.request_pool("", "", "", false, &d, &route).unwrap();
         let err = ipam
@@ -346,23 +404,23 @@ mod tests {
     #[test]
     fn overlapping_pools_are_refused() {
         let mut ipam = Ipam::default();
-        ipam.request_pool("local", "198.18.210.0/24", "", false, &[], &none)
+        ipam.request_pool("local", "198.18.210.0/24", "", false, &[], &[])
             .unwrap();
         for p in ["198.18.210.0/24", "198.18.210.128/25", "198.18.0.0/16"] {
             let err = ipam
-                .request_pool("local", p, "", false, &[], &none)
+                .request_pool("local", p, "", false, &[], &[])
                 .unwrap_err();
             assert!(matches!(err, CnmError::PoolOverlap { .. }), "{p}: {err}");
         }
         // Another address space is another world.
-        ipam.request_pool("global", "198.18.210.0/24", "", false, &[], &none)
+        ipam.request_pool("global", "198.18.210.0/24", "", false, &[], &[])
             .unwrap();
         let err = ipam
-            .request_pool("local", "198.18.211.1/24", "", false, &[], &none)
+            .request_pool("local", "198.18.211.1/24", "", false, &[], &[])
             .unwrap_err();
         assert!(matches!(err, CnmError::Invalid(_)), "{err}");
         let err = ipam
-            .request_pool("local", "", "198.18.212.0/25", false, &[], &none)
+            .request_pool("local", "", "198.18.212.0/25", false, &[], &[])
             .unwrap_err();
         assert!(matches!(err, CnmError::Invalid(_)));
     }
@@ -377,7 +435,7 @@ mod tests {
                 "198.18.220.4/30",
                 false,
                 &[],
-                &none,
+                &[],
             )
             .unwrap();
         let gw = ipam
@@ -410,5 +468,88 @@ mod tests {
         ));
         ipam.release_pool(&p.id).unwrap();
         ipam.release_pool(&p.id).unwrap();
+    }
+
+    #[test]
+    fn pools_too_large_or_too_small_are_refused() {
+        let mut ipam = Ipam::default();
+        // Was accepted, then handed out 0.0.0.1/0.
+        for p in ["0.0.0.0/0", "::/0", "0.0.0.0/1", "10.0.0.0/7", "fd00::/8"] {
+            let err = ipam
+                .request_pool("local", p, "", p.contains(':'), &[], &[])
+                .unwrap_err();
+            assert!(
+                matches!(&err, CnmError::Invalid(m) if m.contains("too large")),
+                "{p}: {err}"
+            );
+        }
+        for p in ["198.18.213.0/31", "198.18.213.0/32", "fd00:213::/127"] {
+            let err = ipam
+                .request_pool("local", p, "", p.contains(':'), &[], &[])
+                .unwrap_err();
+            assert!(
+                matches!(&err, CnmError::Invalid(m) if m.contains("too small")),
+                "{p}: {err}"
+            );
+        }
+        assert!(ipam.pools.is_empty());
+        // The bounds themselves are pools.
+        for (space, p) in [
+            ("local", "10.0.0.0/8"),
+            ("local", "198.18.213.0/30"),
+            ("local", "fd00::/16"),
+            ("global", "fd00:213::/126"),
+        ] {
+            ipam.request_pool(space, p, "", p.contains(':'), &[], &[])
+                .unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
+        let err = DefaultPool::parse("base=0.0.0.0/0,size=0").unwrap_err();
+        assert!(matches!(err, CnmError::Invalid(_)), "{err}");
+    }
+
+    #[test]
+    fn pools_overlapping_host_routes_are_refused() {
+        let mut ipam = Ipam::default();
+        let routes = [net("198.18.214.0/24"), net("fd00:214::/64")];
+        // Covering a route, inside one, or the route itself.
+        for p in [
+            "198.18.0.0/16",
+            "198.18.214.128/25",
+            "198.18.214.0/24",
+            "fd00:214::/48",
+        ] {
+            let err = ipam
+                .request_pool("local", p, "", p.contains(':'), &[], &routes)
+                .unwrap_err();
+            assert!(
+                matches!(&err, CnmError::RouteOverlap { route, .. }
+                    if routes.iter().any(|r| r.to_string() == *route)),
+                "{p}: {err}"
+            );
+            assert!(err
+                .to_string()
+                .contains("overlaps with existing host route"));
+        }
+        ipam.request_pool("local", "198.18.215.0/24", "", false, &[], &routes)
+            .unwrap();
+    }
+
+    #[test]
+    fn round_robin_after_the_last_address() {
+        let mut ipam = Ipam::default();
+        let p = ipam
+            .request_pool("local", "198.18.216.0/28", "", false, &[], &[])
+            .unwrap();
+        let next = |ipam: &mut Ipam| {
+            ipam.request_address(&p.id, None, false)
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(next(&mut ipam), "198.18.216.1/28");
+        assert_eq!(next(&mut ipam), "198.18.216.2/28");
+        ipam.release_address(&p.id, "198.18.216.1".parse().unwrap())
+            .unwrap();
+        // Not handed out again at once, as Docker's serial allocation.
+        assert_eq!(next(&mut ipam), "198.18.216.3/28");
     }
 }

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod driver;
 pub mod error;
 pub mod ipam;
+pub mod ipam_store;
 pub mod publish;
 pub mod sandbox;
 pub mod store;

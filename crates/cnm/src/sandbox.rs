@@ -11,7 +11,6 @@
 
 use crate::controller::{
     delete_link_by_name, ep_key, net_key, nl_link, put, short, Controller, Endpoint, Network,
-    IPAM_KEY,
 };
 use crate::driver::{macvlan_mode, Driver, DRIVER_KEY};
 use crate::error::{kernel, CnmError, Result};
@@ -251,7 +250,7 @@ impl Controller {
             for p in &pools {
                 let _ = self.ipam.release_pool(p);
             }
-            self.store.apply(vec![put(IPAM_KEY.into(), &self.ipam)?])?;
+            self.store.apply(vec![self.ipam.take_changes()?])?;
             return Err(e);
         }
         let mut n = self
@@ -262,10 +261,8 @@ impl Controller {
         n.name = Some(req.name.clone());
         n.pools = pools;
         n.routes = req.routes.clone();
-        self.store.apply(vec![
-            put(net_key(&id), &n)?,
-            put(IPAM_KEY.into(), &self.ipam)?,
-        ])?;
+        self.store
+            .apply(vec![put(net_key(&id), &n)?, self.ipam.take_changes()?])?;
         self.networks.insert(id, n.clone());
         Ok(n)
     }
@@ -283,7 +280,7 @@ impl Controller {
         for p in &n.pools {
             self.ipam.release_pool(p)?;
         }
-        self.store.apply(vec![put(IPAM_KEY.into(), &self.ipam)?])
+        self.store.apply(vec![self.ipam.take_changes()?])
     }
 
     /// Creates a sandbox: a new named namespace, or an existing one given by path.
@@ -543,10 +540,8 @@ impl Controller {
                 .map_err(kernel(format!("set {ifname} up")))?;
             Ok(())
         })();
-        self.store.apply(vec![
-            put(ep_key(&id), &ep)?,
-            put(IPAM_KEY.into(), &self.ipam)?,
-        ])?;
+        self.store
+            .apply(vec![put(ep_key(&id), &ep)?, self.ipam.take_changes()?])?;
         self.endpoints.insert(id, ep.clone());
         finish?;
         Ok(ep)
@@ -628,7 +623,7 @@ impl Controller {
         }
         self.store.apply(vec![
             Change::Delete(ep_key(&ep.id)),
-            put(IPAM_KEY.into(), &self.ipam)?,
+            self.ipam.take_changes()?,
         ])?;
         self.endpoints.remove(&ep.id);
         Ok(())

@@ -2,7 +2,7 @@
 //! committed before Docker hears back, so kill -9 and restart lose nothing.
 
 use crate::error::{CnmError, Result};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, TableDefinition};
 use std::path::Path;
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -15,10 +15,30 @@ fn err(e: impl std::fmt::Display) -> CnmError {
     CnmError::Store(e.to_string())
 }
 
-/// One change of a transaction: write a value, or delete the key.
+/// One change of a transaction: write a value, delete the key, or several
+/// changes (IPAM's per-key writes, in the transaction of the operation).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Put(String, Vec<u8>),
     Delete(String),
+    Many(Vec<Change>),
+}
+
+fn write(t: &mut redb::Table<&str, &[u8]>, c: &Change) -> Result<()> {
+    match c {
+        Change::Put(k, v) => {
+            t.insert(k.as_str(), v.as_slice()).map_err(err)?;
+        }
+        Change::Delete(k) => {
+            t.remove(k.as_str()).map_err(err)?;
+        }
+        Change::Many(cs) => {
+            for c in cs {
+                write(t, c)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -39,14 +59,7 @@ impl Store {
         {
             let mut t = txn.open_table(OBJECTS).map_err(err)?;
             for c in &changes {
-                match c {
-                    Change::Put(k, v) => {
-                        t.insert(k.as_str(), v.as_slice()).map_err(err)?;
-                    }
-                    Change::Delete(k) => {
-                        t.remove(k.as_str()).map_err(err)?;
-                    }
-                }
+                write(&mut t, c)?;
             }
         }
         txn.commit().map_err(err)
@@ -54,11 +67,19 @@ impl Store {
 
     /// Every key and value.
     pub fn load(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        self.load_prefix("")
+    }
+
+    /// Every key starting with `prefix`, with its value, in key order.
+    pub fn load_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let txn = self.db.begin_read().map_err(err)?;
         let t = txn.open_table(OBJECTS).map_err(err)?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(err)? {
+        for item in t.range(prefix..).map_err(err)? {
             let (k, v) = item.map_err(err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
             out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)

@@ -182,6 +182,19 @@ pub fn allocate_in_set(
     })
 }
 
+/// The first address of `ranges` in round-robin order after `last` (see
+/// [`RangeIter`]) that `taken` says is free: for callers that hold the
+/// reservations themselves, in memory. With the cursor at the last address
+/// handed out, the common case looks at one or two candidates however many
+/// addresses are taken.
+pub fn next_free(
+    ranges: &[Range],
+    last: Option<IpAddr>,
+    mut taken: impl FnMut(IpAddr) -> bool,
+) -> Option<(IpAddr, &Range)> {
+    RangeIter::over(ranges, last).find(|(ip, _)| !taken(*ip))
+}
+
 /// Candidate addresses of a range set in the reference's order.
 #[derive(Debug, Clone)]
 pub struct RangeIter<'a> {
@@ -195,7 +208,13 @@ impl<'a> RangeIter<'a> {
     /// Start after `last_reserved` when the set contains it, else at the
     /// first range's start.
     pub fn new(set: &'a RangeSet, last_reserved: Option<IpAddr>) -> Self {
-        let ranges = set.ranges();
+        RangeIter::over(set.ranges(), last_reserved)
+    }
+
+    /// [`RangeIter::new`] over bare ranges (one family, disjoint, each
+    /// `range_start <= range_end`: what [`Range::canonicalize`] yields).
+    /// Nothing is offered when `ranges` is empty.
+    pub fn over(ranges: &'a [Range], last_reserved: Option<IpAddr>) -> Self {
         let pos = last_reserved.and_then(|ip| {
             let ip = canonical_ip(ip);
             ranges
@@ -222,6 +241,9 @@ impl<'a> RangeIter<'a> {
     /// The next candidate and its range; `None` once every address has been
     /// offered.
     pub fn next_candidate(&mut self) -> Option<(IpAddr, &'a Range)> {
+        if self.ranges.is_empty() {
+            return None;
+        }
         loop {
             let r = &self.ranges[self.idx];
             match self.cur {

@@ -386,6 +386,12 @@ impl fmt::Display for RangeSet {
     }
 }
 
+/// Whether two networks share an address (one contains the other's
+/// network address; networks of different families never overlap).
+pub fn nets_overlap(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 /// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) become IPv4, as Go's
 /// `To4()` canonicalisation does; everything else is unchanged.
 pub fn canonical_ip(ip: IpAddr) -> IpAddr {

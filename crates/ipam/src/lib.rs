@@ -30,9 +30,10 @@ mod disk;
 mod error;
 mod store;
 
-pub use allocator::{allocate_in_set, Allocation, Allocator, RangeIter};
+pub use allocator::{allocate_in_set, next_free, Allocation, Allocator, RangeIter};
 pub use config::{
-    canonical_ip, Config, IpamConfig, Range, RangeConfig, RangeSet, Route, DEFAULT_DATA_DIR,
+    canonical_ip, nets_overlap, Config, IpamConfig, Range, RangeConfig, RangeSet, Route,
+    DEFAULT_DATA_DIR,
 };
 pub use disk::{parse_holder, DiskStore, INDEX_DIR, LAST_IP_PREFIX, LOCK_FILE};
 pub use error::{IpamError, Result, CNI_INVALID_CONFIG, CNI_PLUGIN_ERROR, CNI_TRY_AGAIN_LATER};

@@ -494,3 +494,21 @@ fn invalid_network_names_rejected() {
         assert!(matches!(e, IpamError::InvalidNetworkName(_)), "{n}: {e}");
     }
 }
+
+#[test]
+fn next_free_walks_round_robin_past_taken_addresses() {
+    use ferry_ipam::{next_free, Range, RangeConfig};
+    let r = Range::canonicalize(0, &RangeConfig::new("198.19.64.0/29".parse().unwrap())).unwrap();
+    let ranges = [r];
+    let taken: HashSet<IpAddr> = [ip("198.19.64.3"), ip("198.19.64.4")].into();
+    let free = |last: Option<IpAddr>| next_free(&ranges, last, |a| taken.contains(&a)).map(|f| f.0);
+    // The gateway (.1) is skipped, as in the allocator.
+    assert_eq!(free(None), Some(ip("198.19.64.2")));
+    assert_eq!(free(Some(ip("198.19.64.2"))), Some(ip("198.19.64.5")));
+    // Wraps from the end (.6; .7 is the broadcast) to the start.
+    assert_eq!(free(Some(ip("198.19.64.6"))), Some(ip("198.19.64.2")));
+    // Everything taken: none, and the walk ends.
+    let all = |_: IpAddr| true;
+    assert_eq!(next_free(&ranges, Some(ip("198.19.64.5")), all), None);
+    assert_eq!(next_free(&[], None, |_| false), None);
+}
