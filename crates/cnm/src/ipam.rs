@@ -178,10 +178,11 @@ pub struct Ipam {
 
 impl Ipam {
     /// Registers a pool: the one asked for, refused when its size is out of
-    /// bounds ([`PREFIX_V4`], [`PREFIX_V6`]) or it overlaps another pool in
-    /// the same space or one of `host_routes` (what the host already
-    /// reaches elsewhere), or the first free subnet of the default pools
-    /// that overlaps neither.
+    /// bounds ([`PREFIX_V4`], [`PREFIX_V6`]), when it overlaps another pool
+    /// in the same space, or when it covers one of `host_routes` (what the
+    /// host already reaches: the main table, default routes excluded); or
+    /// the first free subnet of the default pools that overlaps neither a
+    /// pool nor a route.
     pub fn request_pool(
         &mut self,
         space: &str,
@@ -219,7 +220,11 @@ impl Ipam {
                     space: space.to_string(),
                 });
             }
-            if let Some(route) = host_routes.iter().find(|r| nets_overlap(r, &net)) {
+            // A pool wider than a route would take the routed network's
+            // addresses too. A pool equal to or inside a route is the
+            // macvlan/ipvlan case (the parent's own network) and allowed.
+            let covered = |r: &&IpNet| r.prefix_len() > net.prefix_len() && net.contains(*r);
+            if let Some(route) = host_routes.iter().find(covered) {
                 return Err(CnmError::RouteOverlap {
                     requested: net.to_string(),
                     route: route.to_string(),
@@ -508,16 +513,10 @@ mod tests {
     }
 
     #[test]
-    fn pools_overlapping_host_routes_are_refused() {
+    fn pools_covering_host_routes_are_refused() {
         let mut ipam = Ipam::default();
         let routes = [net("198.18.214.0/24"), net("fd00:214::/64")];
-        // Covering a route, inside one, or the route itself.
-        for p in [
-            "198.18.0.0/16",
-            "198.18.214.128/25",
-            "198.18.214.0/24",
-            "fd00:214::/48",
-        ] {
+        for p in ["198.18.0.0/16", "198.18.214.0/23", "fd00:214::/48"] {
             let err = ipam
                 .request_pool("local", p, "", p.contains(':'), &[], &routes)
                 .unwrap_err();
@@ -530,8 +529,16 @@ mod tests {
                 .to_string()
                 .contains("overlaps with existing host route"));
         }
-        ipam.request_pool("local", "198.18.215.0/24", "", false, &[], &routes)
-            .unwrap();
+        // The routed network itself or a part of it (a macvlan on its
+        // parent's network), and a pool beside the route: accepted.
+        for (space, p) in [
+            ("local", "198.18.214.0/24"),
+            ("global", "198.18.214.128/25"),
+            ("local", "198.18.215.0/24"),
+        ] {
+            ipam.request_pool(space, p, "", false, &[], &routes)
+                .unwrap_or_else(|e| panic!("{p}: {e}"));
+        }
     }
 
     #[test]
