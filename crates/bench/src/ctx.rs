@@ -32,6 +32,8 @@ pub struct Sizes {
     pub scale_plugin: String,
     /// `docker run --rm` cycles per network (scenario 7).
     pub cnm_cycles: usize,
+    /// RequestAddress (then ReleaseAddress) calls on one pool (scenario 9).
+    pub ipam_requests: usize,
 }
 
 pub struct Ctx {

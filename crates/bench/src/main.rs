@@ -10,7 +10,8 @@
 //! 7 CNM (`docker run --rm` on a Ferry network and on a Docker bridge
 //! network, through a private dockerd and ferryd the bench starts), 8 the
 //! floor (the kernel work of a bridge ADD in one process and in one process
-//! per plugin). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
+//! one /16 through a private ferryd's plugin socket). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -76,6 +77,9 @@ struct Opts {
     /// `docker run --rm` cycles per network in scenario 7 (default 50; smoke 3).
     #[arg(long)]
     cnm_cycles: Option<usize>,
+    /// RequestAddress calls on one pool in scenario 9 (default 10000; smoke 200).
+    #[arg(long)]
+    ipam_requests: Option<usize>,
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference: PathBuf,
@@ -311,6 +315,10 @@ fn run(opts: Opts) -> i32 {
         scale,
         scale_plugin,
         cnm_cycles: opts.cnm_cycles.unwrap_or(if smoke { 3 } else { 50 }),
+        ipam_requests: opts
+            .ipam_requests
+            .unwrap_or(if smoke { 200 } else { 10_000 })
+            .max(1),
     };
     let tag = match &opts.tag {
         Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),
@@ -346,7 +354,7 @@ fn run(opts: Opts) -> i32 {
         opts.only.is_empty() || opts.only.contains(&num) || (num == 1 && opts.only.contains(&8))
     };
     let mut s7_notes = Vec::new();
-    let ferryd = if wanted(7) {
+    let ferryd = if wanted(7) || wanted(9) {
         match sibling_binary(opts.ferryd.as_ref(), "--ferryd", "ferryd", "ferryd") {
             Ok(p) => Some(p),
             Err(e) => {
@@ -416,9 +424,9 @@ fn run(opts: Opts) -> i32 {
                     )
                 }),
         ));
-        if let Some(f) = &ferryd {
-            peers.push(("ferryd (scenario 7)".into(), f.display().to_string()));
-        }
+    }
+    if let Some(f) = &ferryd {
+        peers.push(("ferryd (scenarios 7, 9)".into(), f.display().to_string()));
     }
     peers.push((
         "runtime".into(),
@@ -440,13 +448,17 @@ fn run(opts: Opts) -> i32 {
         ctx.note("run", n);
     }
     for n in s7_notes {
-        ctx.note(scenarios::S7, n);
+        for (num, s) in [(7, scenarios::S7), (9, scenarios::S9)] {
+            if wanted(num) {
+                ctx.note(s, n.clone());
+            }
+        }
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = now_utc();
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 7] = [
+    let list: [(u8, &str, Scenario); 8] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -454,6 +466,7 @@ fn run(opts: Opts) -> i32 {
         (5, scenarios::S5, scenarios::scale),
         (6, scenarios::S6, rss::peak_rss),
         (7, scenarios::S7, scenarios::cnm),
+        (9, scenarios::S9, scenarios::ipam),
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {
@@ -490,7 +503,7 @@ fn run(opts: Opts) -> i32 {
         machine: mach,
         peers,
         sizes: format!(
-            "{} cycles, {} namespaces × {} in parallel × {} rounds, scale {} ({}), {} CNM cycles, smoke: {}",
+            "{} cycles, {} namespaces × {} in parallel × {} rounds, scale {} ({}), {} CNM cycles, {} IPAM requests, smoke: {}",
             sizes.cycles,
             sizes.namespaces,
             sizes.parallel,
@@ -498,6 +511,7 @@ fn run(opts: Opts) -> i32 {
             sizes.scale,
             sizes.scale_plugin,
             sizes.cnm_cycles,
+            sizes.ipam_requests,
             smoke
         ),
         notes: ctx.notes(),

@@ -3,7 +3,7 @@
 //! against the number of containers for the scale scenario.
 
 use crate::ctx::Row;
-use crate::scenarios::{S1, S2, S3, S4, S5, S6, S7};
+use crate::scenarios::{S1, S2, S3, S4, S5, S6, S7, S9};
 use std::fmt::Write as _;
 
 /// Nearest-rank percentile of unsorted samples.
@@ -60,9 +60,14 @@ fn fmt_ratio(r: Option<f64>) -> String {
 
 /// p50 of the ADDs of the first or the last `k` containers of the scale run.
 fn scale_window(rows: &[Row], part: &str, op: &str, first: bool, k: usize) -> Option<f64> {
+    window(rows, S5, part, op, first, k)
+}
+
+/// p50 of the first or the last `k` rows of scenario `s` by containers held.
+fn window(rows: &[Row], s: &str, part: &str, op: &str, first: bool, k: usize) -> Option<f64> {
     let mut v: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.scenario == S5 && r.part == part && r.op == op)
+        .filter(|r| r.scenario == s && r.part == part && r.op == op)
         .collect();
     v.sort_by_key(|r| r.containers);
     let k = k.min(v.len());
@@ -127,6 +132,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         .filter_map(|(_, a, b)| ratio(a, b))
         .collect();
     let worst_rss = rss.iter().copied().reduce(f64::max);
+    let (ipam_first, ipam_last) = ipam_windows(rows);
     vec![
         Target {
             what: "bridge+host-local ADD p50 ≤ 0.15× reference",
@@ -169,12 +175,32 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             how: format!("Ferry ADD p50, last {k} / first {k}"),
         },
         Target {
+            what: "CNM RequestAddress, last 1000 ≤ 1.2× first 1000",
+            limit: 1.2,
+            measured: ratio(ipam_last, ipam_first),
+            how: format!("ferryd RequestAddress p50, last {IPAM_K} / first {IPAM_K}"),
+        },
+        Target {
             what: "peak RSS of one ADD ≤ 0.5× reference",
             limit: 0.5,
             measured: worst_rss,
             how: "worst Ferry / reference over the plugins both have".into(),
         },
     ]
+}
+
+/// Requests per window of scenario 9 (fewer when the run made fewer).
+const IPAM_K: usize = 1000;
+
+/// p50 of scenario 9's first and last [`IPAM_K`] RequestAddress calls.
+fn ipam_windows(rows: &[Row]) -> (Option<f64>, Option<f64>) {
+    let n = values(rows, S9, "ferry", "RequestAddress").len();
+    // Two disjoint windows even in a short run.
+    let k = IPAM_K.min(n / 2).max(1);
+    (
+        window(rows, S9, "ferry", "RequestAddress", true, k),
+        window(rows, S9, "ferry", "RequestAddress", false, k),
+    )
 }
 
 /// (plugin, Ferry KiB, reference KiB) for every plugin measured.
@@ -335,6 +361,17 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
             cell(rows, S7, "ferry", "run"),
             cell(rows, S7, "docker", "run"),
             fmt_ratio(ratio(f, d)),
+        );
+    }
+
+    if has(rows, S9) {
+        let (first, last) = ipam_windows(rows);
+        let _ = writeln!(
+            w,
+            "| 9 CNM IPAM, RequestAddress last / first (one /16) | RequestAddress | {} | {} | {} | — | — | — | — | — |",
+            last.map(fmt_ms).unwrap_or("—".into()),
+            first.map(fmt_ms).unwrap_or("—".into()),
+            fmt_ratio(ratio(last, first)),
         );
     }
 
@@ -563,6 +600,35 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
     );
     notes_for(w, meta, crate::scenarios::S8);
 
+    let _ = writeln!(w, "\n## 9. CNM IPAM at scale\n");
+    let _ = writeln!(
+        w,
+        "The bench starts ferryd (its own sockets and state file, under /var/tmp), asks for \
+         one pool (198.19.0.0/16) with `IpamDriver.RequestPool`, then calls \
+         `IpamDriver.RequestAddress` on it N times and `IpamDriver.ReleaseAddress` for each \
+         address, one HTTP request per connection on the plugin socket, as Docker does. Each \
+         call is the whole round trip: connect, request, the state commit, the answer."
+    );
+    if has(rows, S9) {
+        let (first, last) = ipam_windows(rows);
+        let n = values(rows, S9, "ferry", "RequestAddress").len();
+        let k = IPAM_K.min(n / 2).max(1);
+        let _ = writeln!(
+            w,
+            "\n| RequestAddress p50, first {k}, ms | last {k}, ms | last / first | all {n}: p50 (p95), ms | ReleaseAddress p50 (p95), ms | pools left |\n| --- | --- | --- | --- | --- | --- |\n| {} | {} | {} | {} | {} | {} |",
+            first.map(fmt_ms).unwrap_or("—".into()),
+            last.map(fmt_ms).unwrap_or("—".into()),
+            fmt_ratio(ratio(last, first)),
+            cell(rows, S9, "ferry", "RequestAddress"),
+            cell(rows, S9, "ferry", "ReleaseAddress"),
+            values(rows, S9, "ferry", "leftover-pools")
+                .first()
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or("—".into()),
+        );
+    }
+    notes_for(w, meta, S9);
+
     let _ = writeln!(w, "\n## Notes\n");
     notes_for(w, meta, "run");
     if meta.cleanup.is_empty() {
@@ -731,6 +797,30 @@ mod tests {
             value: v,
             unit: "ms",
         }
+    }
+
+    #[test]
+    fn ipam_windows_are_the_first_and_last_requests() {
+        let rows: Vec<Row> = (0..3000)
+            .map(|i| Row {
+                scenario: S9,
+                ..row(
+                    "ferry",
+                    "RequestAddress",
+                    i,
+                    if i < 1000 { 1.0 } else { 1.5 },
+                )
+            })
+            .collect();
+        assert_eq!(ipam_windows(&rows), (Some(1.0), Some(1.5)));
+        let t = targets(&rows);
+        let t = t
+            .iter()
+            .find(|t| t.what.contains("RequestAddress"))
+            .unwrap();
+        assert_eq!(t.measured, Some(1.5));
+        // A short run: two halves.
+        assert_eq!(ipam_windows(&rows[..1500]), (Some(1.0), Some(1.5)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The scenarios. Addresses: 198.18.224.0/19 and fd00:bec::/32, one /24
 //! (and /64) per scenario and participant (scenario 7, CNM: 198.18.248.0/22);
-//! the scale scenario takes 198.19.0.0/16 (a /17 per implementation).
+//! the scale scenario takes 198.19.0.0/16 (a /17 per implementation), and
+//! so does scenario 9, CNM IPAM, as a pool only (no link, address or route).
 
 use crate::cleanup::{check_stop, Ticket};
 use crate::ctx::Ctx;
@@ -27,6 +28,7 @@ pub const S5: &str = "5-scale";
 pub const S6: &str = "6-rss";
 pub const S7: &str = "7-cnm";
 pub const S8: &str = "8-floor";
+pub const S9: &str = "9-ipam";
 
 fn part_index(p: Part) -> u8 {
     match p {
@@ -1156,5 +1158,107 @@ fn cnm_measure(
             ctx.note(S7, format!("{part} leftover: bridge {bridge}"));
         }
     }
+    Ok(())
+}
+
+/// Scenario 9's pool: a /16 (addresses of scenario 5, which runs before it
+/// and leaves nothing: only IPAM state is made here), and ferryd's default
+/// pool, the same addresses, unused (the request names its pool).
+const S9_POOL: &str = "198.19.0.0/16";
+const S9_FERRYD_POOL: &str = "base=198.19.0.0/16,size=24";
+
+/// Scenario 9: CNM IPAM at scale. The bench starts ferryd (its own plugin
+/// socket, API socket and state file, on disk under /var/tmp as a real
+/// state file is), asks for one /16 pool, then sends `IpamDriver.RequestAddress`
+/// `ipam_requests` times and `IpamDriver.ReleaseAddress` for each address,
+/// one HTTP request per connection over the plugin socket, as Docker does.
+/// The cost of a request must not grow with the addresses already taken.
+pub fn ipam(ctx: &Ctx) -> Result<(), String> {
+    let Some(ferryd_bin) = ctx.ferryd.clone() else {
+        return Ok(()); // main noted why
+    };
+    let dir = PathBuf::from(format!("/var/tmp/ferry-bench-{}-ipam", ctx.tag));
+    let dir_t = util::own_dir(&ctx.janitor, &dir);
+    let driver = ctx.name("i9");
+    let (ferryd, ferryd_t) = own_daemon(
+        ctx,
+        "ferryd (scenario 9)",
+        Ferryd::try_start(&ferryd_bin, &dir, &driver, &[S9_FERRYD_POOL])?,
+    );
+    let measured = ipam_measure(ctx, &ferryd);
+    drop(ferryd);
+    let stopped = ctx
+        .janitor
+        .run(ferryd_t)
+        .and_then(|_| ctx.janitor.run(dir_t));
+    measured.and(stopped)
+}
+
+/// One IPAM call; an `Error` in the answer is an error.
+fn ipam_call(f: &Ferryd, method: &str, body: Value) -> Result<Value, String> {
+    let (status, v) = f.try_call(method, &body.to_string())?;
+    match v["Error"].as_str() {
+        Some(e) if !e.is_empty() => Err(format!("{method}: {e}")),
+        _ if status != 200 => Err(format!("{method}: HTTP {status}: {v}")),
+        _ => Ok(v),
+    }
+}
+
+fn ipam_measure(ctx: &Ctx, f: &Ferryd) -> Result<(), String> {
+    let n = ctx.sizes.ipam_requests;
+    let pool = ipam_call(
+        f,
+        "IpamDriver.RequestPool",
+        json!({"AddressSpace": "local", "Pool": S9_POOL}),
+    )?;
+    let id = pool["PoolID"]
+        .as_str()
+        .ok_or_else(|| format!("RequestPool: no PoolID in {pool}"))?
+        .to_string();
+    let mut addrs = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 256 == 0 {
+            check_stop()?;
+        }
+        let t = Instant::now();
+        let v = ipam_call(f, "IpamDriver.RequestAddress", json!({"PoolID": id}))?;
+        ctx.record(S9, "ferry", "RequestAddress", i, i, ms(t.elapsed()), "ms");
+        let a = v["Address"]
+            .as_str()
+            .and_then(|a| a.split('/').next())
+            .ok_or_else(|| format!("RequestAddress: no Address in {v}"))?;
+        addrs.push(a.to_string());
+    }
+    let distinct: BTreeSet<&String> = addrs.iter().collect();
+    if distinct.len() != addrs.len() {
+        return Err(format!(
+            "RequestAddress handed out {} address(es) twice",
+            addrs.len() - distinct.len()
+        ));
+    }
+    for (i, a) in addrs.iter().enumerate() {
+        if i % 256 == 0 {
+            check_stop()?;
+        }
+        let t = Instant::now();
+        ipam_call(
+            f,
+            "IpamDriver.ReleaseAddress",
+            json!({"PoolID": id, "Address": a}),
+        )?;
+        ctx.record(
+            S9,
+            "ferry",
+            "ReleaseAddress",
+            i,
+            n - i,
+            ms(t.elapsed()),
+            "ms",
+        );
+    }
+    ipam_call(f, "IpamDriver.ReleasePool", json!({"PoolID": id}))?;
+    let (_, pools) = ferry_testkit::docker::try_http(&f.api_socket, "GET", "/pools", "")?;
+    let left = pools.as_object().map(|o| o.len()).unwrap_or(0);
+    ctx.record(S9, "ferry", "leftover-pools", 0, 0, left as f64, "count");
     Ok(())
 }

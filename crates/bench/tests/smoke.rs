@@ -98,6 +98,7 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         "## 5. Scale",
         "## 7. CNM (docker run --rm)",
         "## 8. The floor",
+        "## 9. CNM IPAM at scale",
         "kernel",
         "CPU",
     ] {
@@ -149,6 +150,9 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("6-rss", "reference", "bridge", 1),
         ("7-cnm", "ferry", "run", 3),
         ("7-cnm", "docker", "run", 3),
+        ("9-ipam", "ferry", "RequestAddress", 200),
+        ("9-ipam", "ferry", "ReleaseAddress", 200),
+        ("9-ipam", "ferry", "leftover-pools", 1),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }
@@ -191,9 +195,15 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         "dockerd/ferryd directory left"
     );
     assert!(
-        !Path::new(&format!("/run/docker/plugins/{prefix}d.sock")).exists(),
-        "ferryd's plugin socket left"
+        !Path::new(&format!("/var/tmp/ferry-bench-{tag}-ipam")).exists(),
+        "scenario 9's ferryd directory left"
     );
+    for s in ["d", "i9"] {
+        assert!(
+            !Path::new(&format!("/run/docker/plugins/{prefix}{s}.sock")).exists(),
+            "ferryd's plugin socket {s} left"
+        );
+    }
     let daemons = sh("ps -eo args");
     assert!(
         !daemons.contains(&format!("ferry-bench-{tag}")),

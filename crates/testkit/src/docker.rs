@@ -287,6 +287,11 @@ impl Ferryd {
         http(&self.plugin_socket, "POST", &format!("/{method}"), body)
     }
 
+    /// [`Ferryd::call`], returning errors.
+    pub fn try_call(&self, method: &str, body: &str) -> Result<(u16, Value), String> {
+        try_http(&self.plugin_socket, "POST", &format!("/{method}"), body)
+    }
+
     pub fn api(&self, path: &str) -> Value {
         http(&self.api_socket, "GET", path, "").1
     }
@@ -301,20 +306,26 @@ impl Drop for Ferryd {
 
 /// A minimal HTTP/1.1 client over a unix socket (one request per connection).
 pub fn http(socket: &Path, verb: &str, path: &str, body: &str) -> (u16, Value) {
-    let mut s = UnixStream::connect(socket).unwrap();
+    try_http(socket, verb, path, body).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`http`], returning errors (a JSON body that does not parse is `Null`).
+pub fn try_http(socket: &Path, verb: &str, path: &str, body: &str) -> Result<(u16, Value), String> {
+    let io = |e: std::io::Error| format!("{verb} {path} on {}: {e}", socket.display());
+    let mut s = UnixStream::connect(socket).map_err(io)?;
     write!(
         s,
         "{verb} {path} HTTP/1.1\r\nHost: ferry\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .map_err(io)?;
     let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    s.read_to_string(&mut raw).map_err(io)?;
     let status: u16 = raw
         .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     let json = raw.split("\r\n\r\n").nth(1).unwrap_or("");
-    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+    Ok((status, serde_json::from_str(json).unwrap_or(Value::Null)))
 }
