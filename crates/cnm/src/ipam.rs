@@ -478,22 +478,16 @@ mod tests {
     #[test]
     fn pools_too_large_or_too_small_are_refused() {
         let mut ipam = Ipam::default();
-        // Was accepted, then handed out 0.0.0.1/0.
-        for p in ["0.0.0.0/0", "::/0", "0.0.0.0/1", "10.0.0.0/7", "fd00::/8"] {
+        // The /0s were accepted, then handed out 0.0.0.1/0.
+        let large = ["0.0.0.0/0", "::/0", "0.0.0.0/1", "10.0.0.0/7", "fd00::/8"];
+        let small = ["198.18.213.0/31", "198.18.213.0/32", "fd00:213::/127"];
+        let cases = large.map(|p| (p, "too large")).into_iter();
+        for (p, why) in cases.chain(small.map(|p| (p, "too small"))) {
             let err = ipam
                 .request_pool("local", p, "", p.contains(':'), &[], &[])
                 .unwrap_err();
             assert!(
-                matches!(&err, CnmError::Invalid(m) if m.contains("too large")),
-                "{p}: {err}"
-            );
-        }
-        for p in ["198.18.213.0/31", "198.18.213.0/32", "fd00:213::/127"] {
-            let err = ipam
-                .request_pool("local", p, "", p.contains(':'), &[], &[])
-                .unwrap_err();
-            assert!(
-                matches!(&err, CnmError::Invalid(m) if m.contains("too small")),
+                matches!(&err, CnmError::Invalid(m) if m.contains(why)),
                 "{p}: {err}"
             );
         }
