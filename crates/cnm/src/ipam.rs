@@ -306,7 +306,7 @@ impl Ipam {
         Ok(())
     }
 
-    /// Reserves `wanted`, or the gateway (first usable address) when `gateway`
+    /// Reserves `wanted`, or the gateway (first free address) when `gateway`
     /// and nothing is wanted, or the next free address after the last one
     /// handed out.
     pub fn request_address(
@@ -345,12 +345,14 @@ impl Ipam {
                 ip
             }
             None => {
+                // The gateway is the first free address; others come round robin.
+                let from = if gateway { None } else { pool.last };
                 let taken = &pool.allocated;
-                let (ip, _) = next_free(std::slice::from_ref(&span), pool.last, |a| {
-                    taken.contains(&a)
-                })
-                .ok_or_else(|| CnmError::Exhausted(pool.subnet.to_string()))?;
-                pool.last = Some(ip);
+                let (ip, _) = next_free(std::slice::from_ref(&span), from, |a| taken.contains(&a))
+                    .ok_or_else(|| CnmError::Exhausted(pool.subnet.to_string()))?;
+                if !gateway {
+                    pool.last = Some(ip);
+                }
                 ip
             }
         };
@@ -552,5 +554,9 @@ mod tests {
             .unwrap();
         // Not handed out again at once, as Docker's serial allocation.
         assert_eq!(next(&mut ipam), "198.18.216.3/28");
+        // A gateway without an address: the first free one, cursor unmoved.
+        let gw = ipam.request_address(&p.id, None, true).unwrap();
+        assert_eq!(gw.to_string(), "198.18.216.1/28");
+        assert_eq!(next(&mut ipam), "198.18.216.4/28");
     }
 }
