@@ -557,7 +557,7 @@ impl Plugin for Bandwidth {
         }
         if let Some(index) = ifb {
             let node = Netns::current().map_err(kernel("failed to open the node's namespace"))?;
-            detach::start(&node, nl, index)
+            detach::start(detach::Deleter::Fork, &node, nl, index)
                 .map_err(kernel(format!("failed to delete ifb {name}")))?
                 .finish();
         }

@@ -274,7 +274,8 @@ impl Drop for Rollback<'_> {
         if !self.armed {
             return;
         }
-        let _ = detach::start_by_name(self.netns, &self.args.ifname).map(detach::Pending::finish);
+        let _ = detach::start_by_name(detach::Deleter::Fork, self.netns, &self.args.ifname)
+            .map(detach::Pending::finish);
         if let Some(t) = &self.ipam {
             let _ = delegate::ipam_pass(t, "DEL", self.args);
         }
@@ -296,7 +297,7 @@ impl Plugin for Bridge {
             .map_err(kernel("failed to open netlink in the container"))?;
 
         // IPAM first, so a refused address changes nothing on the host.
-        veth::ensure_absent(&mut cont_nl, &args.ifname)?;
+        veth::ensure_absent(&mut cont_nl, &args.ifname).map_err(conf::driver_err)?;
         let mut rollback = Rollback {
             args,
             ipam: None,
@@ -322,7 +323,8 @@ impl Plugin for Bridge {
             mac,
             // A bridge port forwards IPv6 frames without IPv6 of its own.
             false,
-        )?;
+        )
+        .map_err(conf::driver_err)?;
         host_nl
             .set_master(pair.host.index, br.index)
             .map_err(kernel(format!(
@@ -356,8 +358,7 @@ impl Plugin for Bridge {
                 &netns,
                 &mut cont_nl,
                 &args.ifname,
-                CONTAINER_IFACE,
-                &result,
+                &conf::iface_config(&result, CONTAINER_IFACE),
                 iface::Options {
                     // Hairpin and promiscuous bridges echo neighbour
                     // solicitations, which fails DAD: like the reference,
@@ -366,7 +367,8 @@ impl Plugin for Bridge {
                     accept_dad_off: !c.enabledad,
                     ..iface::Options::default()
                 },
-            )?;
+            )
+            .map_err(conf::driver_err)?;
             for gw in &gateways {
                 ensure_gateway_addr(&mut host_nl, &br, *gw, c.force_address)?;
             }
@@ -428,7 +430,8 @@ impl Plugin for Bridge {
         let c: BridgeConf = conf::parse(args)?;
         // The link goes first so that the kernel's part of the delete runs
         // while the rest of DEL (IPAM, nftables) does: see crate::detach.
-        let link = detach::start_in_netns(&args.netns, &args.ifname);
+        let link = detach::start_in_netns(detach::Deleter::Fork, &args.netns, &args.ifname)
+            .map_err(conf::driver_err);
         if netconf::ip_masq(args)? {
             netconf::masq_del(args)?;
         }
@@ -461,7 +464,8 @@ impl Plugin for Bridge {
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
         let mut host_nl = Netlink::new().map_err(kernel("failed to open netlink"))?;
-        let (idx, cont) = veth::container_end(&mut cont_nl, &prev, &args.ifname)?;
+        let idx = conf::prev_container_iface(&prev, &args.ifname)?;
+        let cont = veth::container_end(&mut cont_nl, &args.ifname).map_err(conf::driver_err)?;
         let want_mac = &prev.interfaces[idx].mac;
         if !want_mac.is_empty() && !want_mac.eq_ignore_ascii_case(&iface::mac_string(&cont)) {
             return Err(CniError::internal(format!(
@@ -505,7 +509,8 @@ impl Plugin for Bridge {
                 c.bridge
             )));
         }
-        iface::check(&mut cont_nl, &args.ifname, idx, &prev)
+        iface::check(&mut cont_nl, &args.ifname, &conf::iface_config(&prev, idx))
+            .map_err(conf::driver_err)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

@@ -226,7 +226,7 @@ fn move_out(netns: &Netns, ifname: &str, restore_alias: Option<&str>) -> CniResu
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(kernel(format!("failed to find {ifname:?}"))(e)),
     };
-    let original = linkattr::alias(&mut nl, dev.index)?;
+    let original = linkattr::alias(&mut nl, dev.index).map_err(conf::driver_err)?;
     // No alias: the device did not come from this plugin's ADD; it goes back
     // under its current name.
     let name = if original.is_empty() {
@@ -283,7 +283,8 @@ impl Plugin for HostDevice {
                     "CNI_IFNAME names an interface that is already in the container's namespace",
                 ));
             }
-            let original_alias = linkattr::alias(&mut host_nl, dev.index)?;
+            let original_alias =
+                linkattr::alias(&mut host_nl, dev.index).map_err(conf::driver_err)?;
             // One request: into the container, renamed, original name in the alias.
             linkattr::move_rename(
                 &mut host_nl,
@@ -327,10 +328,10 @@ impl Plugin for HostDevice {
                     &netns,
                     &mut cont_nl,
                     &args.ifname,
-                    CONTAINER_IFACE,
-                    &result,
+                    &conf::iface_config(&result, CONTAINER_IFACE),
                     iface::Options::default(),
-                )?;
+                )
+                .map_err(conf::driver_err)?;
             }
             // With IPAM the reference puts the config's dns in the result.
             result.dns = l.conf.dns.clone().unwrap_or_default();
@@ -375,7 +376,8 @@ impl Plugin for HostDevice {
             ))
         })?;
         check_mac(want, &link)?;
-        iface::check(&mut nl, &args.ifname, idx, &prev)
+        iface::check(&mut nl, &args.ifname, &conf::iface_config(&prev, idx))
+            .map_err(conf::driver_err)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

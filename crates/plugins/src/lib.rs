@@ -6,12 +6,9 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
-pub mod detach;
 pub mod firewall;
 pub mod host_device;
 pub mod host_local;
-pub mod iface;
-mod linkattr;
 pub mod loopback;
 pub mod macvlan;
 pub mod netconf;
@@ -21,7 +18,10 @@ pub mod sbr;
 pub mod static_ipam;
 pub mod tap;
 pub mod tuning;
-pub mod veth;
+
+// The kernel work lives in the driver layer, shared with ferryd.
+use ferry_drivers::link::attr as linkattr;
+pub use ferry_drivers::link::{detach, iface, veth};
 
 use ferry_cni::skel::Plugin;
 

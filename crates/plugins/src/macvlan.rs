@@ -164,7 +164,7 @@ fn create(
 ) -> CniResult<u32> {
     let mut last = None;
     for _ in 0..5 {
-        let tmp = linkattr::random_name("veth")?;
+        let tmp = linkattr::random_name("veth").map_err(conf::driver_err)?;
         let mut spec = LinkSpec::macvlan(&tmp, l.master.index, l.mode);
         if l.conf.mtu > 0 {
             spec = spec.mtu(l.conf.mtu as u32);
@@ -277,10 +277,10 @@ impl Plugin for Macvlan {
                 &netns,
                 nl,
                 &args.ifname,
-                CONTAINER_IFACE,
-                &result,
+                &conf::iface_config(&result, CONTAINER_IFACE),
                 iface::Options::default(),
-            )?;
+            )
+            .map_err(conf::driver_err)?;
         } else {
             let nl = rollback
                 .cont_nl
@@ -312,7 +312,8 @@ impl Plugin for Macvlan {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _: MacvlanConf = conf::parse(args)?;
         // The link goes first: the kernel's part of its delete overlaps IPAM's DEL.
-        let link = detach::start_in_netns(&args.netns, &args.ifname);
+        let link = detach::start_in_netns(detach::Deleter::Fork, &args.netns, &args.ifname)
+            .map_err(conf::driver_err);
         if let Some(t) = conf::optional_ipam_type(args)? {
             delegate::ipam_pass(&t, "DEL", args)?;
         }
@@ -346,7 +347,7 @@ impl Plugin for Macvlan {
                 args.ifname, link.kind
             )));
         }
-        let mode = linkattr::macvlan_mode(&mut cont_nl, link.index)?;
+        let mode = linkattr::macvlan_mode(&mut cont_nl, link.index).map_err(conf::driver_err)?;
         if mode != Some(l.mode) {
             return Err(CniError::internal(format!(
                 "container macvlan mode {} does not match expected value: {}",
@@ -361,7 +362,8 @@ impl Plugin for Macvlan {
             )));
         }
         check_mac(want, &link)?;
-        iface::check(&mut cont_nl, &args.ifname, idx, &prev)
+        iface::check(&mut cont_nl, &args.ifname, &conf::iface_config(&prev, idx))
+            .map_err(conf::driver_err)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

@@ -54,7 +54,8 @@ impl Drop for Rollback<'_> {
             return;
         }
         if let Some(netns) = self.netns {
-            let _ = detach::start_by_name(netns, &self.args.ifname).map(detach::Pending::finish);
+            let _ = detach::start_by_name(detach::Deleter::Fork, netns, &self.args.ifname)
+                .map(detach::Pending::finish);
         }
         let _ = delegate::ipam_pass(self.ipam, "DEL", self.args);
     }
@@ -69,7 +70,7 @@ impl Plugin for Ptp {
         let mut cont_nl = netns
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
-        veth::ensure_absent(&mut cont_nl, &args.ifname)?;
+        veth::ensure_absent(&mut cont_nl, &args.ifname).map_err(conf::driver_err)?;
 
         let ipam = delegate::ipam_add_for(&ipam_type, args, CONTAINER_IFACE)?;
         let mut rollback = Rollback {
@@ -98,7 +99,8 @@ impl Plugin for Ptp {
             mtu,
             None,
             has_v6,
-        )?;
+        )
+        .map_err(conf::driver_err)?;
         let mut result = CniResultType {
             cni_version: args.cni_version.clone(),
             ips: ipam.ips,
@@ -110,10 +112,10 @@ impl Plugin for Ptp {
             &netns,
             &mut cont_nl,
             &args.ifname,
-            CONTAINER_IFACE,
-            &result,
+            &conf::iface_config(&result, CONTAINER_IFACE),
             iface::Options::default(),
-        )?;
+        )
+        .map_err(conf::driver_err)?;
         let cont_index = pair.container.index;
         for ip in &result.ips {
             let Some(gw) = ip.gateway else {
@@ -200,7 +202,8 @@ impl Plugin for Ptp {
         let _c: PtpConf = conf::parse(args)?;
         // The link goes first so that the kernel's part of the delete runs
         // while the rest of DEL (IPAM, nftables) does: see crate::detach.
-        let link = detach::start_in_netns(&args.netns, &args.ifname);
+        let link = detach::start_in_netns(detach::Deleter::Fork, &args.netns, &args.ifname)
+            .map_err(conf::driver_err);
         if netconf::ip_masq(args)? {
             netconf::masq_del(args)?;
         }
@@ -222,7 +225,8 @@ impl Plugin for Ptp {
         let mut cont_nl = netns
             .netlink()
             .map_err(kernel("failed to open netlink in the container"))?;
-        let (idx, _) = veth::container_end(&mut cont_nl, &prev, &args.ifname)?;
+        let idx = conf::prev_container_iface(&prev, &args.ifname)?;
+        veth::container_end(&mut cont_nl, &args.ifname).map_err(conf::driver_err)?;
         let mut host_nl = Netlink::new().map_err(kernel("failed to open netlink"))?;
         for host in prev.interfaces.iter().filter(|i| i.sandbox.is_empty()) {
             host_nl
@@ -231,7 +235,8 @@ impl Plugin for Ptp {
         }
         // Routes: ptp rewrote the subnet route, so check addresses and the
         // result's own routes only.
-        iface::check(&mut cont_nl, &args.ifname, idx, &prev)
+        iface::check(&mut cont_nl, &args.ifname, &conf::iface_config(&prev, idx))
+            .map_err(conf::driver_err)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

@@ -101,12 +101,12 @@ impl Plugin for Tap {
 
         // A TUNSETIFF on the name of an existing tap would attach to it
         // rather than fail: use a fresh name nobody has.
-        let mut tmp = linkattr::random_name("veth")?;
+        let mut tmp = linkattr::random_name("veth").map_err(conf::driver_err)?;
         for _ in 0..5 {
             if nl.link_by_name(&tmp).is_err() {
                 break;
             }
-            tmp = linkattr::random_name("veth")?;
+            tmp = linkattr::random_name("veth").map_err(conf::driver_err)?;
         }
         let spec = TapSpec {
             name: tmp.clone(),
@@ -165,13 +165,13 @@ impl Plugin for Tap {
                 &netns,
                 g.nl,
                 &args.ifname,
-                CONTAINER_IFACE,
-                &result,
+                &conf::iface_config(&result, CONTAINER_IFACE),
                 iface::Options {
                     nodad: true,
                     ..iface::Options::default()
                 },
-            )?;
+            )
+            .map_err(conf::driver_err)?;
         }
         result.dns = c.dns.clone().unwrap_or_default();
         let link =
@@ -191,7 +191,8 @@ impl Plugin for Tap {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let _: TapConf = conf::parse(args)?;
         // The link goes first: the kernel's part of its delete overlaps IPAM's DEL.
-        let link = detach::start_in_netns(&args.netns, &args.ifname);
+        let link = detach::start_in_netns(detach::Deleter::Fork, &args.netns, &args.ifname)
+            .map_err(conf::driver_err);
         if let Some(t) = conf::optional_ipam_type(args)? {
             delegate::ipam_pass(&t, "DEL", args)?;
         }
@@ -223,7 +224,8 @@ impl Plugin for Tap {
             )));
         }
         check_mac(want, &link)?;
-        iface::check(&mut nl, &args.ifname, idx, &prev)
+        iface::check(&mut nl, &args.ifname, &conf::iface_config(&prev, idx))
+            .map_err(conf::driver_err)
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {

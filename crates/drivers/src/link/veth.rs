@@ -2,9 +2,18 @@
 //! the container's namespace under CNI_IFNAME, the host end in the host
 //! namespace under a random `vethXXXXXXXX` name, as the reference names it.
 
-use crate::conf::kernel;
-use ferry_cni::{code, CniError, CniResult};
+use crate::{Error, Result};
 use ferry_linux::{Link, LinkSpec, MacAddr, Netlink, Netns};
+
+fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
+    Error::kernel(context)
+}
+
+fn exists(ifname: &str) -> Error {
+    Error::Exists(format!(
+        "container veth name provided ({ifname}) already exists"
+    ))
+}
 
 /// Both ends after creation, up.
 pub struct VethPair {
@@ -14,13 +23,9 @@ pub struct VethPair {
 
 /// Fails with code 4 when `ifname` already exists in the container: checked
 /// before anything is allocated, so a refused ADD changes nothing.
-pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> CniResult<()> {
+pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> Result<()> {
     if cont_nl.link_by_name(ifname).is_ok() {
-        return Err(CniError::new(
-            code::INVALID_ENVIRONMENT,
-            format!("container veth name provided ({ifname}) already exists"),
-            "CNI_IFNAME names an interface that is already in the container's namespace",
-        ));
+        return Err(exists(ifname));
     }
     Ok(())
 }
@@ -42,12 +47,12 @@ pub fn create(
     mtu: Option<u32>,
     mac: Option<MacAddr>,
     host_ipv6: bool,
-) -> CniResult<VethPair> {
+) -> Result<VethPair> {
     ensure_absent(cont_nl, ifname)?;
     // A random name may collide with another attachment's: try a few.
     let mut last_err = None;
     for _ in 0..5 {
-        let host_name = crate::linkattr::random_name("veth")?;
+        let host_name = super::attr::random_name("veth")?;
         let mut spec = LinkSpec::veth(ifname, &host_name).netns(container);
         if let Some(m) = mtu {
             spec = spec.mtu(m);
@@ -78,11 +83,7 @@ pub fn create(
             }
             Err(e) if e.is_exists() => {
                 if cont_nl.link_by_name(ifname).is_ok() {
-                    return Err(CniError::new(
-                        code::INVALID_ENVIRONMENT,
-                        format!("container veth name provided ({ifname}) already exists"),
-                        e.to_string(),
-                    ));
+                    return Err(exists(ifname));
                 }
                 last_err = Some(e);
             }
@@ -96,28 +97,16 @@ pub fn create(
     ))
 }
 
-/// CHECK: the container end named in prevResult: its index in
-/// `prev.interfaces` and the link, which must exist and be a veth.
-pub fn container_end(
-    cont_nl: &mut Netlink,
-    prev: &ferry_cni::result::Result,
-    ifname: &str,
-) -> CniResult<(usize, ferry_linux::Link)> {
-    let idx = prev
-        .interfaces
-        .iter()
-        .position(|i| i.name == ifname && !i.sandbox.is_empty())
-        .ok_or_else(|| {
-            CniError::internal(format!("prevResult has no container interface {ifname}"))
-        })?;
+/// CHECK: the container end `ifname`, which must exist and be a veth.
+pub fn container_end(cont_nl: &mut Netlink, ifname: &str) -> Result<Link> {
     let cont = cont_nl
         .link_by_name(ifname)
         .map_err(kernel(format!("container interface {ifname} is missing")))?;
     if cont.kind.as_deref() != Some("veth") {
-        return Err(CniError::internal(format!(
+        return Err(Error::Failed(format!(
             "container interface {ifname} is a {:?}, not a veth",
             cont.kind
         )));
     }
-    Ok((idx, cont))
+    Ok(cont)
 }
