@@ -34,6 +34,7 @@ pub mod macspoof;
 pub mod masq;
 pub mod network;
 pub mod portmap;
+pub mod qos;
 pub mod state;
 
 use std::path::PathBuf;
