@@ -79,10 +79,12 @@ pub fn limits_from_config(config: &Value) -> CniResult<Option<Limits>> {
         match obj.get(key) {
             None | Some(Value::Null) => {}
             Some(Value::Array(a)) if a.is_empty() => {}
-            Some(_) => return Err(CniError::unsupported_field(format!(
+            Some(_) => {
+                return Err(CniError::unsupported_field(format!(
                 "{from}{key}: Ferry's bandwidth shapes all traffic (tbf, as the reference 1.1.1); \
                      per-subnet shaping is not supported"
-            ))),
+            )))
+            }
         }
     }
     Ok(Some(Limits {
