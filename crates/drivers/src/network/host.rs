@@ -2,7 +2,7 @@
 //! have no interface; the only thing to check is that the sandbox's
 //! namespace really is the host's.
 
-use super::null::no_interface;
+use super::null::{joined, no_interface};
 use super::{Endpoint, EndpointSpec, NetworkDriver, NetworkSpec, Placement};
 use crate::link::detach::{Deleter, Pending};
 use crate::link::iface::InterfaceConfig;
@@ -82,10 +82,7 @@ impl NetworkDriver for HostDriver {
         _cfg: &InterfaceConfig,
     ) -> Result<Endpoint> {
         ensure_host(netns)?;
-        Ok(Endpoint {
-            netns: Some(netns.to_string()),
-            ..ep.clone()
-        })
+        Ok(joined(ep, netns))
     }
 
     fn check(&self, _net: &NetworkSpec, ep: &Endpoint, _cfg: &InterfaceConfig) -> Result<()> {

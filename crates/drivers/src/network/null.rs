@@ -33,6 +33,14 @@ pub(crate) fn no_interface(ep: &EndpointSpec, place: Placement<'_>) -> Endpoint 
     }
 }
 
+/// An endpoint without an interface, joined to the sandbox at `netns`.
+pub(crate) fn joined(ep: &Endpoint, netns: &str) -> Endpoint {
+    Endpoint {
+        netns: Some(netns.to_string()),
+        ..ep.clone()
+    }
+}
+
 impl NetworkDriver for NullDriver {
     fn name(&self) -> &'static str {
         "null"
@@ -67,10 +75,7 @@ impl NetworkDriver for NullDriver {
         _ifname: &str,
         _cfg: &InterfaceConfig,
     ) -> Result<Endpoint> {
-        Ok(Endpoint {
-            netns: Some(netns.to_string()),
-            ..ep.clone()
-        })
+        Ok(joined(ep, netns))
     }
 
     fn check(&self, _net: &NetworkSpec, _ep: &Endpoint, _cfg: &InterfaceConfig) -> Result<()> {
