@@ -8,6 +8,8 @@
 //! - [`link`]: the building blocks the drivers share: veth pairs, interface
 //!   configuration inside a namespace, detached deletes, link attributes and
 //!   generated names.
+//! - [`qos`]: token bucket shaping of a container's host veth (the
+//!   `bandwidth` plugin's tc work).
 //! - The packet-filtering drivers: port mapping ([`portmap`]), the
 //!   forwarding firewall ([`firewall`]), IP masquerade for container subnets
 //!   ([`masq`]) and the bridge MAC spoof check ([`macspoof`]).
@@ -34,6 +36,7 @@ pub mod macspoof;
 pub mod masq;
 pub mod network;
 pub mod portmap;
+pub mod qos;
 pub mod state;
 
 use std::path::PathBuf;

@@ -15,12 +15,12 @@ pub mod netconf;
 pub mod portmap;
 pub mod ptp;
 pub mod sbr;
+pub mod single;
 pub mod static_ipam;
 pub mod tap;
 pub mod tuning;
 
 // The kernel work lives in the driver layer, shared with ferryd.
-use ferry_drivers::link::attr as linkattr;
 pub use ferry_drivers::link::{detach, iface, veth};
 
 use ferry_cni::skel::Plugin;

@@ -26,6 +26,13 @@
 //! Namespaces are named by path, so the types here are plain data that a
 //! door can store and a fake driver can record.
 
+pub mod host;
+pub mod host_device;
+pub mod macvlan;
+pub mod null;
+mod single;
+pub mod tap;
+
 use crate::link::detach::Pending;
 use crate::link::iface::InterfaceConfig;
 use crate::portmap::Mapping;
