@@ -7,10 +7,10 @@
 //! the elements the kernel holds.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ferry_linux::fs::{write_atomic, Durability};
 use ferry_linux::nft::{self, Batch, Element, Family, Table, Value};
 use serde::{Deserialize, Serialize};
 
@@ -247,13 +247,8 @@ impl Store {
         };
         std::fs::create_dir_all(self.net_dir(&a.network))
             .map_err(|e| io("failed to create the directory of", e))?;
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(r).map_err(|e| io("failed to encode", e.into()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("failed to create", e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io("failed to write", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("failed to rename into", e))
+        write_atomic(&path, &bytes, 0o666, Durability::Synced).map_err(|e| io("failed to write", e))
     }
 
     /// The attachment's record; `None` when there is none. A file that

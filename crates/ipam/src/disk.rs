@@ -133,6 +133,7 @@ use nix::libc;
 
 use crate::error::{IpamError, Result};
 use crate::store::{Attachment, Holder, Store, StoreTxn};
+use ferry_linux::fs::{write_atomic, Durability};
 
 /// Name of the lock file, shared with the reference plugin.
 pub const LOCK_FILE: &str = "lock";
@@ -141,7 +142,6 @@ pub const LAST_IP_PREFIX: &str = "last_reserved_ip.";
 /// Ferry's index subdirectory.
 pub const INDEX_DIR: &str = "ferry-index";
 const INDEX_MAGIC: &str = "ferry-ipam-index v1";
-const TMP_PREFIX: &str = ".tmp-";
 /// The stamp's file name inside [`INDEX_DIR`]: no `+`, no leading `~`, so
 /// never an index entry's name.
 const STAMP_FILE: &str = "stamp";
@@ -384,16 +384,12 @@ fn multigrain(dev: u64, boot: &str) -> bool {
     let verdict = detect_multigrain(dev);
     // Best effort: without the cache the next stampless operation detects
     // again.
-    let tmp = Path::new(VERDICT_DIR).join(format!(".tmp-{}", std::process::id()));
-    let saved = fs::DirBuilder::new()
+    let text = format!("{boot} {}\n", u8::from(verdict));
+    let _ = fs::DirBuilder::new()
         .recursive(true)
         .mode(0o755)
         .create(VERDICT_DIR)
-        .and_then(|()| fs::write(&tmp, format!("{boot} {}\n", u8::from(verdict))))
-        .and_then(|()| fs::rename(&tmp, &path));
-    if saved.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
+        .and_then(|()| write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached));
     verdict
 }
 
@@ -655,9 +651,10 @@ impl DiskTxn<'_> {
             text.push_str(&ip.to_string());
             text.push('\n');
         }
-        let tmp = dir.join(format!("{TMP_PREFIX}{}", index_name(key)));
-        fs::write(&tmp, text).map_err(|e| IpamError::io("write", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| IpamError::io("rename", &path, e))
+        // Not synced: after a crash (a new boot) the stamp is not trusted
+        // and the index is rebuilt.
+        write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached)
+            .map_err(|e| IpamError::io("write", &path, e))
     }
 
     /// Remove the stamp and the index directory if it holds nothing else;
@@ -839,13 +836,14 @@ impl DiskTxn<'_> {
             boottime,
             multigrain,
         };
-        let tmp = self.index_dir().join(format!("{TMP_PREFIX}{STAMP_FILE}"));
-        if fs::write(&tmp, stamp.render()).is_err() || fs::rename(&tmp, self.stamp_path()).is_err()
-        {
-            let _ = fs::remove_file(&tmp);
-            return None;
-        }
-        Some(())
+        let text = stamp.render();
+        write_atomic(
+            &self.stamp_path(),
+            text.as_bytes(),
+            0o666,
+            Durability::Cached,
+        )
+        .ok()
     }
 }
 

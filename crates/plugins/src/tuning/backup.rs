@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::config::Wanted;
 use ferry_cni::{CniError, CniResult};
+use ferry_linux::fs::{write_atomic, Durability};
 use ferry_linux::Link;
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +70,7 @@ pub(super) fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathB
 }
 
 pub(super) fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -83,23 +84,8 @@ pub(super) fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
             })?;
     }
     let data = b.to_json()?;
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CniError::io(format!("failed to save file {}: {e}", path.display()))
-    })
+    write_atomic(path, &data, 0o600, Durability::Synced)
+        .map_err(|e| CniError::io(format!("failed to save file {}: {e}", path.display())))
 }
 
 /// The link attributes the reference saves: only those the request changes.
