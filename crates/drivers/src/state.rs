@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use ferry_linux::fs::{write_atomic, Durability};
 use ferry_linux::nft::{self, Batch, Element, Family, Table, Value};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -204,7 +205,6 @@ impl Store {
     /// Takes an exclusive `flock` on `ROOT/NAME.lock` until the guard is
     /// dropped.
     pub fn lock(&self, name: &str) -> Result<Lock> {
-        use std::os::fd::AsRawFd;
         let path = self.root.join(format!("{name}.lock"));
         let io = |context, source| Error::Io {
             context,
@@ -219,12 +219,8 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(|e| io("failed to open", e))?;
-        // SAFETY: flock on a descriptor this function owns; released when
-        // the file is closed with the guard.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io("failed to lock", std::io::Error::last_os_error()));
-        }
+        let f = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io("failed to lock", errno.into()))?;
         Ok(Lock(f))
     }
 
@@ -319,7 +315,7 @@ impl Store {
 
 /// An exclusive lock, released on drop.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] std::fs::File);
+pub struct Lock(#[allow(dead_code)] Flock<std::fs::File>);
 
 /// Adds `elements` to `table` in the batch, grouped by set.
 pub fn add_to(batch: &mut Batch, table: &Table, elements: &[StoredElement]) {
