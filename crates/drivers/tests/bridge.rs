@@ -3,7 +3,8 @@
 //! Ferry's flow (created in the sandbox under a temporary name, joined as
 //! eth0), deletes that leave nothing, and undo on failure. `ip` is the
 //! oracle. Runs as root, on the host, with unique names and
-//! 198.19.170.0/24 - 198.19.174.0/24.
+//! 198.19.170.0/24 - 198.19.175.0/24 (the last inside a namespace acting
+//! as the node).
 
 use ferry_drivers::link::detach::Deleter;
 use ferry_drivers::link::iface::{Address, InterfaceConfig, RouteConfig};
@@ -303,4 +304,87 @@ fn validate_refuses_bad_settings_without_touching_anything() {
         BridgeConfig::default(),
     );
     assert!(matches!(d.validate(&n), Err(Error::Invalid(m)) if m.contains("bridge name")));
+}
+
+/// `nft list table FAMILY NAME` in `ns` ("" when there is no such table).
+fn nft_table(ns: &Netns, family: &str, name: &str) -> String {
+    let cmd = format!("ip netns exec {} nft list table {family} {name}", ns.name);
+    if sh_ok(&cmd) {
+        sh(&cmd)
+    } else {
+        String::new()
+    }
+}
+
+#[test]
+fn docker_isolation_published_ports_and_masquerade_come_and_go() {
+    require_root();
+    // A namespace acting as the node: the packet filter tables are its own.
+    let node = Netns::new("tdn");
+    let ctr = Netns::new("tdc");
+    let state = tempfile::tempdir().unwrap();
+    let d = BridgeDriver::new(Deleter::Thread, state.path().to_path_buf());
+    let mut n = net(
+        "br-iso",
+        "198.19.175.1/24",
+        BridgeConfig {
+            isolate: true,
+            ..BridgeConfig::default()
+        },
+    );
+    n.masquerade = true;
+    if let NetworkKind::Bridge(c) = &mut n.kind {
+        c.icc = false;
+    }
+    let ep_spec = spec("198.19.175.2/24");
+    let on_node = ferry_linux::Netns::open(node.path()).unwrap();
+    let (ep, host) = on_node
+        .run(|| {
+            d.create_network(&n).unwrap();
+            let place = Placement::Netns {
+                netns: &ctr.path(),
+                ifname: "eth0",
+            };
+            let ep = d.create_endpoint(&n, &ep_spec, place).unwrap();
+            let host = ep.host_ifname.clone().unwrap();
+            (ep, host)
+        })
+        .unwrap();
+    // icc off: the port is an isolated one, the bridge an isolated bridge.
+    let fw = nft_table(&node, "bridge", "ferry-firewall");
+    assert!(fw.contains(&host), "{fw}");
+    let fw = nft_table(&node, "inet", "ferry-firewall");
+    assert!(fw.contains("br-iso") && fw.contains("198.19.175.2"), "{fw}");
+
+    let ext = ferry_drivers::network::External {
+        mappings: vec![ferry_drivers::portmap::Mapping::new(8080, 80, "tcp", None).unwrap()],
+    };
+    on_node
+        .run(|| d.program_external_connectivity(&n, &ep, &ext).unwrap())
+        .unwrap();
+    assert!(nft_table(&node, "inet", "ferry-portmap").contains("8080"));
+    assert!(nft_table(&node, "inet", "ferry-masq").contains("198.19.175.2"));
+    assert_eq!(
+        node.exec("cat /proc/sys/net/ipv4/conf/br-iso/route_localnet")
+            .trim(),
+        "1"
+    );
+    on_node
+        .run(|| {
+            d.revoke_external_connectivity(&n, &ep).unwrap();
+            d.revoke_external_connectivity(&n, &ep).unwrap();
+        })
+        .unwrap();
+    assert!(!nft_table(&node, "inet", "ferry-portmap").contains("8080"));
+    assert!(!nft_table(&node, "inet", "ferry-masq").contains("198.19.175.2"));
+
+    on_node
+        .run(|| d.delete_endpoint(&n, &ep).unwrap().finish())
+        .unwrap();
+    assert!(!nft_table(&node, "bridge", "ferry-firewall").contains(&host));
+    assert!(!nft_table(&node, "inet", "ferry-firewall").contains("198.19.175.2"));
+    assert!(!ctr.exec_ok("ip link show dev eth0"), "container end left");
+    on_node.run(|| d.delete_network(&n).unwrap()).unwrap();
+    assert!(!nft_table(&node, "inet", "ferry-firewall").contains("br-iso"));
+    assert!(!node.exec_ok("ip link show dev br-iso"), "bridge left");
 }
