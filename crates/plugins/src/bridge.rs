@@ -5,15 +5,12 @@
 use crate::conf::{self, driver_err};
 use crate::endpoint::{self, Rollback};
 use crate::{delegate, netconf, veth};
-use ferry_cni::result::{Interface, Result as CniResultType, Route};
+use ferry_cni::result::{Result as CniResultType, Route};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
 use ferry_drivers::link::detach::Deleter;
 use ferry_drivers::network::bridge::BridgeDriver;
-use ferry_drivers::network::{
-    BridgeConfig, EndpointSpec, External, NetworkDriver, NetworkKind, NetworkSpec, Placement,
-};
-use ferry_linux::MacAddr;
+use ferry_drivers::network::{BridgeConfig, NetworkDriver, NetworkKind, NetworkSpec};
 use ipnet::IpNet;
 use serde::Deserialize;
 use serde_json::Value;
@@ -210,48 +207,14 @@ impl Plugin for Bridge {
         }
         let net = c.network(args, gateways)?;
         d.create_network(&net).map_err(driver_err)?;
-        let spec = EndpointSpec {
-            id: endpoint::id(args),
-            mac,
-            addresses: result.ips.iter().map(|i| i.address).collect(),
-        };
-        let place = Placement::Netns {
-            netns: &args.netns,
-            ifname: &args.ifname,
-        };
-        let ep = d.create_endpoint(&net, &spec, place).map_err(driver_err)?;
-        rollback.endpoint = Some((net.clone(), ep.clone()));
-        if ipam_type.is_some() || !c.disable_container_interface {
-            let cfg = conf::iface_config(&result, CONTAINER_IFACE);
-            d.join(&net, &ep, &args.netns, &args.ifname, &cfg)
-                .map_err(driver_err)?;
-        }
+        let join = ipam_type.is_some() || !c.disable_container_interface;
+        let ep = endpoint::add(&mut rollback, &net, mac, &result, CONTAINER_IFACE, join)?;
         if let Some(dns) = netconf::dns(args)? {
             result.dns = dns;
         }
-        let mac_of = |m: Option<MacAddr>| m.map(|m| m.to_string()).unwrap_or_default();
-        result.interfaces = vec![
-            Interface {
-                name: ep.master.clone().unwrap_or_default(),
-                mac: mac_of(ep.master_mac),
-                ..Interface::default()
-            },
-            Interface {
-                name: ep.host_ifname.clone().unwrap_or_default(),
-                mac: mac_of(ep.host_mac),
-                ..Interface::default()
-            },
-            Interface {
-                name: args.ifname.clone(),
-                mac: mac_of(ep.mac),
-                sandbox: args.netns.clone(),
-                ..Interface::default()
-            },
-        ];
-        if net.masquerade {
-            d.program_external_connectivity(&net, &ep, &External::default())
-                .map_err(driver_err)?;
-        }
+        let [host, cont] = endpoint::veth_interfaces(args, &ep);
+        let bridge = endpoint::interface(ep.master.as_deref().unwrap_or(""), ep.master_mac, "");
+        result.interfaces = vec![bridge, host, cont];
         rollback.armed = false;
         Ok(serde_json::to_value(result)?)
     }
@@ -260,21 +223,11 @@ impl Plugin for Bridge {
         let mut c = BridgeConf::parse(args)?;
         c.mtu = 0; // DEL makes no links: a bad MTU must not stop it
         let net = c.network(args, Vec::new())?;
-        let d = driver();
-        let ep = endpoint::of_request(args, endpoint::prev_addresses(args));
-        // The link goes first so that the kernel's part of the delete runs
-        // while the rest of DEL (IPAM, nftables) does: see link::detach.
-        let link = d.delete_endpoint(&net, &ep).map_err(driver_err);
-        if net.masquerade {
-            d.revoke_external_connectivity(&net, &ep)
-                .map_err(driver_err)?;
-        }
-        if args.config.get("ipam").is_some_and(|i| !i.is_null()) {
-            let t = conf::ipam_type(args)?;
-            delegate::ipam_pass(&t, "DEL", args)?;
-        }
-        link?.finish();
-        Ok(())
+        let ipam = match args.config.get("ipam") {
+            Some(i) if !i.is_null() => Some(conf::ipam_type(args)?),
+            _ => None,
+        };
+        endpoint::del(&driver(), &net, args, ipam.as_deref())
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {

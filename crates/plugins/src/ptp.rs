@@ -6,15 +6,12 @@
 use crate::conf::{self, driver_err};
 use crate::endpoint::{self, Rollback};
 use crate::{delegate, netconf, veth};
-use ferry_cni::result::{Interface, Result as CniResultType};
+use ferry_cni::result::Result as CniResultType;
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::CniResult;
 use ferry_drivers::link::detach::Deleter;
 use ferry_drivers::network::ptp::PtpDriver;
-use ferry_drivers::network::{
-    EndpointSpec, External, NetworkDriver, NetworkKind, NetworkSpec, Placement,
-};
-use ferry_linux::MacAddr;
+use ferry_drivers::network::{NetworkDriver, NetworkKind, NetworkSpec};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -74,41 +71,11 @@ impl Plugin for Ptp {
             dns: ipam.dns,
             ..CniResultType::default()
         };
-        let spec = EndpointSpec {
-            id: endpoint::id(args),
-            mac: None,
-            addresses: result.ips.iter().map(|i| i.address).collect(),
-        };
-        let place = Placement::Netns {
-            netns: &args.netns,
-            ifname: &args.ifname,
-        };
-        let ep = d.create_endpoint(&net, &spec, place).map_err(driver_err)?;
-        rollback.endpoint = Some((net.clone(), ep.clone()));
-        let cfg = conf::iface_config(&result, CONTAINER_IFACE);
-        d.join(&net, &ep, &args.netns, &args.ifname, &cfg)
-            .map_err(driver_err)?;
+        let ep = endpoint::add(&mut rollback, &net, None, &result, CONTAINER_IFACE, true)?;
         if let Some(dns) = netconf::dns(args)? {
             result.dns = dns;
         }
-        let mac_of = |m: Option<MacAddr>| m.map(|m| m.to_string()).unwrap_or_default();
-        result.interfaces = vec![
-            Interface {
-                name: ep.host_ifname.clone().unwrap_or_default(),
-                mac: mac_of(ep.host_mac),
-                ..Interface::default()
-            },
-            Interface {
-                name: args.ifname.clone(),
-                mac: mac_of(ep.mac),
-                sandbox: args.netns.clone(),
-                ..Interface::default()
-            },
-        ];
-        if net.masquerade {
-            d.program_external_connectivity(&net, &ep, &External::default())
-                .map_err(driver_err)?;
-        }
+        result.interfaces = endpoint::veth_interfaces(args, &ep).to_vec();
         rollback.armed = false;
         Ok(serde_json::to_value(result)?)
     }
@@ -117,19 +84,7 @@ impl Plugin for Ptp {
         let _: PtpConf = conf::parse(args)?;
         // DEL makes no links: a bad MTU must not stop it.
         let net = PtpConf::default().network(args)?;
-        let d = driver();
-        let ep = endpoint::of_request(args, endpoint::prev_addresses(args));
-        // The link goes first so that the kernel's part of the delete runs
-        // while the rest of DEL (IPAM, nftables) does: see link::detach.
-        let link = d.delete_endpoint(&net, &ep).map_err(driver_err);
-        if net.masquerade {
-            d.revoke_external_connectivity(&net, &ep)
-                .map_err(driver_err)?;
-        }
-        let ipam_type = conf::ipam_type(args)?;
-        delegate::ipam_pass(&ipam_type, "DEL", args)?;
-        link?.finish();
-        Ok(())
+        endpoint::del(&driver(), &net, args, Some(&conf::ipam_type(args)?))
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {

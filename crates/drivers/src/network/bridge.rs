@@ -342,14 +342,7 @@ impl NetworkDriver for BridgeDriver {
                 &a,
             )?;
         }
-        let netns = ep
-            .netns
-            .as_deref()
-            .ok_or_else(|| Error::Invalid(format!("endpoint {} is in no namespace", ep.id)))?;
-        let ns = veth::open_netns(netns)?;
-        let mut cont_nl = ns
-            .netlink()
-            .map_err(Error::kernel("failed to open netlink in the container"))?;
+        let mut cont_nl = ve::container_netlink(ep)?;
         let cont = veth::container_end(&mut cont_nl, &ep.ifname)?;
         if let Some(want) = ep.mac {
             if cont.mac != Some(want) {

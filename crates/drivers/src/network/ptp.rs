@@ -172,14 +172,7 @@ impl NetworkDriver for PtpDriver {
     fn check(&self, net: &NetworkSpec, ep: &Endpoint, cfg: &InterfaceConfig) -> Result<()> {
         ensure_ptp(net)?;
         ve::check_outside(&self.state_dir, net, ep)?;
-        let netns = ep
-            .netns
-            .as_deref()
-            .ok_or_else(|| Error::Invalid(format!("endpoint {} is in no namespace", ep.id)))?;
-        let ns = veth::open_netns(netns)?;
-        let mut cont_nl = ns
-            .netlink()
-            .map_err(Error::kernel("failed to open netlink in the container"))?;
+        let mut cont_nl = ve::container_netlink(ep)?;
         veth::container_end(&mut cont_nl, &ep.ifname)?;
         if let Some(host) = &ep.host_ifname {
             ve::host_netlink()?

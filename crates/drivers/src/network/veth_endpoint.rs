@@ -143,6 +143,17 @@ pub(super) fn join(
     Ok((ns, nl, joined))
 }
 
+/// A socket in the namespace of a joined endpoint (CHECK).
+pub(super) fn container_netlink(ep: &Endpoint) -> Result<Netlink> {
+    let netns = ep
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::Invalid(format!("endpoint {} is in no namespace", ep.id)))?;
+    veth::open_netns(netns)?
+        .netlink()
+        .map_err(Error::kernel("failed to open netlink in the container"))
+}
+
 /// Starts the endpoint's detached delete: the host veth (its peer goes with
 /// it), or without one the container end. Gone already is success.
 pub(super) fn delete(deleter: Deleter, ep: &Endpoint) -> Result<Pending> {
