@@ -48,27 +48,6 @@ fn config(net: &NetworkSpec) -> Result<&BridgeConfig> {
     }
 }
 
-/// Checks a veth driver's MTU: 0 < mtu <= 65535.
-pub(super) fn validate_mtu(net: &NetworkSpec) -> Result<()> {
-    match net.mtu {
-        Some(m) if m == 0 || m > 65535 => Err(Error::Invalid(format!("invalid MTU {m}"))),
-        _ => Ok(()),
-    }
-}
-
-/// Turns on forwarding for the families asked.
-pub(super) fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
-    if v4 {
-        ferry_linux::sysctl::write_if_different("net.ipv4.ip_forward", "1")
-            .map_err(Error::kernel("failed to enable IPv4 forwarding"))?;
-    }
-    if v6 {
-        ferry_linux::sysctl::write_if_different("net.ipv6.conf.all.forwarding", "1")
-            .map_err(Error::kernel("failed to enable IPv6 forwarding"))?;
-    }
-    Ok(())
-}
-
 /// Finds or creates the bridge, sets promiscuous mode if asked, and brings
 /// it up. Also says whether this call created it.
 fn ensure_bridge(nl: &mut Netlink, c: &BridgeConfig, mtu: Option<u32>) -> Result<(Link, bool)> {
@@ -180,7 +159,7 @@ impl NetworkDriver for BridgeDriver {
         let c = config(net)?;
         ferry_linux::check_ifname(&c.bridge)
             .map_err(|e| Error::Invalid(format!("bridge name {:?}: {e}", c.bridge)))?;
-        validate_mtu(net)?;
+        ve::validate_mtu(net)?;
         if c.hairpin && c.promisc {
             return Err(Error::Invalid(
                 "cannot set hairpin mode and promiscuous mode at the same time".into(),
@@ -198,7 +177,7 @@ impl NetworkDriver for BridgeDriver {
                 ensure_gateway_addr(&mut nl, &br, *gw, c.force_address)?;
             }
             if net.forwarding {
-                enable_forwarding(
+                ve::enable_forwarding(
                     net.gateways.iter().any(|g| g.addr().is_ipv4()),
                     net.gateways.iter().any(|g| g.addr().is_ipv6()),
                 )?;

@@ -4,7 +4,6 @@
 //! container a link route to the gateway with its subnet via it. As the
 //! reference plugin.
 
-use super::bridge::{enable_forwarding, validate_mtu};
 use super::veth_endpoint as ve;
 use super::{Endpoint, EndpointSpec, External, NetworkDriver, NetworkKind, NetworkSpec, Placement};
 use crate::link::detach::{Deleter, Pending};
@@ -53,7 +52,7 @@ impl NetworkDriver for PtpDriver {
 
     fn validate(&self, net: &NetworkSpec) -> Result<()> {
         ensure_ptp(net)?;
-        validate_mtu(net)
+        ve::validate_mtu(net)
     }
 
     /// Nothing on the host is shared between ptp endpoints.
@@ -74,7 +73,7 @@ impl NetworkDriver for PtpDriver {
         ensure_ptp(net)?;
         let v6 = ep.addresses.iter().any(|a| a.addr().is_ipv6());
         if net.forwarding {
-            enable_forwarding(ep.addresses.iter().any(|a| a.addr().is_ipv4()), v6)?;
+            ve::enable_forwarding(ep.addresses.iter().any(|a| a.addr().is_ipv4()), v6)?;
         }
         let mut nl = ve::host_netlink()?;
         // An IPv4-only attachment's host end needs no IPv6 (see link::veth).

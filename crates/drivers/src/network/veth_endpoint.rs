@@ -1,5 +1,5 @@
-//! What the veth drivers (bridge, ptp) share: the pair placed as asked, the
-//! undo of a half-made endpoint, join's rename and configuration, the
+//! What the veth drivers (bridge, ptp) share: the MTU check, forwarding,
+//! the pair placed as asked, the undo of a half-made endpoint, join's rename and configuration, the
 //! detached delete, and external connectivity (published ports, masquerade).
 
 use super::{attachment, Endpoint, EndpointSpec, External, NetworkSpec, Placement};
@@ -19,6 +19,27 @@ pub(super) fn host_netns() -> Result<Netns> {
 /// A netlink socket in the host's namespace.
 pub(super) fn host_netlink() -> Result<Netlink> {
     Netlink::new().map_err(Error::kernel("failed to open netlink"))
+}
+
+/// Checks a veth driver's MTU: 0 < mtu <= 65535.
+pub(super) fn validate_mtu(net: &NetworkSpec) -> Result<()> {
+    match net.mtu {
+        Some(m) if m == 0 || m > 65535 => Err(Error::Invalid(format!("invalid MTU {m}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Turns on forwarding for the families asked.
+pub(super) fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
+    if v4 {
+        ferry_linux::sysctl::write_if_different("net.ipv4.ip_forward", "1")
+            .map_err(Error::kernel("failed to enable IPv4 forwarding"))?;
+    }
+    if v6 {
+        ferry_linux::sysctl::write_if_different("net.ipv6.conf.all.forwarding", "1")
+            .map_err(Error::kernel("failed to enable IPv6 forwarding"))?;
+    }
+    Ok(())
 }
 
 /// The pair, its container end placed as `place` says, and the endpoint
