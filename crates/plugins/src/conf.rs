@@ -139,3 +139,22 @@ pub fn prev_container_iface(prev: &CniResultType, ifname: &str) -> CniResult<usi
             CniError::internal(format!("prevResult has no container interface {ifname}"))
         })
 }
+
+/// The network's name (`name`), which keys the drivers' bookkeeping.
+pub fn network_name(args: &CmdArgs) -> &str {
+    args.config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// An `mtu` key: 0 is the kernel's default, a negative value is code 7 (the
+/// driver's `validate` checks the upper bound).
+pub fn mtu(mtu: i64) -> CniResult<Option<u32>> {
+    match mtu {
+        0 => Ok(None),
+        m => u32::try_from(m)
+            .map(Some)
+            .map_err(|_| CniError::invalid_config(format!("invalid MTU {m}"))),
+    }
+}

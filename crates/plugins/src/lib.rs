@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
+pub mod endpoint;
 pub mod firewall;
 pub mod host_device;
 pub mod host_local;

@@ -1,6 +1,7 @@
 //! The veth pair of bridge and ptp: the container end is created directly in
-//! the container's namespace under CNI_IFNAME, the host end in the host
-//! namespace under a random `vethXXXXXXXX` name, as the reference names it.
+//! the container's namespace under CNI_IFNAME (or left on the host for
+//! Docker to move), the host end in the host namespace under a random
+//! `vethXXXXXXXX` name, as the reference names it.
 
 use crate::{Error, Result};
 use ferry_linux::{Link, LinkSpec, MacAddr, Netlink, Netns};
@@ -30,7 +31,45 @@ pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates the pair. Fails with code 4 when `ifname` already exists in the container.
+/// Fails with code 4 when `ifname` already exists in the namespace at
+/// `netns` (an ADD checks this before it allocates addresses).
+pub fn ensure_absent_at(netns: &str, ifname: &str) -> Result<()> {
+    let ns = open_netns(netns)?;
+    let mut nl = ns
+        .netlink()
+        .map_err(kernel("failed to open netlink in the container"))?;
+    ensure_absent(&mut nl, ifname)
+}
+
+/// Opens the namespace at `path`; [`Error::NoNamespace`] when it is not one.
+pub fn open_netns(path: &str) -> Result<Netns> {
+    Netns::open(path).map_err(|source| {
+        if source.is_not_found() {
+            Error::NoNamespace {
+                path: path.to_string(),
+                source,
+            }
+        } else {
+            Error::kernel(format!("failed to open netns {path:?}"))(source)
+        }
+    })
+}
+
+/// Where [`create`] puts the container end.
+pub enum ContainerEnd<'a> {
+    /// In the namespace `netns` (spoken to by `nl`) as `ifname`.
+    Netns {
+        nl: &'a mut Netlink,
+        netns: &'a Netns,
+        ifname: &'a str,
+    },
+    /// In the host namespace under a generated `ctrXXXXXXXX` name, down,
+    /// for its owner to move.
+    Host,
+}
+
+/// Creates the pair; the host end comes up, the container end stays down.
+/// Fails with code 4 when the container's `ifname` already exists.
 ///
 /// `host_ipv6: false` turns IPv6 off on the host end before it comes up (a
 /// bridge port, an IPv4-only ptp attachment): it has no use for it, and every host end with IPv6
@@ -41,19 +80,24 @@ pub fn ensure_absent(cont_nl: &mut Netlink, ifname: &str) -> Result<()> {
 /// kernel's time).
 pub fn create(
     host_nl: &mut Netlink,
-    cont_nl: &mut Netlink,
-    container: &Netns,
-    ifname: &str,
+    mut end: ContainerEnd<'_>,
     mtu: Option<u32>,
     mac: Option<MacAddr>,
     host_ipv6: bool,
 ) -> Result<VethPair> {
-    ensure_absent(cont_nl, ifname)?;
+    if let ContainerEnd::Netns { nl, ifname, .. } = &mut end {
+        ensure_absent(nl, ifname)?;
+    }
     // A random name may collide with another attachment's: try a few.
     let mut last_err = None;
     for _ in 0..5 {
         let host_name = super::attr::random_name("veth")?;
-        let mut spec = LinkSpec::veth(ifname, &host_name).netns(container);
+        let mut spec = match &end {
+            ContainerEnd::Netns { netns, ifname, .. } => {
+                LinkSpec::veth(ifname, &host_name).netns(netns)
+            }
+            ContainerEnd::Host => LinkSpec::veth(&super::attr::random_name("ctr")?, &host_name),
+        };
         if let Some(m) = mtu {
             spec = spec.mtu(m);
         }
@@ -62,28 +106,20 @@ pub fn create(
         }
         match host_nl.create_link(&spec) {
             Ok(()) => {
-                if !host_ipv6 {
-                    // Best effort: a node without IPv6 has no such key.
-                    let key = format!("net.ipv6.conf.{host_name}.disable_ipv6");
-                    let _ = ferry_linux::sysctl::write_if_different(&key, "1");
+                let made = finish(host_nl, &mut end, &host_name, &spec, host_ipv6);
+                if made.is_err() {
+                    // The peer goes with it.
+                    if let Ok(l) = host_nl.link_by_name(&host_name) {
+                        let _ = host_nl.delete_link(l.index);
+                    }
                 }
-                let host = host_nl
-                    .link_by_name(&host_name)
-                    .map_err(kernel(format!("failed to look up {host_name}")))?;
-                host_nl
-                    .set_up(host.index)
-                    .map_err(kernel(format!("failed to set {host_name} up")))?;
-                let cont = cont_nl.link_by_name(ifname).map_err(kernel(format!(
-                    "failed to look up {ifname} in the container"
-                )))?;
-                return Ok(VethPair {
-                    host,
-                    container: cont,
-                });
+                return made;
             }
             Err(e) if e.is_exists() => {
-                if cont_nl.link_by_name(ifname).is_ok() {
-                    return Err(exists(ifname));
+                if let ContainerEnd::Netns { nl, ifname, .. } = &mut end {
+                    if nl.link_by_name(ifname).is_ok() {
+                        return Err(exists(ifname));
+                    }
                 }
                 last_err = Some(e);
             }
@@ -95,6 +131,39 @@ pub fn create(
             "no attempt made".into(),
         )),
     ))
+}
+
+/// The host end up (IPv6 off first unless `host_ipv6`), both ends read back.
+fn finish(
+    host_nl: &mut Netlink,
+    end: &mut ContainerEnd<'_>,
+    host_name: &str,
+    spec: &LinkSpec,
+    host_ipv6: bool,
+) -> Result<VethPair> {
+    if !host_ipv6 {
+        // Best effort: a node without IPv6 has no such key.
+        let key = format!("net.ipv6.conf.{host_name}.disable_ipv6");
+        let _ = ferry_linux::sysctl::write_if_different(&key, "1");
+    }
+    let host = host_nl
+        .link_by_name(host_name)
+        .map_err(kernel(format!("failed to look up {host_name}")))?;
+    host_nl
+        .set_up(host.index)
+        .map_err(kernel(format!("failed to set {host_name} up")))?;
+    let container = match end {
+        ContainerEnd::Netns { nl, ifname, .. } => nl.link_by_name(ifname).map_err(kernel(
+            format!("failed to look up {ifname} in the container"),
+        ))?,
+        ContainerEnd::Host => {
+            let name = &spec.name;
+            host_nl
+                .link_by_name(name)
+                .map_err(kernel(format!("failed to look up {name}")))?
+        }
+    };
+    Ok(VethPair { host, container })
 }
 
 /// CHECK: the container end `ifname`, which must exist and be a veth.

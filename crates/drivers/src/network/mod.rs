@@ -26,16 +26,20 @@
 //! Namespaces are named by path, so the types here are plain data that a
 //! door can store and a fake driver can record.
 
+pub mod bridge;
 pub mod host;
 pub mod host_device;
 pub mod macvlan;
 pub mod null;
+pub mod ptp;
 mod single;
 pub mod tap;
+mod veth_endpoint;
 
 use crate::link::detach::Pending;
 use crate::link::iface::InterfaceConfig;
 use crate::portmap::Mapping;
+use crate::state::Attachment;
 use crate::Result;
 use ferry_linux::{MacAddr, MacvlanMode};
 use ipnet::IpNet;
@@ -72,6 +76,12 @@ pub struct BridgeConfig {
     /// Containers of the network may reach each other (Docker's `enable_icc`).
     #[serde(default = "yes")]
     pub icc: bool,
+    /// Run IPv6 duplicate address detection on the container's addresses
+    /// (the CNI bridge's `enabledad`). Without it, join turns DAD off on
+    /// the interface (`accept_dad=0`), as the reference does: hairpin and
+    /// promiscuous bridges echo neighbour solicitations, which fails DAD.
+    #[serde(default)]
+    pub enabledad: bool,
 }
 
 fn yes() -> bool {
@@ -205,6 +215,19 @@ pub enum Placement<'a> {
     Netns { netns: &'a str, ifname: &'a str },
 }
 
+/// The bookkeeping attachment of endpoint `ep_id` of `net` (the packet
+/// filter drivers' file names): a CNI ID `CONTAINERID:IFNAME` splits at the
+/// last ':' (no interface name has one), a CNM endpoint ID gets ifname `ep`.
+pub fn attachment(net: &NetworkSpec, ep_id: &str) -> Result<Attachment> {
+    let (id, ifname) = split_endpoint_id(ep_id);
+    Attachment::new(&net.id, id, ifname)
+}
+
+/// `(container ID, ifname)` of an endpoint ID, as [`attachment`] splits it.
+pub fn split_endpoint_id(ep_id: &str) -> (&str, &str) {
+    ep_id.rsplit_once(':').unwrap_or((ep_id, "ep"))
+}
+
 /// A created endpoint: what the door keeps and passes back to later calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
@@ -228,6 +251,13 @@ pub struct Endpoint {
     /// The addresses the endpoint was created with.
     #[serde(default)]
     pub addresses: Vec<IpNet>,
+    /// The device the host end is a port of (a bridge's name), if any.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The master's MAC, read once the port was added (a bridge without a
+    /// fixed MAC takes its lowest port's).
+    #[serde(default)]
+    pub master_mac: Option<MacAddr>,
 }
 
 /// Port publishing for [`NetworkDriver::program_external_connectivity`].
