@@ -107,6 +107,9 @@ impl Error {
 /// A `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Plain data the doors name (validated names, MACs, macvlan modes); the
+/// kernel work on them stays in this crate.
+pub use ferry_linux::{check_ifname, MacAddr, MacvlanMode};
 pub use network::{
     Drivers, Endpoint, EndpointSpec, NetworkDriver, NetworkKind, NetworkSpec, Placement, Sandboxes,
 };

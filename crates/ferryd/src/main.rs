@@ -10,6 +10,8 @@ mod plugin_api;
 use clap::Parser;
 use ferry_cnm::ipam::{default_pools, DefaultPool};
 use ferry_cnm::{Controller, ControllerConfig};
+use ferry_drivers::link::detach::Deleter;
+use ferry_drivers::network::registry::LinuxDrivers;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -59,11 +61,13 @@ fn run(args: Args) -> Result<(), String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?
     };
-    let controller = Controller::open(ControllerConfig {
+    let config = ControllerConfig {
         state_path: args.state.clone(),
         default_pools: pools,
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    // A daemon deletes links from a thread: a forked deleter would leave zombies.
+    let drivers = LinuxDrivers::new(Deleter::Thread, config.driver_root());
+    let controller = Controller::open(config, Arc::new(drivers)).map_err(|e| e.to_string())?;
     let shared = Arc::new(Mutex::new(controller));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -353,7 +353,7 @@ struct Swap {
 fn status_of(e: &CnmError) -> StatusCode {
     match e {
         CnmError::NotFound { .. } => StatusCode::NOT_FOUND,
-        CnmError::Kernel { .. } | CnmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CnmError::Driver(_) | CnmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         CnmError::PoolOverlap { .. } | CnmError::AlreadyJoined(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }

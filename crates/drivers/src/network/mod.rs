@@ -32,6 +32,8 @@ pub mod host_device;
 pub mod macvlan;
 pub mod null;
 pub mod ptp;
+pub mod registry;
+pub mod sandbox;
 mod single;
 pub mod tap;
 mod veth_endpoint;
