@@ -8,9 +8,9 @@
 
 use crate::error::{CniError, CniResult};
 use base64::Engine;
+use ferry_linux::fs::{write_atomic, Durability};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const CACHE_KIND: &str = "cniCacheV1";
@@ -105,27 +105,8 @@ impl Cache {
         create_private_dir(&dir)?;
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
         let bytes = serde_json::to_vec(entry)?;
-        let tmp = dir.join(format!(
-            ".{}.tmp{}",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
-            std::process::id()
-        ));
-        let write = || -> std::io::Result<()> {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            CniError::io(format!("writing cache file {}: {e}", path.display()))
-        })
+        write_atomic(&path, &bytes, 0o600, Durability::Synced)
+            .map_err(|e| CniError::io(format!("writing cache file {}: {e}", path.display())))
     }
 
     /// Removes an entry; a missing one is fine.

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod config;
 pub mod error;
 pub mod invoke;
+pub mod oplog;
 pub mod result;
 pub mod runtime;
 pub mod skel;

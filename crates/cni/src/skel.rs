@@ -1,10 +1,11 @@
 //! The entry point every Ferry plugin uses (libcni `pkg/skel`): read `CNI_*`
 //! and stdin, check the version and the variables each verb needs, dispatch,
 //! and print the result, or the error JSON with the spec's code and exit non-zero.
-//! Logs go to stderr; stdout carries only the result or the error.
+//! stdout carries only the result or the error; stderr stays empty unless
+//! something fails; each invocation can be logged to a file ([`crate::oplog`]).
 
 use crate::error::{code, CniError, CniResult};
-use crate::{validate, version};
+use crate::{oplog, validate, version};
 use serde_json::Value;
 use std::io::{Read, Write};
 
@@ -119,30 +120,50 @@ pub trait Plugin {
     }
 }
 
-/// The outcome of one invocation: what to print on stdout and the exit code.
+/// The outcome of one invocation: what to print on stdout and the exit code,
+/// and the error printed, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub stdout: Vec<u8>,
     pub exit_code: i32,
+    pub error: Option<CniError>,
 }
 
-/// Runs a plugin against this process's environment and stdin, then exits.
-pub fn plugin_main(plugin: &dyn Plugin, about: &str) -> ! {
+/// Runs plugin `name` against this process's environment and stdin, then exits.
+pub fn plugin_main(name: &str, plugin: &dyn Plugin, about: &str) -> ! {
     let command = std::env::var("CNI_COMMAND").unwrap_or_default();
     if command.is_empty() && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         // Run by hand: say what this is, like the reference plugins' `about` line.
         eprintln!("{about}");
         std::process::exit(1);
     }
+    let (at, start) = (std::time::SystemTime::now(), std::time::Instant::now());
+    let env = |k: &str| std::env::var(k).ok();
     let mut stdin = Vec::new();
     let read = std::io::stdin().read_to_end(&mut stdin);
     let outcome = match read {
-        Ok(_) => dispatch(plugin, |k| std::env::var(k).ok(), &stdin),
+        Ok(_) => dispatch(plugin, env, &stdin),
         Err(e) => error_outcome(CniError::io(format!("error reading from stdin: {e}")), ""),
     };
+    let duration = start.elapsed();
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&outcome.stdout);
     let _ = out.flush();
+    if let Some(path) = oplog::target(env, &stdin) {
+        let var = |k: &str| env(k).unwrap_or_default();
+        let entry = oplog::Entry {
+            at,
+            plugin: name,
+            command: &var("CNI_COMMAND"),
+            container_id: &var("CNI_CONTAINERID"),
+            ifname: &var("CNI_IFNAME"),
+            duration,
+            error: outcome.error.as_ref(),
+        };
+        if let Err(e) = oplog::append(&path, &entry) {
+            eprintln!("{name}: cannot append to log file {path}: {e}");
+        }
+    }
     std::process::exit(outcome.exit_code)
 }
 
@@ -157,6 +178,7 @@ fn error_outcome(err: CniError, cni_version: &str) -> Outcome {
     Outcome {
         stdout,
         exit_code: 1,
+        error: Some(err),
     }
 }
 
@@ -166,6 +188,7 @@ fn json_outcome(value: &Value) -> Outcome {
     Outcome {
         stdout,
         exit_code: 0,
+        error: None,
     }
 }
 
@@ -181,6 +204,7 @@ pub fn dispatch(
         Ok(None) => Outcome {
             stdout: Vec::new(),
             exit_code: 0,
+            error: None,
         },
         Err(e) => error_outcome(e, &cni_version),
     }

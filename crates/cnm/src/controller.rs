@@ -1,21 +1,31 @@
-//! The controller: the one owner of mutable CNM state. Each operation checks
-//! its request, changes the kernel, then commits the new state before it
-//! answers; every handler is idempotent because Docker retries and replays.
+//! The controller: the one owner of mutable CNM state, as model + registry +
+//! state. Each operation checks its request, asks a driver of the shared
+//! driver layer (`ferry_drivers`) to change the kernel, then commits the new
+//! state before it answers; every handler is idempotent because Docker
+//! retries and replays. The controller itself holds no netlink, nftables or
+//! namespace code: it reaches the kernel only through [`Drivers`], so its
+//! tests run against a recording fake without root.
 
-use crate::driver::{macvlan_mode, Driver};
-use crate::error::{kernel, CnmError, Result};
+use crate::driver::Driver;
+use crate::error::{CnmError, Result};
 use crate::ipam::{DefaultPool, Ipam};
 use crate::store::{Change, Store};
 use crate::wire::{self, keys};
-use ferry_linux::{AddrOptions, Family, LinkSpec, MacAddr, Netlink};
+use ferry_drivers::link::iface::{Address, InterfaceConfig};
+use ferry_drivers::network::{
+    BridgeConfig, Drivers, Endpoint as Link, EndpointSpec, External, MacvlanConfig, NetworkDriver,
+    NetworkKind, NetworkSpec, Placement,
+};
+use ferry_drivers::MacAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-/// A network of the bridge driver.
+/// A network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     pub id: String,
@@ -43,27 +53,100 @@ pub struct Network {
     pub ipv6: Vec<wire::IpamData>,
 }
 
-/// An endpoint: a veth whose host end is a bridge port and whose other end
-/// Docker moves into the sandbox on Join.
+impl Network {
+    /// The gateway addresses (with their prefix) of the network's subnets.
+    pub fn gateways(&self) -> Vec<IpNet> {
+        self.ipv4
+            .iter()
+            .chain(&self.ipv6)
+            .filter_map(|d| d.gateway.parse::<IpNet>().ok())
+            .collect()
+    }
+
+    /// The network as the driver layer sees it.
+    pub fn spec(&self) -> NetworkSpec {
+        let kind = match &self.driver {
+            Driver::Bridge => NetworkKind::Bridge(BridgeConfig {
+                bridge: self.bridge.clone(),
+                isolate: true,
+                icc: self.enable_icc,
+                ..BridgeConfig::default()
+            }),
+            Driver::Macvlan { parent, mode } => NetworkKind::Macvlan(MacvlanConfig {
+                master: parent.clone(),
+                mode: crate::driver::macvlan_mode(mode).unwrap_or_default(),
+                link_in_container: false,
+            }),
+            Driver::Null => NetworkKind::Null,
+            Driver::Host => NetworkKind::Host,
+        };
+        let routed = self.driver == Driver::Bridge;
+        NetworkSpec {
+            id: self.id.clone(),
+            kind,
+            mtu: self.mtu,
+            gateways: if routed { self.gateways() } else { Vec::new() },
+            forwarding: routed && !self.internal,
+            masquerade: routed && self.enable_ip_masquerade && !self.internal,
+        }
+    }
+}
+
+/// An endpoint: an interface on a network, joined to at most one sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: String,
     pub network_id: String,
+    /// The host end (a bridge port), empty when there is none.
     pub host_veth: String,
+    /// The container end's name before it joined (Docker moves it by this name).
     pub container_veth: String,
     pub address: Option<IpNet>,
     pub address_v6: Option<IpNet>,
     pub mac: String,
+    /// Docker's sandbox key, or the name of a Ferry sandbox.
     pub sandbox: Option<String>,
     /// The interface name inside a Ferry sandbox (Docker names its own).
     #[serde(default)]
     pub ifname: Option<String>,
+    /// The namespace the interface is in, for a Ferry sandbox.
+    #[serde(default)]
+    pub netns: Option<String>,
     /// Route arbitration priority: the highest wins a contested prefix.
     #[serde(default)]
     pub priority: i32,
     /// The port bindings Docker asked to publish (its own JSON, echoed in oper info).
     #[serde(default)]
     pub published: Value,
+}
+
+impl Endpoint {
+    pub(crate) fn addresses(&self) -> Vec<IpNet> {
+        self.address
+            .iter()
+            .chain(&self.address_v6)
+            .copied()
+            .collect()
+    }
+
+    /// The endpoint as the driver layer sees it.
+    pub(crate) fn link(&self) -> Link {
+        let joined = self.netns.is_some();
+        Link {
+            id: self.id.clone(),
+            host_ifname: (!self.host_veth.is_empty()).then(|| self.host_veth.clone()),
+            host_mac: None,
+            ifname: if joined {
+                self.ifname.clone().unwrap_or_default()
+            } else {
+                self.container_veth.clone()
+            },
+            netns: self.netns.clone(),
+            mac: self.mac.parse().ok(),
+            addresses: self.addresses(),
+            ..Link::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +167,7 @@ impl ControllerConfig {
 
 pub struct Controller {
     pub(crate) store: Store,
-    pub(crate) driver_root: PathBuf,
+    pub(crate) drivers: Arc<dyn Drivers>,
     pub(crate) defaults: Vec<DefaultPool>,
     pub(crate) ipam: Ipam,
     pub(crate) networks: BTreeMap<String, Network>,
@@ -97,6 +180,9 @@ pub(crate) fn net_key(id: &str) -> String {
 }
 pub(crate) fn ep_key(id: &str) -> String {
     format!("endpoint/{id}")
+}
+pub(crate) fn sb_key(name: &str) -> String {
+    format!("sandbox/{name}")
 }
 
 pub(crate) fn put<T: Serialize>(key: String, v: &T) -> Result<Change> {
@@ -123,6 +209,28 @@ fn flag(v: Option<&Value>, default: bool, key: &str) -> Result<bool> {
     }
 }
 
+fn mtu_option(options: &BTreeMap<String, Value>) -> Result<Option<u32>> {
+    match generic(options, keys::MTU) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let text = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            let m: u32 = text
+                .parse()
+                .map_err(|_| CnmError::Invalid(format!("{}={text:?}: not a number", keys::MTU)))?;
+            if !(68..=65535).contains(&m) {
+                return Err(CnmError::Invalid(format!(
+                    "{}={m}: out of range (68 to 65535)",
+                    keys::MTU
+                )));
+            }
+            Ok(Some(m))
+        }
+    }
+}
+
 /// IDs are Docker's 64-hex strings; names derive from their first characters.
 pub(crate) fn short(id: &str, n: usize) -> Result<&str> {
     if id.len() < n || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -131,13 +239,23 @@ pub(crate) fn short(id: &str, n: usize) -> Result<&str> {
     Ok(&id[..n])
 }
 
+/// What a network is made from, whichever door asked.
+pub(crate) struct NetworkDef {
+    pub id: String,
+    pub options: BTreeMap<String, Value>,
+    pub ipv4: Vec<wire::IpamData>,
+    pub ipv6: Vec<wire::IpamData>,
+}
+
 impl Controller {
-    /// Opens the state file and loads what it holds.
-    pub fn open(config: ControllerConfig) -> Result<Controller> {
+    /// Opens the state file and loads what it holds: networks, endpoints,
+    /// sandboxes and IPAM. The kernel keeps what they made across a restart
+    /// of ferryd, so nothing is rebuilt here.
+    pub fn open(config: ControllerConfig, drivers: Arc<dyn Drivers>) -> Result<Controller> {
         let store = Store::open(&config.state_path)?;
         let mut c = Controller {
             store,
-            driver_root: config.driver_root(),
+            drivers,
             defaults: config.default_pools,
             ipam: Ipam::default(),
             networks: BTreeMap::new(),
@@ -152,6 +270,9 @@ impl Controller {
             } else if let Some(id) = k.strip_prefix("endpoint/") {
                 c.endpoints
                     .insert(id.to_string(), serde_json::from_slice(&v).map_err(bad)?);
+            } else if let Some(name) = k.strip_prefix("sandbox/") {
+                c.sandboxes
+                    .insert(name.to_string(), serde_json::from_slice(&v).map_err(bad)?);
             }
         }
         c.ipam = Ipam::open(&c.store)?;
@@ -168,24 +289,34 @@ impl Controller {
         &self.ipam
     }
 
+    pub(crate) fn driver(&self, n: &NetworkSpec) -> &dyn NetworkDriver {
+        self.drivers.driver(&n.kind)
+    }
+
     // ---- IPAM driver ----
 
     pub fn request_pool(&mut self, req: &wire::RequestPool) -> Result<wire::RequestPoolResponse> {
-        let routed = host_routes();
-        let pool = self.ipam.request_pool(
-            &req.address_space,
-            &req.pool,
-            &req.sub_pool,
-            req.v6,
-            &self.defaults,
-            &routed,
-        )?;
+        let pool = self.new_pool(&req.address_space, &req.pool, &req.sub_pool, req.v6)?;
         self.store.apply(vec![self.ipam.take_changes()?])?;
         Ok(wire::RequestPoolResponse {
             pool_id: pool.id,
             pool: pool.subnet.to_string(),
             data: BTreeMap::new(),
         })
+    }
+
+    /// Registers a pool (not yet committed): the one asked for, or one from
+    /// the default pools that the host does not route.
+    pub(crate) fn new_pool(
+        &mut self,
+        space: &str,
+        pool: &str,
+        sub_pool: &str,
+        v6: bool,
+    ) -> Result<crate::ipam::Pool> {
+        let routed = self.drivers.sandboxes().host_routes();
+        self.ipam
+            .request_pool(space, pool, sub_pool, v6, &self.defaults, &routed)
     }
 
     pub fn release_pool(&mut self, pool_id: &str) -> Result<()> {
@@ -234,46 +365,34 @@ impl Controller {
     // ---- Network driver ----
 
     pub fn create_network(&mut self, req: &wire::CreateNetwork) -> Result<()> {
-        if self.networks.contains_key(&req.network_id) {
+        self.add_network(NetworkDef {
+            id: req.network_id.clone(),
+            options: req.options.clone(),
+            ipv4: req.ipv4_data.clone(),
+            ipv6: req.ipv6_data.clone(),
+        })
+    }
+
+    /// Reads a network's options, asks its driver to make it, and commits it.
+    pub(crate) fn add_network(&mut self, def: NetworkDef) -> Result<()> {
+        if self.networks.contains_key(&def.id) {
             return Ok(()); // a replay
         }
-        let o = &req.options;
+        let o = &def.options;
         let driver = Driver::from_options(o.get(keys::GENERIC))?;
-        if driver != Driver::Bridge {
-            return self.create_plain_network(req, driver);
+        let bridge = match (
+            &driver,
+            generic(o, keys::BRIDGE_NAME).and_then(Value::as_str),
+        ) {
+            (Driver::Bridge, Some(name)) if !name.is_empty() => name.to_string(),
+            (Driver::Bridge, _) => format!("fr-{}", short(&def.id, 12)?),
+            _ => String::new(),
+        };
+        if !bridge.is_empty() {
+            ferry_drivers::check_ifname(&bridge)
+                .map_err(|e| CnmError::Invalid(format!("bridge name {bridge:?}: {e}")))?;
         }
-        let bridge = match generic(o, keys::BRIDGE_NAME).and_then(Value::as_str) {
-            Some(name) if !name.is_empty() => name.to_string(),
-            _ => format!("fr-{}", short(&req.network_id, 12)?),
-        };
-        ferry_linux::check_ifname(&bridge)
-            .map_err(|e| CnmError::Invalid(format!("bridge name {bridge:?}: {e}")))?;
-        let mtu = match generic(o, keys::MTU) {
-            None | Some(Value::Null) => None,
-            Some(v) => {
-                let text = v
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string());
-                let m: u32 = text.parse().map_err(|_| {
-                    CnmError::Invalid(format!("{}={text:?}: not a number", keys::MTU))
-                })?;
-                if !(68..=65535).contains(&m) {
-                    return Err(CnmError::Invalid(format!(
-                        "{}={m}: out of range",
-                        keys::MTU
-                    )));
-                }
-                Some(m)
-            }
-        };
-        let internal = flag(o.get(keys::INTERNAL), false, keys::INTERNAL)?;
-        let enable_icc = flag(generic(o, keys::ENABLE_ICC), true, keys::ENABLE_ICC)?;
-        let enable_ip_masquerade = flag(
-            generic(o, keys::ENABLE_IP_MASQUERADE),
-            true,
-            keys::ENABLE_IP_MASQUERADE,
-        )?;
+        let is_bridge = driver == Driver::Bridge;
         let host_binding_ipv4 = match generic(o, keys::HOST_BINDING_IPV4).and_then(Value::as_str) {
             None | Some("") => None,
             Some(text) => {
@@ -283,123 +402,42 @@ impl Controller {
                 (!ip.is_unspecified()).then_some(ip)
             }
         };
-        let mut gateways = Vec::new();
-        for d in req.ipv4_data.iter().chain(&req.ipv6_data) {
-            if d.gateway.is_empty() {
-                continue;
-            }
-            let gw: IpNet = d
-                .gateway
-                .parse()
-                .map_err(|e| CnmError::Invalid(format!("gateway {:?}: {e}", d.gateway)))?;
-            gateways.push(gw);
-        }
-
-        let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-        let existing = match nl.link_by_name(&bridge) {
-            Ok(l) => Some(l),
-            Err(e) if e.is_not_found() => None,
-            Err(e) => return Err(kernel(format!("look up {bridge}"))(e)),
-        };
-        if let Some(l) = &existing {
-            if l.kind.as_deref() != Some("bridge") {
-                return Err(CnmError::Invalid(format!(
-                    "{bridge} already exists and is not a bridge"
-                )));
-            }
-        } else {
-            let mut spec = LinkSpec::bridge(&bridge);
-            if let Some(m) = mtu {
-                spec = spec.mtu(m);
-            }
-            nl.create_link(&spec)
-                .map_err(kernel(format!("create bridge {bridge}")))?;
-        }
-        let br = nl
-            .link_by_name(&bridge)
-            .map_err(kernel(format!("look up {bridge}")))?;
-        let opts = AddrOptions {
-            nodad: true,
-            replace: true,
-        };
-        for gw in &gateways {
-            nl.add_address(br.index, *gw, opts)
-                .map_err(kernel(format!("add gateway {gw} to {bridge}")))?;
-        }
-        nl.set_up(br.index)
-            .map_err(kernel(format!("set {bridge} up")))?;
-        if !internal {
-            if gateways.iter().any(|g| g.addr().is_ipv4()) {
-                let _ = ferry_linux::sysctl::write_if_different("net.ipv4.ip_forward", "1");
-            }
-            if gateways.iter().any(|g| g.addr().is_ipv6()) {
-                let _ =
-                    ferry_linux::sysctl::write_if_different("net.ipv6.conf.all.forwarding", "1");
+        for d in def.ipv4.iter().chain(&def.ipv6) {
+            if !d.gateway.is_empty() {
+                d.gateway
+                    .parse::<IpNet>()
+                    .map_err(|e| CnmError::Invalid(format!("gateway {:?}: {e}", d.gateway)))?;
             }
         }
         let n = Network {
-            id: req.network_id.clone(),
+            id: def.id,
             name: None,
             pools: Vec::new(),
             routes: Vec::new(),
             driver,
             bridge,
-            mtu,
-            internal,
-            enable_icc,
-            enable_ip_masquerade,
-            host_binding_ipv4,
-            ipv4: req.ipv4_data.clone(),
-            ipv6: req.ipv6_data.clone(),
+            mtu: mtu_option(o)?,
+            internal: flag(o.get(keys::INTERNAL), false, keys::INTERNAL)?,
+            enable_icc: flag(generic(o, keys::ENABLE_ICC), true, keys::ENABLE_ICC)?,
+            enable_ip_masquerade: is_bridge
+                && flag(
+                    generic(o, keys::ENABLE_IP_MASQUERADE),
+                    true,
+                    keys::ENABLE_IP_MASQUERADE,
+                )?,
+            host_binding_ipv4: host_binding_ipv4.filter(|_| is_bridge),
+            ipv4: def.ipv4,
+            ipv6: def.ipv6,
         };
-        let change = put(net_key(&n.id), &n)?;
-        if let Err(e) = self.store.apply(vec![change]) {
-            // Nothing persisted: undo the bridge we made.
-            if existing.is_none() {
-                let _ = nl.delete_link(br.index);
-            }
+        let spec = n.spec();
+        let driver = self.driver(&spec);
+        driver.validate(&spec)?;
+        driver.create_network(&spec)?;
+        if let Err(e) = self.store.apply(vec![put(net_key(&n.id), &n)?]) {
+            // Nothing persisted: undo what the driver made.
+            let _ = self.driver(&spec).delete_network(&spec);
             return Err(e);
         }
-        self.networks.insert(n.id.clone(), n);
-        Ok(())
-    }
-
-    /// Networks of the macvlan, null and host drivers: nothing to build on the
-    /// host beyond checking the macvlan parent exists.
-    fn create_plain_network(&mut self, req: &wire::CreateNetwork, driver: Driver) -> Result<()> {
-        if let Driver::Macvlan { parent, .. } = &driver {
-            let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-            nl.link_by_name(parent).map_err(|e| {
-                CnmError::Invalid(format!("macvlan parent {parent:?} is not usable: {e}"))
-            })?;
-        }
-        let internal = flag(req.options.get(keys::INTERNAL), false, keys::INTERNAL)?;
-        let mtu = match generic(&req.options, keys::MTU) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-                    .parse::<u32>()
-                    .map_err(|_| CnmError::Invalid(format!("{}: not a number", keys::MTU)))?,
-            ),
-        };
-        let n = Network {
-            id: req.network_id.clone(),
-            name: None,
-            pools: Vec::new(),
-            routes: Vec::new(),
-            driver,
-            bridge: String::new(),
-            mtu,
-            internal,
-            enable_icc: true,
-            enable_ip_masquerade: false,
-            host_binding_ipv4: None,
-            ipv4: req.ipv4_data.clone(),
-            ipv6: req.ipv6_data.clone(),
-        };
-        self.store.apply(vec![put(net_key(&n.id), &n)?])?;
         self.networks.insert(n.id.clone(), n);
         Ok(())
     }
@@ -414,41 +452,39 @@ impl Controller {
                 ep.id
             )));
         }
-        if n.driver == Driver::Bridge {
-            let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-            delete_link_by_name(&mut nl, &n.bridge)?;
-            let mut sock = ferry_linux::nft::Socket::new().map_err(kernel("open nftables"))?;
-            ferry_drivers::firewall::forget_bridge(&mut sock, &n.bridge)
-                .map_err(|e| CnmError::Store(e.to_string()))?;
-        }
+        let spec = n.spec();
+        self.driver(&spec).delete_network(&spec)?;
         self.store
             .apply(vec![Change::Delete(net_key(network_id))])?;
         self.networks.remove(network_id);
         Ok(())
     }
 
+    pub(crate) fn network(&self, id: &str) -> Result<Network> {
+        self.networks
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CnmError::not_found("network", id))
+    }
+
     pub fn create_endpoint(
         &mut self,
         req: &wire::CreateEndpoint,
     ) -> Result<wire::CreateEndpointResponse> {
-        let network = self
-            .networks
-            .get(&req.network_id)
-            .ok_or_else(|| CnmError::not_found("network", &req.network_id))?
-            .clone();
+        let network = self.network(&req.network_id)?;
         let given = req.interface.clone().unwrap_or_default();
         if let Some(ep) = self.endpoints.get(&req.endpoint_id) {
             // A replay: answer as the first time.
             return Ok(wire::CreateEndpointResponse {
-                interface: given
-                    .mac_address
-                    .is_empty()
-                    .then(|| wire::EndpointInterface {
+                interface: (given.mac_address.is_empty() && !ep.mac.is_empty()).then(|| {
+                    wire::EndpointInterface {
                         mac_address: ep.mac.clone(),
                         ..Default::default()
-                    }),
+                    }
+                }),
             });
         }
+        short(&req.endpoint_id, 11)?;
         // Refuse bindings Ferry cannot publish before anything is made.
         crate::publish::parse_portmap(req.options.get(keys::PORT_MAP))?;
         let parse = |s: &str, what: &str| -> Result<Option<IpNet>> {
@@ -469,131 +505,36 @@ impl Controller {
                     CnmError::Invalid(format!("MacAddress {:?}", given.mac_address))
                 })?)
             };
-        let id12 = short(&req.endpoint_id, 11)?;
-        let host_veth = format!("fv{id12}");
-        let container_veth = format!("fc{id12}");
-        if network.driver != Driver::Bridge {
-            return self.create_plain_endpoint(
-                req,
-                &network,
-                address,
-                address_v6,
-                mac,
-                container_veth,
-            );
-        }
-
-        let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-        let br = nl.link_by_name(&network.bridge).map_err(kernel(format!(
-            "bridge {} of network {}",
-            network.bridge, network.id
-        )))?;
-        // A leftover pair from an interrupted attempt is replaced.
-        delete_link_by_name(&mut nl, &host_veth)?;
-        let mut spec = LinkSpec::veth(&container_veth, &host_veth);
-        if let Some(m) = network.mtu {
-            spec = spec.mtu(m);
-        }
-        if let Some(m) = mac {
-            spec = spec.mac(m);
-        }
-        nl.create_link(&spec)
-            .map_err(kernel(format!("create veth {host_veth}")))?;
-        let mut made = || -> Result<MacAddr> {
-            let host = nl_link(&mut nl, &host_veth)?;
-            nl.set_master(host.index, br.index)
-                .map_err(kernel(format!("attach {host_veth} to {}", network.bridge)))?;
-            nl.set_up(host.index)
-                .map_err(kernel(format!("set {host_veth} up")))?;
-            let cont = nl_link(&mut nl, &container_veth)?;
-            cont.mac
-                .ok_or_else(|| CnmError::Invalid(format!("{container_veth} has no MAC")))
+        let spec = network.spec();
+        let ep_spec = EndpointSpec {
+            id: req.endpoint_id.clone(),
+            mac,
+            addresses: address.iter().chain(&address_v6).copied().collect(),
         };
-        let cont_mac = match made() {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = delete_link_by_name(&mut nl, &host_veth);
-                return Err(e);
-            }
-        };
+        // Docker moves the interface into the sandbox itself: it stays on the host.
+        let link = self
+            .driver(&spec)
+            .create_endpoint(&spec, &ep_spec, Placement::Host)?;
         let ep = Endpoint {
             id: req.endpoint_id.clone(),
             network_id: req.network_id.clone(),
-            host_veth: host_veth.clone(),
-            container_veth,
+            host_veth: link.host_ifname.clone().unwrap_or_default(),
+            container_veth: link.ifname.clone(),
             address,
             address_v6,
-            mac: cont_mac.to_string(),
+            mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
             sandbox: None,
             ifname: None,
+            netns: None,
             priority: 0,
             published: Value::Null,
         };
-        if let Err(e) = self.isolate(&ep, &network) {
-            let _ = delete_link_by_name(&mut nl, &host_veth);
-            return Err(e);
-        }
         if let Err(e) = self.store.apply(vec![put(ep_key(&ep.id), &ep)?]) {
-            let _ = self.unisolate(&ep);
-            let _ = delete_link_by_name(&mut nl, &host_veth);
+            if let Ok(p) = self.driver(&spec).delete_endpoint(&spec, &link) {
+                p.finish();
+            }
             return Err(e);
         }
-        let response = wire::CreateEndpointResponse {
-            interface: mac.is_none().then(|| wire::EndpointInterface {
-                mac_address: ep.mac.clone(),
-                ..Default::default()
-            }),
-        };
-        self.endpoints.insert(ep.id.clone(), ep);
-        Ok(response)
-    }
-
-    /// Docker endpoints of the macvlan driver (a macvlan on the parent, which
-    /// Docker moves into the sandbox) and of null and host (no interface).
-    fn create_plain_endpoint(
-        &mut self,
-        req: &wire::CreateEndpoint,
-        network: &Network,
-        address: Option<IpNet>,
-        address_v6: Option<IpNet>,
-        mac: Option<MacAddr>,
-        name: String,
-    ) -> Result<wire::CreateEndpointResponse> {
-        let mut link_mac = String::new();
-        let mut made = String::new();
-        if let Driver::Macvlan { parent, mode } = &network.driver {
-            let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-            let p = nl_link(&mut nl, parent)?;
-            delete_link_by_name(&mut nl, &name)?;
-            let mut spec = LinkSpec::macvlan(&name, p.index, macvlan_mode(mode)?);
-            if let Some(m) = network.mtu {
-                spec = spec.mtu(m);
-            }
-            if let Some(m) = mac {
-                spec = spec.mac(m);
-            }
-            nl.create_link(&spec)
-                .map_err(kernel(format!("create macvlan {name} on {parent}")))?;
-            link_mac = nl_link(&mut nl, &name)?
-                .mac
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            made = name.clone();
-        }
-        let ep = Endpoint {
-            id: req.endpoint_id.clone(),
-            network_id: network.id.clone(),
-            host_veth: String::new(),
-            container_veth: made,
-            address,
-            address_v6,
-            mac: link_mac,
-            sandbox: None,
-            ifname: None,
-            priority: 0,
-            published: Value::Null,
-        };
-        self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
         let response = wire::CreateEndpointResponse {
             interface: (mac.is_none() && !ep.mac.is_empty()).then(|| wire::EndpointInterface {
                 mac_address: ep.mac.clone(),
@@ -608,16 +549,29 @@ impl Controller {
         let Some(ep) = self.endpoints.get(&req.endpoint_id).cloned() else {
             return Ok(()); // a replay
         };
-        self.disconnect_outside(&ep)?;
-        self.unisolate(&ep)?;
-        let mut nl = Netlink::new().map_err(kernel("open netlink"))?;
-        for link in [&ep.host_veth, &ep.container_veth] {
-            if !link.is_empty() {
-                delete_link_by_name(&mut nl, link)?;
+        self.remove_endpoint(&ep)
+    }
+
+    /// Tears an endpoint down (published ports, interface) and forgets it.
+    /// Addresses are the caller's: Docker releases them through IPAM.
+    pub(crate) fn remove_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
+        let spec = match self.networks.get(&ep.network_id) {
+            Some(n) => n.spec(),
+            // The network went first (a state file edited by hand): nothing to tear down.
+            None => {
+                self.store.apply(vec![Change::Delete(ep_key(&ep.id))])?;
+                self.endpoints.remove(&ep.id);
+                return Ok(());
             }
-        }
+        };
+        let link = ep.link();
+        let driver = self.driver(&spec);
+        driver.revoke_external_connectivity(&spec, &link)?;
+        driver.leave(&spec, &link)?;
+        let pending = driver.delete_endpoint(&spec, &link)?;
         self.store.apply(vec![Change::Delete(ep_key(&ep.id))])?;
         self.endpoints.remove(&ep.id);
+        pending.finish();
         Ok(())
     }
 
@@ -636,11 +590,7 @@ impl Controller {
     }
 
     pub fn join(&mut self, req: &wire::Join) -> Result<wire::JoinResponse> {
-        let network = self
-            .networks
-            .get(&req.network_id)
-            .ok_or_else(|| CnmError::not_found("network", &req.network_id))?
-            .clone();
+        let network = self.network(&req.network_id)?;
         let mut ep = self
             .endpoints
             .get(&req.endpoint_id)
@@ -658,9 +608,10 @@ impl Controller {
         };
         // An internal network has no way out and wants none; null and host
         // endpoints have no interface to route through.
-        let routed = !network.internal && network.driver.has_interface();
+        let has_interface = network.driver.has_interface();
+        let routed = !network.internal && has_interface;
         let response = wire::JoinResponse {
-            interface_name: network.driver.has_interface().then(|| wire::InterfaceName {
+            interface_name: has_interface.then(|| wire::InterfaceName {
                 src_name: ep.container_veth.clone(),
                 dst_prefix: "eth".into(),
             }),
@@ -705,68 +656,60 @@ impl Controller {
             .get(&req.endpoint_id)
             .ok_or_else(|| CnmError::not_found("endpoint", &req.endpoint_id))?
             .clone();
-        let network = self
-            .networks
-            .get(&ep.network_id)
-            .ok_or_else(|| CnmError::not_found("network", &ep.network_id))?
-            .clone();
+        let network = self.network(&ep.network_id)?;
         if !network.driver.has_interface() {
             return Ok(());
         }
-        self.connect_outside(&ep, &network, req.options.get(keys::PORT_MAP))
+        let bindings = req.options.get(keys::PORT_MAP);
+        let mut mappings = crate::publish::parse_portmap(bindings)?;
+        // Bindings without an address go to the network's default one.
+        if let Some(default) = network.host_binding_ipv4 {
+            for m in &mut mappings {
+                if m.host_ip.is_none() {
+                    m.host_ip = Some(default);
+                }
+            }
+        }
+        let spec = network.spec();
+        self.driver(&spec).program_external_connectivity(
+            &spec,
+            &ep.link(),
+            &External { mappings },
+        )?;
+        let mut ep = ep;
+        ep.published = bindings.cloned().unwrap_or(Value::Null);
+        self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+        self.endpoints.insert(ep.id.clone(), ep);
+        Ok(())
     }
 
     pub fn revoke_external_connectivity(&mut self, req: &wire::EndpointRef) -> Result<()> {
-        match self.endpoints.get(&req.endpoint_id).cloned() {
-            Some(ep) => self.disconnect_outside(&ep),
-            None => Ok(()),
+        let Some(mut ep) = self.endpoints.get(&req.endpoint_id).cloned() else {
+            return Ok(());
+        };
+        if let Some(n) = self.networks.get(&ep.network_id) {
+            let spec = n.spec();
+            self.driver(&spec)
+                .revoke_external_connectivity(&spec, &ep.link())?;
         }
-    }
-}
-pub(crate) fn nl_link(nl: &mut Netlink, name: &str) -> Result<ferry_linux::Link> {
-    nl.link_by_name(name)
-        .map_err(kernel(format!("look up {name}")))
-}
-
-/// Deletes a link if it exists.
-pub(crate) fn delete_link_by_name(nl: &mut Netlink, name: &str) -> Result<()> {
-    match nl.link_by_name(name) {
-        Ok(l) => match nl.delete_link(l.index) {
-            Ok(()) => Ok(()),
-            Err(e) if e.is_not_found() => Ok(()),
-            Err(e) => Err(kernel(format!("delete {name}"))(e)),
-        },
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(kernel(format!("look up {name}"))(e)),
-    }
-}
-
-/// Prefixes the host routes (main table, both families, defaults excluded):
-/// an automatically chosen pool must not collide with them.
-pub(crate) fn host_routes() -> Vec<IpNet> {
-    let Ok(mut nl) = Netlink::new() else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for fam in [Family::V4, Family::V6] {
-        if let Ok(routes) = nl.routes(fam, Some(ferry_linux::TABLE_MAIN)) {
-            out.extend(
-                routes
-                    .into_iter()
-                    .map(|r| r.dst)
-                    .filter(|d| d.prefix_len() > 0 && !d.addr().is_unicast_link_local_v6()),
-            );
+        if !ep.published.is_null() {
+            ep.published = Value::Null;
+            self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+            self.endpoints.insert(ep.id.clone(), ep);
         }
+        Ok(())
     }
-    out
 }
 
-trait LinkLocal {
-    fn is_unicast_link_local_v6(&self) -> bool;
-}
-
-impl LinkLocal for IpAddr {
-    fn is_unicast_link_local_v6(&self) -> bool {
-        matches!(self, IpAddr::V6(a) if (a.segments()[0] & 0xffc0) == 0xfe80)
+/// The addresses an endpoint gets inside a Ferry sandbox. Routes are not
+/// here: the sandbox's routes are arbitrated across its networks.
+pub(crate) fn interface_config(ep: &Endpoint) -> InterfaceConfig {
+    InterfaceConfig {
+        addresses: ep
+            .addresses()
+            .into_iter()
+            .map(|net| Address { net, gateway: None })
+            .collect(),
+        routes: Vec::new(),
     }
 }

@@ -6,7 +6,7 @@
 //! only for a sandbox that is the host namespace.
 
 use crate::error::{CnmError, Result};
-use ferry_linux::MacvlanMode;
+use ferry_drivers::MacvlanMode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -40,12 +40,9 @@ pub enum CnmError {
     /// A feature Ferry does not provide yet.
     #[error("not supported yet: {0}")]
     Unsupported(String),
-    /// The kernel refused a change.
-    #[error("{context}: {source}")]
-    Kernel {
-        context: String,
-        source: ferry_linux::Error,
-    },
+    /// A driver could not do what was asked; its message says what and why.
+    #[error(transparent)]
+    Driver(ferry_drivers::Error),
     /// The state database failed.
     #[error("state store: {0}")]
     Store(String),
@@ -60,10 +57,16 @@ impl CnmError {
     }
 }
 
-/// Maps a kernel error with what was being done.
-pub fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> CnmError {
-    let context = context.into();
-    move |source| CnmError::Kernel { context, source }
+impl From<ferry_drivers::Error> for CnmError {
+    fn from(e: ferry_drivers::Error) -> Self {
+        use ferry_drivers::Error as E;
+        match e {
+            E::Invalid(m) | E::Exists(m) => CnmError::Invalid(m),
+            E::Unsupported(m) => CnmError::Unsupported(m),
+            e @ E::NoNamespace { .. } => CnmError::Invalid(e.to_string()),
+            e => CnmError::Driver(e),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CnmError>;

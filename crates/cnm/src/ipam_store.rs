@@ -221,10 +221,14 @@ mod tests {
         }
         let v4 = "local/198.18.218.0/24/198.18.218.128/25";
         let v6 = "local/fd00:218::/64";
-        let mut c = Controller::open(ControllerConfig {
-            state_path: path.clone(),
-            default_pools: Vec::new(),
-        })
+        let fake = std::sync::Arc::new(crate::fake::Fake::default());
+        let mut c = Controller::open(
+            ControllerConfig {
+                state_path: path.clone(),
+                default_pools: Vec::new(),
+            },
+            fake,
+        )
         .unwrap();
         let expected: Ipam = serde_json::from_str(OLD).unwrap();
         assert_eq!(c.ipam().pools.len(), 2);

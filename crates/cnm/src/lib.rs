@@ -1,6 +1,7 @@
 //! Ferry's Container Network Model: a controller owning networks, endpoints
 //! and sandboxes (joined endpoints), IPAM pools with automatic provisioning,
-//! the bridge driver on ferry-linux, and Docker's remote-plugin wire types.
+//! and Docker's remote-plugin wire types. The kernel work is the shared
+//! driver layer's (`ferry_drivers`), reached through its `Drivers` trait.
 
 pub mod controller;
 pub mod driver;
@@ -14,3 +15,8 @@ pub mod wire;
 
 pub use controller::{Controller, ControllerConfig, Endpoint, Network};
 pub use error::{CnmError, Result};
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;

@@ -10,13 +10,14 @@
 //! sandbox always has one working route per prefix.
 
 use crate::controller::{
-    delete_link_by_name, ep_key, net_key, nl_link, put, short, Controller, Endpoint, Network,
+    ep_key, interface_config, net_key, put, sb_key, short, Controller, Endpoint, Network,
+    NetworkDef,
 };
-use crate::driver::{macvlan_mode, Driver, DRIVER_KEY};
-use crate::error::{kernel, CnmError, Result};
+use crate::driver::{Driver, DRIVER_KEY};
+use crate::error::{CnmError, Result};
 use crate::store::Change;
 use crate::wire;
-use ferry_linux::{AddrOptions, LinkSpec, Netlink, Netns, Route};
+use ferry_drivers::network::{EndpointSpec, NetworkKind, Placement, SandboxRoute};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -92,10 +93,6 @@ impl Claim {
             .map(|g| g.to_string())
             .unwrap_or_else(|| self.ifname.clone())
     }
-}
-
-fn sb_key(name: &str) -> String {
-    format!("sandbox/{name}")
 }
 
 fn random_hex(n: usize) -> Result<String> {
@@ -193,22 +190,15 @@ impl Controller {
         let mut data = (Vec::new(), Vec::new());
         let mut failure = None;
         for (subnet, v6) in &wanted {
-            let r = self.request_pool(&wire::RequestPool {
-                address_space: String::new(),
-                pool: subnet.clone(),
-                sub_pool: String::new(),
-                options: BTreeMap::new(),
-                v6: *v6,
-            });
-            let pool = match r {
+            let pool = match self.new_pool("", subnet, "", *v6) {
                 Ok(p) => p,
                 Err(e) => {
                     failure = Some(e);
                     break;
                 }
             };
-            pools.push(pool.pool_id.clone());
-            let gw = match self.ipam.request_address(&pool.pool_id, None, true) {
+            pools.push(pool.id.clone());
+            let gw = match self.ipam.request_address(&pool.id, None, true) {
                 Ok(g) => g,
                 Err(e) => {
                     failure = Some(e);
@@ -217,7 +207,7 @@ impl Controller {
             };
             let d = wire::IpamData {
                 address_space: "local".into(),
-                pool: pool.pool,
+                pool: pool.subnet.to_string(),
                 gateway: gw.to_string(),
                 aux_addresses: BTreeMap::new(),
             };
@@ -239,11 +229,11 @@ impl Controller {
         options.insert(wire::keys::INTERNAL.to_string(), req.internal.into());
         let created = match failure {
             Some(e) => Err(e),
-            None => self.create_network(&wire::CreateNetwork {
-                network_id: id.clone(),
+            None => self.add_network(NetworkDef {
+                id: id.clone(),
                 options,
-                ipv4_data: data.0,
-                ipv6_data: data.1,
+                ipv4: data.0,
+                ipv6: data.1,
             }),
         };
         if let Err(e) = created {
@@ -283,7 +273,8 @@ impl Controller {
         self.store.apply(vec![self.ipam.take_changes()?])
     }
 
-    /// Creates a sandbox: a new named namespace, or an existing one given by path.
+    /// Creates a sandbox: a new named namespace (with `lo` up), or an
+    /// existing one given by path.
     pub fn create_sandbox(&mut self, name: &str, path: Option<&str>) -> Result<Sandbox> {
         valid_name("sandbox", name)?;
         if self.sandboxes.contains_key(name) {
@@ -293,15 +284,12 @@ impl Controller {
         }
         let (path, created) = match path {
             Some(p) => {
-                Netns::open(p).map_err(kernel(format!("open namespace {p}")))?;
+                self.drivers.sandboxes().open(p)?;
                 (p.to_string(), false)
             }
             None => {
-                if name.len() > 200 {
-                    return Err(CnmError::Invalid("sandbox name too long".into()));
-                }
-                let ns = Netns::create(name).map_err(kernel(format!("create namespace {name}")))?;
-                (ns.path().display().to_string(), true)
+                let p = self.drivers.sandboxes().create(name)?;
+                (p.display().to_string(), true)
             }
         };
         let sb = Sandbox {
@@ -312,7 +300,7 @@ impl Controller {
         };
         if let Err(e) = self.store.apply(vec![put(sb_key(name), &sb)?]) {
             if created {
-                let _ = Netns::delete(name);
+                let _ = self.drivers.sandboxes().delete(name);
             }
             return Err(e);
         }
@@ -332,11 +320,7 @@ impl Controller {
             self.disconnect(&n, name)?;
         }
         if sb.created {
-            match Netns::delete(name) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(kernel(format!("delete namespace {name}"))(e)),
-            }
+            self.drivers.sandboxes().delete(name)?;
         }
         self.store.apply(vec![Change::Delete(sb_key(name))])?;
         self.sandboxes.remove(name);
@@ -361,7 +345,7 @@ impl Controller {
             Some(i) => i.clone(),
             None => self.next_ifname(&sb.name),
         };
-        ferry_linux::check_ifname(&ifname)
+        ferry_drivers::check_ifname(&ifname)
             .map_err(|e| CnmError::Invalid(format!("{ifname}: {e}")))?;
         let ep = self.attach(&network, &sb, &ifname, req.priority, None)?;
         self.arbitrate(&sb.name)?;
@@ -380,11 +364,11 @@ impl Controller {
             .unwrap_or_else(|| "eth0".into())
     }
 
-    /// Makes the endpoint: addresses, a veth on the bridge, its other end in
-    /// the sandbox with the addresses. With `replacing`, the new end is
-    /// brought in under a temporary name, the old endpoint removed, and the
-    /// new end renamed to `ifname`. Undone entirely if any step before the
-    /// old endpoint's removal fails.
+    /// Makes the endpoint: addresses from the network's pools, the driver's
+    /// interface created in the sandbox under a temporary name, then joined
+    /// under `ifname`. With `replacing`, the old endpoint is removed between
+    /// the two, so the new interface takes its name. Undone entirely if any
+    /// step before the old endpoint's removal fails.
     fn attach(
         &mut self,
         network: &Network,
@@ -399,216 +383,117 @@ impl Controller {
                 network.id
             )));
         }
-        if !network.driver.has_interface() {
-            return self.attach_without_interface(network, sb, priority, replacing);
+        let spec = network.spec();
+        if spec.kind == NetworkKind::Host && !self.drivers.sandboxes().is_host(&sb.path)? {
+            return Err(CnmError::Invalid(format!(
+                "the host driver shares the host's stack: sandbox {} has its own namespace \
+                 (create it with --path /proc/self/ns/net, ferryd's own namespace)",
+                sb.name
+            )));
         }
-        let mut addrs = Vec::new();
-        let mut alloc_err = None;
-        for p in &network.pools {
-            match self.ipam.request_address(p, None, false) {
-                Ok(a) => addrs.push((p.clone(), a)),
-                Err(e) => {
-                    alloc_err = Some(e);
-                    break;
-                }
-            }
+        let has_interface = spec.kind.has_interface();
+        if has_interface
+            && replacing.is_none()
+            && self.drivers.sandboxes().has_link(&sb.path, ifname)?
+        {
+            return Err(CnmError::Invalid(format!(
+                "{ifname} already exists in sandbox {}",
+                sb.name
+            )));
         }
+        let mut addrs: Vec<(String, IpNet)> = Vec::new();
         let release = |c: &mut Controller, addrs: &[(String, IpNet)]| {
             for (p, a) in addrs {
                 let _ = c.ipam.release_address(p, a.addr());
             }
         };
-        if let Some(e) = alloc_err {
-            release(self, &addrs);
-            return Err(e);
+        if has_interface {
+            for p in &network.pools {
+                match self.ipam.request_address(p, None, false) {
+                    Ok(a) => addrs.push((p.clone(), a)),
+                    Err(e) => {
+                        release(self, &addrs);
+                        return Err(e);
+                    }
+                }
+            }
         }
         let id = random_hex(64)?;
-        let id11 = short(&id, 11)?.to_string();
-        let host_veth = format!("fv{id11}");
-        let temp = format!("fc{id11}");
-        let made = (|| -> Result<String> {
-            let ns = Netns::open(&sb.path).map_err(kernel(format!("open sandbox {}", sb.name)))?;
-            let mut host = Netlink::new().map_err(kernel("open netlink"))?;
-            let mut inside = ns
-                .netlink()
-                .map_err(kernel("open netlink in the sandbox"))?;
-            if replacing.is_none() && inside.link_by_name(ifname).is_ok() {
-                return Err(CnmError::Invalid(format!(
-                    "{ifname} already exists in sandbox {}",
-                    sb.name
-                )));
-            }
-            match &network.driver {
-                Driver::Macvlan { parent, mode } => {
-                    let p = nl_link(&mut host, parent)?;
-                    let mut spec =
-                        LinkSpec::macvlan(&temp, p.index, macvlan_mode(mode)?).netns(&ns);
-                    if let Some(m) = network.mtu {
-                        spec = spec.mtu(m);
-                    }
-                    host.create_link(&spec)
-                        .map_err(kernel(format!("create macvlan {temp} on {parent}")))?;
-                }
-                _ => {
-                    let br = nl_link(&mut host, &network.bridge)?;
-                    let mut spec = LinkSpec::veth(&temp, &host_veth).netns(&ns);
-                    if let Some(m) = network.mtu {
-                        spec = spec.mtu(m);
-                    }
-                    host.create_link(&spec)
-                        .map_err(kernel(format!("create veth {host_veth}")))?;
-                    let hv = nl_link(&mut host, &host_veth)?;
-                    host.set_master(hv.index, br.index)
-                        .map_err(kernel(format!("attach {host_veth} to {}", network.bridge)))?;
-                    host.set_up(hv.index)
-                        .map_err(kernel(format!("set {host_veth} up")))?;
-                }
-            }
-            let inner = nl_link(&mut inside, &temp)?;
-            if addrs.iter().any(|(_, a)| a.addr().is_ipv6()) {
-                let _ = ferry_linux::sysctl::write_if_different_in(
-                    &ns,
-                    &format!("net.ipv6.conf.{temp}.disable_ipv6"),
-                    "0",
-                );
-            }
-            for (_, a) in &addrs {
-                let opts = AddrOptions {
-                    nodad: true,
-                    replace: false,
-                };
-                inside
-                    .add_address(inner.index, *a, opts)
-                    .map_err(kernel(format!("add {a} in sandbox {}", sb.name)))?;
-            }
-            Ok(inner.mac.map(|m| m.to_string()).unwrap_or_default())
-        })();
-        let undo = |c: &mut Controller| {
-            if let Ok(mut host) = Netlink::new() {
-                let _ = delete_link_by_name(&mut host, &host_veth);
-            }
-            if let Ok(mut inside) = Netns::open(&sb.path).and_then(|ns| ns.netlink()) {
-                let _ = delete_link_by_name(&mut inside, &temp);
-            }
-            release(c, &addrs);
+        let temp = format!("fc{}", short(&id, 11)?);
+        let ep_spec = EndpointSpec {
+            id: id.clone(),
+            mac: None,
+            addresses: addrs.iter().map(|(_, a)| *a).collect(),
         };
-        let mac = match made {
-            Ok(m) => m,
+        let place = Placement::Netns {
+            netns: &sb.path,
+            ifname: &temp,
+        };
+        let link = match self.driver(&spec).create_endpoint(&spec, &ep_spec, place) {
+            Ok(l) => l,
             Err(e) => {
-                undo(self);
-                return Err(e);
+                release(self, &addrs);
+                return Err(e.into());
             }
         };
-        let is_bridge = network.driver == Driver::Bridge;
-        let ep = Endpoint {
+        let mut ep = Endpoint {
             id: id.clone(),
             network_id: network.id.clone(),
-            host_veth: if is_bridge {
-                host_veth.clone()
-            } else {
-                String::new()
-            },
-            container_veth: temp.clone(),
+            host_veth: link.host_ifname.clone().unwrap_or_default(),
+            container_veth: link.ifname.clone(),
             address: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv4()),
             address_v6: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv6()),
-            mac,
+            mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
             sandbox: Some(sb.name.clone()),
-            ifname: Some(ifname.to_string()),
+            ifname: has_interface.then(|| ifname.to_string()),
+            netns: has_interface.then(|| sb.path.clone()),
             priority,
             published: serde_json::Value::Null,
         };
-        if let Err(e) = self.isolate(&ep, network) {
-            undo(self);
-            return Err(e);
-        }
         // Past this point the sandbox changes: the old endpoint goes away and
         // the new interface takes its name.
         if let Some(old) = replacing {
-            self.detach(old)?;
-        }
-        let finish = (|| -> Result<()> {
-            let ns = Netns::open(&sb.path).map_err(kernel(format!("open sandbox {}", sb.name)))?;
-            let mut inside = ns
-                .netlink()
-                .map_err(kernel("open netlink in the sandbox"))?;
-            let inner = nl_link(&mut inside, &temp)?;
-            inside
-                .rename(inner.index, ifname)
-                .map_err(kernel(format!("rename {temp} to {ifname}")))?;
-            inside
-                .set_up(inner.index)
-                .map_err(kernel(format!("set {ifname} up")))?;
-            Ok(())
-        })();
-        self.store
-            .apply(vec![put(ep_key(&id), &ep)?, self.ipam.take_changes()?])?;
-        self.endpoints.insert(id, ep.clone());
-        finish?;
-        Ok(ep)
-    }
-
-    /// Endpoints of the null and host drivers: recorded, nothing built.
-    fn attach_without_interface(
-        &mut self,
-        network: &Network,
-        sb: &Sandbox,
-        priority: i32,
-        replacing: Option<&Endpoint>,
-    ) -> Result<Endpoint> {
-        if network.driver == Driver::Host {
-            let host = Netns::current()
-                .and_then(|n| n.inode())
-                .map_err(kernel("read the host namespace"))?;
-            let mine = Netns::open(&sb.path)
-                .and_then(|n| n.inode())
-                .map_err(kernel(format!("open sandbox {}", sb.name)))?;
-            if host != mine {
-                return Err(CnmError::Invalid(format!(
-                    "the host driver shares the host's stack: sandbox {} has its own namespace \
-                     (create it with --path /proc/self/ns/net, ferryd's own namespace)",
-                    sb.name
-                )));
+            if let Err(e) = self.detach(old) {
+                if let Ok(p) = self.driver(&spec).delete_endpoint(&spec, &link) {
+                    p.finish();
+                }
+                release(self, &addrs);
+                return Err(e);
             }
         }
-        if let Some(old) = replacing {
-            self.detach(old)?;
-        }
-        let ep = Endpoint {
-            id: random_hex(64)?,
-            network_id: network.id.clone(),
-            host_veth: String::new(),
-            container_veth: String::new(),
-            address: None,
-            address_v6: None,
-            mac: String::new(),
-            sandbox: Some(sb.name.clone()),
-            ifname: None,
-            priority,
-            published: serde_json::Value::Null,
+        let joined = if has_interface {
+            self.driver(&spec)
+                .join(&spec, &link, &sb.path, ifname, &interface_config(&ep))
+                .map(|l| {
+                    ep.mac = l.mac.map(|m| m.to_string()).unwrap_or(ep.mac.clone());
+                })
+        } else {
+            Ok(())
         };
-        self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
-        self.endpoints.insert(ep.id.clone(), ep.clone());
+        if let Err(e) = joined {
+            if let Ok(p) = self.driver(&spec).delete_endpoint(&spec, &link) {
+                p.finish();
+            }
+            release(self, &addrs);
+            return Err(e.into());
+        }
+        let committed = self
+            .store
+            .apply(vec![put(ep_key(&id), &ep)?, self.ipam.take_changes()?]);
+        if let Err(e) = committed {
+            if let Ok(p) = self.driver(&spec).delete_endpoint(&spec, &ep.link()) {
+                p.finish();
+            }
+            release(self, &addrs);
+            return Err(e);
+        }
+        self.endpoints.insert(id, ep.clone());
         Ok(ep)
     }
 
     /// Removes an endpoint's interface and releases its addresses.
     fn detach(&mut self, ep: &Endpoint) -> Result<()> {
-        self.unisolate(ep)?;
-        if !ep.host_veth.is_empty() {
-            let mut host = Netlink::new().map_err(kernel("open netlink"))?;
-            delete_link_by_name(&mut host, &ep.host_veth)?;
-        } else if let Some(ifname) = &ep.ifname {
-            // A macvlan lives only in the sandbox; a namespace already gone took it along.
-            let path = ep
-                .sandbox
-                .as_ref()
-                .and_then(|s| self.sandboxes.get(s))
-                .map(|s| s.path.clone());
-            if let Some(Ok(mut inside)) = path.map(|p| Netns::open(&p).and_then(|ns| ns.netlink()))
-            {
-                delete_link_by_name(&mut inside, ifname)?;
-            }
-        }
+        self.remove_endpoint(ep)?;
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
             for a in ep.address.iter().chain(ep.address_v6.iter()) {
                 if let Some(p) = n.pools.iter().find(|p| {
@@ -621,12 +506,7 @@ impl Controller {
                 }
             }
         }
-        self.store.apply(vec![
-            Change::Delete(ep_key(&ep.id)),
-            self.ipam.take_changes()?,
-        ])?;
-        self.endpoints.remove(&ep.id);
-        Ok(())
+        self.store.apply(vec![self.ipam.take_changes()?])
     }
 
     pub fn disconnect(&mut self, network: &str, sandbox: &str) -> Result<()> {
@@ -668,12 +548,9 @@ impl Controller {
         Ok(ep)
     }
 
-    /// Installs, for every prefix the sandbox's networks route, the route of
-    /// the winning endpoint, and records each contest.
-    pub fn arbitrate(&mut self, sandbox: &str) -> Result<()> {
-        let Some(mut sb) = self.sandboxes.get(sandbox).cloned() else {
-            return Ok(());
-        };
+    /// The routes each endpoint of the sandbox claims: its network's routes
+    /// and, unless the network is internal, a default route per gateway.
+    fn claims(&self, sandbox: &str) -> BTreeMap<IpNet, Vec<Claim>> {
         let mut wanted: BTreeMap<IpNet, Vec<Claim>> = BTreeMap::new();
         for ep in self.sandbox_endpoints(sandbox) {
             let Some(n) = self.networks.get(&ep.network_id) else {
@@ -685,23 +562,16 @@ impl Controller {
             let name = n.name.clone().unwrap_or_else(|| n.id.clone());
             let mut routes = n.routes.clone();
             if !n.internal {
-                for d in n.ipv4.iter().chain(&n.ipv6) {
-                    let gw = d
-                        .gateway
-                        .split('/')
-                        .next()
-                        .and_then(|g| g.parse::<IpAddr>().ok());
-                    if let Some(gw) = gw {
-                        let dst = if gw.is_ipv4() {
-                            IpNet::V4(Default::default())
-                        } else {
-                            IpNet::V6(Default::default())
-                        };
-                        routes.push(RouteSpec {
-                            dst,
-                            gateway: Some(gw),
-                        });
-                    }
+                for gw in n.gateways() {
+                    let dst = if gw.addr().is_ipv4() {
+                        IpNet::V4(Default::default())
+                    } else {
+                        IpNet::V6(Default::default())
+                    };
+                    routes.push(RouteSpec {
+                        dst,
+                        gateway: Some(gw.addr()),
+                    });
                 }
             }
             for r in routes {
@@ -713,12 +583,18 @@ impl Controller {
                 });
             }
         }
-        let ns = Netns::open(&sb.path).map_err(kernel(format!("open sandbox {sandbox}")))?;
-        let mut inside = ns
-            .netlink()
-            .map_err(kernel("open netlink in the sandbox"))?;
+        wanted
+    }
+
+    /// Installs, for every prefix the sandbox's networks route, the route of
+    /// the winning endpoint, and records each contest.
+    pub fn arbitrate(&mut self, sandbox: &str) -> Result<()> {
+        let Some(mut sb) = self.sandboxes.get(sandbox).cloned() else {
+            return Ok(());
+        };
         let mut conflicts = Vec::new();
-        for (dst, mut claims) in wanted {
+        let mut routes = Vec::new();
+        for (dst, mut claims) in self.claims(sandbox) {
             claims.sort_by(|a, b| {
                 b.priority
                     .cmp(&a.priority)
@@ -743,16 +619,13 @@ impl Controller {
                     ));
                 }
             }
-            let link = nl_link(&mut inside, &win.ifname)?;
-            let mut route = Route::new(dst).oif(link.index);
-            if let Some(g) = win.gateway {
-                route = route.gateway(g);
-            }
-            inside.replace_route(&route).map_err(kernel(format!(
-                "route {dst} via {} in sandbox {sandbox}",
-                win.ifname
-            )))?;
+            routes.push(SandboxRoute {
+                dst,
+                gateway: win.gateway,
+                ifname: win.ifname,
+            });
         }
+        self.drivers.sandboxes().set_routes(&sb.path, &routes)?;
         sb.conflicts = conflicts;
         self.store.apply(vec![put(sb_key(sandbox), &sb)?])?;
         self.sandboxes.insert(sandbox.to_string(), sb);

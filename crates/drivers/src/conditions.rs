@@ -12,9 +12,9 @@
 //! rules (`hostports4-ID` ...), so the containers sharing it still cost one
 //! element each; profiles are remembered in the state directory and kept.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ferry_linux::fs::{write_atomic, Durability};
 use ferry_linux::nft::{CmpOp, Field, Rule, Value};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -217,13 +217,8 @@ pub fn save(root: &Path, p: &Profile) -> Result<()> {
         source,
     };
     std::fs::create_dir_all(&d).map_err(|e| io("failed to create the directory of", e))?;
-    let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec(p).map_err(|e| io("failed to encode", e.into()))?;
-    let mut f = std::fs::File::create(&tmp).map_err(|e| io("failed to create", e))?;
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io("failed to write", e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| io("failed to rename into", e))
+    write_atomic(&path, &bytes, 0o666, Durability::Synced).map_err(|e| io("failed to write", e))
 }
 
 /// Every remembered profile, sorted by id (unreadable files are skipped).

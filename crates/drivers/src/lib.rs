@@ -1,6 +1,18 @@
-//! Ferry's packet-filtering layer, shared by the CNI plugins and `ferryd`:
-//! port mapping ([`portmap`]), the forwarding firewall ([`firewall`]) and
-//! IP masquerade for container subnets ([`masq`]).
+//! Ferry's driver layer, shared by both front doors (the CNI plugins and
+//! `ferryd`'s CNM controller): everything that touches the kernel for an
+//! attachment lives here once.
+//!
+//! - [`network`]: the [`NetworkDriver`] contract and its drivers (bridge,
+//!   ptp, macvlan, host-device, tap, null, host), and [`network::Sandboxes`],
+//!   the namespace work of a sandbox (create, delete, routes).
+//! - [`link`]: the building blocks the drivers share: veth pairs, interface
+//!   configuration inside a namespace, detached deletes, link attributes and
+//!   generated names.
+//! - [`qos`]: token bucket shaping of a container's host veth (the
+//!   `bandwidth` plugin's tc work).
+//! - The packet-filtering drivers: port mapping ([`portmap`]), the
+//!   forwarding firewall ([`firewall`]), IP masquerade for container subnets
+//!   ([`masq`]) and the bridge MAC spoof check ([`macspoof`]).
 //!
 //! Every driver owns one nftables table (named `ferry-*`) whose chains and
 //! rules are fixed: they are (re)written idempotently in the same atomic
@@ -19,9 +31,12 @@ pub mod conditions;
 pub mod conntrack;
 pub mod firewall;
 pub mod forward;
+pub mod link;
 pub mod macspoof;
 pub mod masq;
+pub mod network;
 pub mod portmap;
+pub mod qos;
 pub mod state;
 
 use std::path::PathBuf;
@@ -56,10 +71,34 @@ pub enum Error {
     /// What CHECK found missing.
     #[error("{0}")]
     Missing(String),
+    /// The interface name asked for is already taken in the container's
+    /// namespace (CNI code 4): nothing was changed.
+    #[error("{0}")]
+    Exists(String),
+    /// The namespace named by a path does not exist (CNI code 3).
+    #[error("network namespace {path:?} does not exist: {source}")]
+    NoNamespace {
+        /// The path given.
+        path: String,
+        /// The kernel's answer.
+        source: ferry_linux::Error,
+    },
+    /// A system call outside netlink failed (CNI code 5).
+    #[error("{context}: {source}")]
+    System {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The kernel did something Ferry did not expect; the message says what.
+    #[error("{0}")]
+    Failed(String),
 }
 
 impl Error {
-    pub(crate) fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
+    /// Wraps a kernel error with what was being done.
+    pub fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
         let context = context.into();
         move |source| Error::Kernel { context, source }
     }
@@ -67,6 +106,13 @@ impl Error {
 
 /// A `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Plain data the doors name (validated names, MACs, macvlan modes); the
+/// kernel work on them stays in this crate.
+pub use ferry_linux::{check_ifname, MacAddr, MacvlanMode};
+pub use network::{
+    Drivers, Endpoint, EndpointSpec, NetworkDriver, NetworkKind, NetworkSpec, Placement, Sandboxes,
+};
 
 /// Default directory of the drivers' bookkeeping files.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/ferry";

@@ -7,11 +7,12 @@
 //! the elements the kernel holds.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ferry_linux::fs::{write_atomic, Durability};
 use ferry_linux::nft::{self, Batch, Element, Family, Table, Value};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -204,7 +205,6 @@ impl Store {
     /// Takes an exclusive `flock` on `ROOT/NAME.lock` until the guard is
     /// dropped.
     pub fn lock(&self, name: &str) -> Result<Lock> {
-        use std::os::fd::AsRawFd;
         let path = self.root.join(format!("{name}.lock"));
         let io = |context, source| Error::Io {
             context,
@@ -219,12 +219,8 @@ impl Store {
             .write(true)
             .open(&path)
             .map_err(|e| io("failed to open", e))?;
-        // SAFETY: flock on a descriptor this function owns; released when
-        // the file is closed with the guard.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(io("failed to lock", std::io::Error::last_os_error()));
-        }
+        let f = Flock::lock(f, FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io("failed to lock", errno.into()))?;
         Ok(Lock(f))
     }
 
@@ -247,13 +243,8 @@ impl Store {
         };
         std::fs::create_dir_all(self.net_dir(&a.network))
             .map_err(|e| io("failed to create the directory of", e))?;
-        let tmp = path.with_extension("tmp");
         let bytes = serde_json::to_vec(r).map_err(|e| io("failed to encode", e.into()))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io("failed to create", e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| io("failed to write", e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io("failed to rename into", e))
+        write_atomic(&path, &bytes, 0o666, Durability::Synced).map_err(|e| io("failed to write", e))
     }
 
     /// The attachment's record; `None` when there is none. A file that
@@ -324,7 +315,7 @@ impl Store {
 
 /// An exclusive lock, released on drop.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] std::fs::File);
+pub struct Lock(#[allow(dead_code)] Flock<std::fs::File>);
 
 /// Adds `elements` to `table` in the batch, grouped by set.
 pub fn add_to(batch: &mut Batch, table: &Table, elements: &[StoredElement]) {

@@ -4,11 +4,14 @@
 //! and Ferry's own read API on a root-only socket. State lives in an embedded
 //! redb file and survives kill -9.
 
+mod log;
 mod plugin_api;
 
 use clap::Parser;
 use ferry_cnm::ipam::{default_pools, DefaultPool};
 use ferry_cnm::{Controller, ControllerConfig};
+use ferry_drivers::link::detach::Deleter;
+use ferry_drivers::network::registry::LinuxDrivers;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -31,14 +34,18 @@ struct Args {
     /// A default address pool, `base=CIDR,size=N` (repeatable; replaces Ferry's defaults).
     #[arg(long = "default-address-pool")]
     default_address_pool: Vec<String>,
+    /// What to log (on stderr): a level (error, warn, info, debug, trace) or
+    /// RUST_LOG directives (`ferryd=debug`). The flag wins over RUST_LOG.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    log_level: String,
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match run(args) {
+    match log::init(&args.log_level).and_then(|()| run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ferryd: {e}");
+            tracing::error!(error = %e, "ferryd stopped");
             std::process::ExitCode::FAILURE
         }
     }
@@ -54,11 +61,13 @@ fn run(args: Args) -> Result<(), String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?
     };
-    let controller = Controller::open(ControllerConfig {
+    let config = ControllerConfig {
         state_path: args.state.clone(),
         default_pools: pools,
-    })
-    .map_err(|e| e.to_string())?;
+    };
+    // A daemon deletes links from a thread: a forked deleter would leave zombies.
+    let drivers = LinuxDrivers::new(Deleter::Thread, config.driver_root());
+    let controller = Controller::open(config, Arc::new(drivers)).map_err(|e| e.to_string())?;
     let shared = Arc::new(Mutex::new(controller));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -68,10 +77,11 @@ fn run(args: Args) -> Result<(), String> {
     runtime.block_on(async move {
         let plugin = plugin_api::bind(&args.plugin_socket, 0o600)?;
         let api = plugin_api::bind(&args.api_socket, 0o600)?;
-        eprintln!(
-            "ferryd: serving Docker on {} and Ferry's API on {}",
-            args.plugin_socket.display(),
-            args.api_socket.display()
+        tracing::info!(
+            plugin_socket = %args.plugin_socket.display(),
+            api_socket = %args.api_socket.display(),
+            state = %args.state.display(),
+            "serving Docker's plugin protocol and Ferry's API"
         );
         let p = tokio::spawn(plugin_api::serve(
             plugin,
@@ -80,14 +90,25 @@ fn run(args: Args) -> Result<(), String> {
         let a = tokio::spawn(plugin_api::serve(api, plugin_api::ferry_router(shared)));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            r = p => eprintln!("ferryd: plugin server stopped: {r:?}"),
-            r = a => eprintln!("ferryd: API server stopped: {r:?}"),
-        }
+        let stopped = tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok("SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+            r = p => Err(server_stopped("plugin", r)),
+            r = a => Err(server_stopped("API", r)),
+        };
         let _ = std::fs::remove_file(&args.plugin_socket);
         let _ = std::fs::remove_file(&args.api_socket);
+        let signal = stopped?;
+        tracing::info!(signal, "shutting down");
         Ok(())
     })
+}
+
+/// Why a server task ended (it only ends on failure).
+fn server_stopped(which: &str, r: Result<Result<(), String>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => format!("{which} server stopped"),
+        Ok(Err(e)) => format!("{which} server failed: {e}"),
+        Err(e) => format!("{which} server task failed: {e}"),
+    }
 }

@@ -2,9 +2,13 @@
 //! ipam.md; network driver errors in `Err`, IPAM errors in `Error`) and
 //! Ferry's read API. Handlers run on the blocking pool: the controller speaks
 //! netlink synchronously and its lock is never held across an await.
+//! Both routers log every request through [`log::requests`]; a failed
+//! response carries its error ([`Failure`]) for that event.
 
+use crate::log::{self, Failure, Socket};
 use axum::body::Bytes;
 use axum::http::{header, StatusCode, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -65,24 +69,48 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body).map_err(|e| format!("malformed request: {e}"))
 }
 
-/// One method: decode (400 on failure), run against the controller, answer
-/// the result or the error in the method's error field.
-fn call<T, F>(ctl: &Shared, body: &[u8], f: F) -> Result<Value, (StatusCode, String)>
+/// An error on its way into a response (and, through [`Failure`], the log).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failed request: `{field: message}` with the error attached for the log.
+fn failed(status: StatusCode, field: &str, err: BoxError) -> Response {
+    let mut r = reply(status, json!({ field: err.to_string() }));
+    r.extensions_mut().insert(Failure(err.into()));
+    r
+}
+
+/// One request: decode (400 on failure), run against the controller; a
+/// controller error gets the status `status` gives it.
+fn apply<T, F>(
+    ctl: &Shared,
+    body: &[u8],
+    status: fn(&CnmError) -> StatusCode,
+    f: F,
+) -> Result<Value, (StatusCode, BoxError)>
 where
     T: DeserializeOwned,
     F: FnOnce(&mut Controller, T) -> Result<Value, CnmError>,
 {
-    let req: T = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-    let mut c = ctl.lock().map_err(|_| {
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "controller poisoned".to_string(),
-        )
-    })?;
-    f(&mut c, req).map_err(|e| (StatusCode::OK, e.to_string()))
+    let req: T = decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.into()))?;
+    let mut c = ctl
+        .lock()
+        .map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, POISONED.into()))?;
+    f(&mut c, req).map_err(|e| (status(&e), e.into()))
 }
 
-fn handle(ctl: &Shared, method: &str, body: &[u8]) -> Result<Value, (StatusCode, String)> {
+const POISONED: &str = "controller poisoned";
+
+/// One Docker method: as [`apply`], with status 200 on a controller error
+/// (Docker reads the method's error field).
+fn call<T, F>(ctl: &Shared, body: &[u8], f: F) -> Result<Value, (StatusCode, BoxError)>
+where
+    T: DeserializeOwned,
+    F: FnOnce(&mut Controller, T) -> Result<Value, CnmError>,
+{
+    apply(ctl, body, |_| StatusCode::OK, f)
+}
+
+fn handle(ctl: &Shared, method: &str, body: &[u8]) -> Result<Value, (StatusCode, BoxError)> {
     let empty = || Ok(json!({}));
     match method {
         "Plugin.Activate" => Ok(json!(wire::Activate {
@@ -144,7 +172,10 @@ fn handle(ctl: &Shared, method: &str, body: &[u8]) -> Result<Value, (StatusCode,
         "IpamDriver.ReleaseAddress" => call(ctl, body, |c, r: wire::ReleaseAddress| {
             c.release_address(&r).map(|_| json!({}))
         }),
-        _ => Err((StatusCode::NOT_FOUND, format!("unknown method {method}"))),
+        _ => Err((
+            StatusCode::NOT_FOUND,
+            format!("unknown method {method}").into(),
+        )),
     }
 }
 
@@ -154,22 +185,22 @@ async fn docker(ctl: Shared, uri: Uri, body: Bytes) -> Response {
     let done = tokio::task::spawn_blocking(move || handle(&ctl, &m, &body)).await;
     match done {
         Ok(Ok(v)) => reply(StatusCode::OK, v),
-        Ok(Err((status, msg))) => {
-            eprintln!("ferryd: {method}: {msg}");
-            reply(status, json!({ error_field(&method): msg }))
-        }
-        Err(e) => reply(
+        Ok(Err((status, e))) => failed(status, error_field(&method), e),
+        Err(e) => failed(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({ error_field(&method): format!("handler failed: {e}") }),
+            error_field(&method),
+            format!("handler failed: {e}").into(),
         ),
     }
 }
 
 /// Docker's plugin protocol: every method is a POST to `/<Method>`.
 pub fn docker_router(ctl: Shared) -> Router {
-    Router::new().fallback(post(move |uri: Uri, body: Bytes| {
-        docker(ctl.clone(), uri, body)
-    }))
+    Router::new()
+        .fallback(post(move |uri: Uri, body: Bytes| {
+            docker(ctl.clone(), uri, body)
+        }))
+        .layer(from_fn_with_state(Socket::Docker, log::requests))
 }
 
 /// Ferry's own API (root-only socket): networks by name, sandboxes, connect,
@@ -296,6 +327,7 @@ pub fn ferry_router(ctl: Shared) -> Router {
                 }
             }),
         )
+        .layer(from_fn_with_state(Socket::Api, log::requests))
 }
 
 #[derive(serde::Deserialize)]
@@ -321,7 +353,7 @@ struct Swap {
 fn status_of(e: &CnmError) -> StatusCode {
     match e {
         CnmError::NotFound { .. } => StatusCode::NOT_FOUND,
-        CnmError::Kernel { .. } | CnmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CnmError::Driver(_) | CnmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         CnmError::PoolOverlap { .. } | CnmError::AlreadyJoined(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -335,12 +367,9 @@ fn read_result(ctl: &Shared, f: impl FnOnce(&Controller) -> Result<Value, CnmErr
     match ctl.lock() {
         Ok(c) => match f(&c) {
             Ok(v) => reply(StatusCode::OK, v),
-            Err(e) => reply(status_of(&e), json!({"error": e.to_string()})),
+            Err(e) => failed(status_of(&e), "error", e.into()),
         },
-        Err(_) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": "controller poisoned"}),
-        ),
+        Err(_) => failed(StatusCode::INTERNAL_SERVER_ERROR, "error", POISONED.into()),
     }
 }
 
@@ -349,23 +378,9 @@ where
     T: DeserializeOwned + Send + 'static,
     F: FnOnce(&mut Controller, T) -> Result<Value, CnmError> + Send + 'static,
 {
-    let done = tokio::task::spawn_blocking(move || -> Result<Value, (StatusCode, String)> {
-        let req: T = decode(&body).map_err(|e| (StatusCode::BAD_REQUEST, e))?;
-        let mut c = ctl.lock().map_err(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "controller poisoned".to_string(),
-            )
-        })?;
-        f(&mut c, req).map_err(|e| (status_of(&e), e.to_string()))
-    })
-    .await;
-    match done {
+    match tokio::task::spawn_blocking(move || apply(&ctl, &body, status_of, f)).await {
         Ok(Ok(v)) => reply(StatusCode::OK, v),
-        Ok(Err((status, msg))) => reply(status, json!({ "error": msg })),
-        Err(e) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": e.to_string()}),
-        ),
+        Ok(Err((status, e))) => failed(status, "error", e),
+        Err(e) => failed(StatusCode::INTERNAL_SERVER_ERROR, "error", e.into()),
     }
 }

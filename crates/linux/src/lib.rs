@@ -19,6 +19,7 @@
 
 mod addr;
 mod error;
+pub mod fs;
 mod link;
 mod mac;
 mod neigh;

@@ -170,8 +170,9 @@ fn bridge_port_flags(attrs: &[InfoBridgePort]) -> BridgePortFlags {
     f
 }
 
-/// Macvlan modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Macvlan modes (serialized as the names `ip link` and Docker use).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MacvlanMode {
     /// Macvlans on the same parent talk to each other directly.
     #[default]

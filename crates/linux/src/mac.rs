@@ -35,6 +35,21 @@ impl fmt::Display for MacAddr {
     }
 }
 
+/// As text (`02:42:ac:11:00:02`), the form every config and API uses.
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse()
+            .map_err(|_| serde::de::Error::custom(format!("invalid MAC address {text:?}")))
+    }
+}
+
 impl FromStr for MacAddr {
     type Err = Error;
 

@@ -94,3 +94,67 @@ pub fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> 
 pub fn nft_socket() -> CniResult<ferry_linux::nft::Socket> {
     ferry_linux::nft::Socket::new().map_err(kernel("failed to open an nftables socket"))
 }
+
+/// A driver error as a CNI error (see [`crate::portmap::driver_err`]).
+pub use crate::portmap::driver_err;
+
+/// The part of a result interface `index` gets, as the driver layer takes it.
+pub fn iface_config(
+    result: &CniResultType,
+    index: usize,
+) -> ferry_drivers::link::iface::InterfaceConfig {
+    use ferry_drivers::link::iface::{Address, InterfaceConfig, RouteConfig};
+    InterfaceConfig {
+        addresses: result
+            .ips
+            .iter()
+            .filter(|ip| ip.interface == Some(index))
+            .map(|ip| Address {
+                net: ip.address,
+                gateway: ip.gateway,
+            })
+            .collect(),
+        routes: result
+            .routes
+            .iter()
+            .map(|r| RouteConfig {
+                dst: r.dst,
+                gw: r.gw,
+                mtu: r.mtu,
+                advmss: r.advmss,
+                priority: r.priority,
+                table: r.table,
+                scope: r.scope.map(|s| s as u8),
+            })
+            .collect(),
+    }
+}
+
+/// The prevResult's container interface `ifname` (CHECK): its index.
+pub fn prev_container_iface(prev: &CniResultType, ifname: &str) -> CniResult<usize> {
+    prev.interfaces
+        .iter()
+        .position(|i| i.name == ifname && !i.sandbox.is_empty())
+        .ok_or_else(|| {
+            CniError::internal(format!("prevResult has no container interface {ifname}"))
+        })
+}
+
+/// The network's name (`name`), which keys the drivers' bookkeeping.
+pub fn network_name(args: &CmdArgs) -> &str {
+    args.config
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// An `mtu` key: 0 is the kernel's default, a negative value is code 7 (the
+/// driver's `validate` checks the upper bound).
+pub fn mtu(mtu: i64) -> CniResult<Option<u32>> {
+    match mtu {
+        0 => Ok(None),
+        m => u32::try_from(m)
+            .map(Some)
+            .map_err(|_| CniError::invalid_config(format!("invalid MTU {m}"))),
+    }
+}

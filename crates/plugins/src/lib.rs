@@ -6,22 +6,23 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
-pub mod detach;
+pub mod endpoint;
 pub mod firewall;
 pub mod host_device;
 pub mod host_local;
-pub mod iface;
-mod linkattr;
 pub mod loopback;
 pub mod macvlan;
 pub mod netconf;
 pub mod portmap;
 pub mod ptp;
 pub mod sbr;
+pub mod single;
 pub mod static_ipam;
 pub mod tap;
 pub mod tuning;
-pub mod veth;
+
+// The kernel work lives in the driver layer, shared with ferryd.
+pub use ferry_drivers::link::{detach, iface, veth};
 
 use ferry_cni::skel::Plugin;
 

@@ -17,7 +17,7 @@ fn main() {
         invoked
     };
     match ferry_plugins::find(&name) {
-        Some(entry) => ferry_cni::skel::plugin_main(entry.plugin, entry.about),
+        Some(entry) => ferry_cni::skel::plugin_main(entry.name, entry.plugin, entry.about),
         None => {
             let known: Vec<&str> = ferry_plugins::REGISTRY.iter().map(|e| e.name).collect();
             eprintln!(

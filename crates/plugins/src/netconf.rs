@@ -1,7 +1,7 @@
 //! Config pieces several plugins share: MAC selection from config, CNI_ARGS,
 //! `args.cni` and runtimeConfig (in the reference's precedence), and the
 //! keys Ferry does not support yet, refused with code 2 rather than ignored;
-//! the `ipMasq` hook of bridge and ptp.
+//! the `ipMasq` key of bridge and ptp.
 
 use ferry_cni::result::Dns;
 use ferry_cni::skel::CmdArgs;
@@ -69,114 +69,4 @@ pub fn ip_masq(args: &CmdArgs) -> CniResult<bool> {
         }
     }
     Ok(args.config.get("ipMasq").and_then(Value::as_bool) == Some(true))
-}
-
-fn masq_attachment(args: &CmdArgs) -> CniResult<ferry_drivers::state::Attachment> {
-    let name = args
-        .config
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    crate::portmap::attachment(args, name)
-}
-
-/// Masquerades the container addresses `addrs` (ADD of bridge and ptp with
-/// `ipMasq`); one atomic nftables batch of set elements.
-pub fn masq_add(args: &CmdArgs, addrs: &[ipnet::IpNet]) -> CniResult<()> {
-    let a = masq_attachment(args)?;
-    let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::masq::add(&mut sock, &store, &a, addrs).map_err(crate::portmap::driver_err)
-}
-
-/// Stops masquerading the attachment's addresses (DEL; idempotent). The
-/// DEL's prevResult addresses are used when the bookkeeping file is gone.
-pub fn masq_del(args: &CmdArgs) -> CniResult<()> {
-    let a = masq_attachment(args)?;
-    let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
-    let fallback = crate::conf::prev_result(args)
-        .ok()
-        .flatten()
-        .map(|p| crate::portmap::container_addrs(&p))
-        .unwrap_or_default();
-    if store
-        .load(&a)
-        .map_err(crate::portmap::driver_err)?
-        .is_none()
-        && fallback.is_empty()
-    {
-        return Ok(());
-    }
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::masq::del(&mut sock, &store, &a, &fallback).map_err(crate::portmap::driver_err)
-}
-
-/// Checks the masquerade elements of the attachment (CHECK with `ipMasq`).
-pub fn masq_check(args: &CmdArgs) -> CniResult<()> {
-    let a = masq_attachment(args)?;
-    let store = ferry_drivers::masq::store(&ferry_drivers::state_dir());
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::masq::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
-}
-
-/// Lets frames from `host_veth` into the bridge only with the container's
-/// MAC `mac` (bridge `macspoofchk`; one nftables batch of set elements).
-pub fn macspoof_add(args: &CmdArgs, host_veth: &str, mac: [u8; 6]) -> CniResult<()> {
-    let a = masq_attachment(args)?;
-    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::macspoof::add(&mut sock, &store, &a, host_veth, mac)
-        .map_err(crate::portmap::driver_err)
-}
-
-/// Removes the attachment's MAC spoof check (DEL; idempotent, and a no-op
-/// without a bookkeeping file).
-pub fn macspoof_del(args: &CmdArgs) -> CniResult<()> {
-    let a = masq_attachment(args)?;
-    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
-    if store
-        .load(&a)
-        .map_err(crate::portmap::driver_err)?
-        .is_none()
-    {
-        return Ok(());
-    }
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::macspoof::del(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
-}
-
-/// Checks the attachment's MAC spoof check elements (CHECK).
-pub fn macspoof_check(args: &CmdArgs) -> CniResult<()> {
-    let a = masq_attachment(args)?;
-    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::macspoof::check(&mut sock, &store, &a).map_err(crate::portmap::driver_err)
-}
-
-/// Removes the MAC spoof checks of the network's attachments that are not
-/// in the GC's valid list.
-pub fn macspoof_gc(args: &CmdArgs) -> CniResult<()> {
-    let name = args
-        .config
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let store = ferry_drivers::macspoof::store(&ferry_drivers::state_dir());
-    if store
-        .attachments(name)
-        .map_err(crate::portmap::driver_err)?
-        .is_empty()
-    {
-        return Ok(());
-    }
-    let valid = crate::portmap::valid_attachments(args)?;
-    let mut sock = crate::conf::nft_socket()?;
-    ferry_drivers::state::collect(
-        &mut sock,
-        &store,
-        &ferry_drivers::macspoof::table(),
-        name,
-        &valid,
-    )
-    .map_err(crate::portmap::driver_err)
 }

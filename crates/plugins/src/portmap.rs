@@ -67,11 +67,22 @@ struct Loaded {
 /// Converts a driver error into the CNI code it stands for.
 pub fn driver_err(e: ferry_drivers::Error) -> CniError {
     use ferry_drivers::Error as E;
-    match &e {
-        E::Invalid(m) => CniError::invalid_config(m.clone()),
-        E::Unsupported(m) => CniError::new(code::UNSUPPORTED_FIELD, m.clone(), ""),
-        E::Io { .. } => CniError::io(e.to_string()),
-        E::Kernel { .. } | E::Missing(_) => CniError::internal(e.to_string()),
+    match e {
+        E::Invalid(m) => CniError::invalid_config(m),
+        E::Unsupported(m) => CniError::new(code::UNSUPPORTED_FIELD, m, ""),
+        E::Exists(m) => CniError::new(
+            code::INVALID_ENVIRONMENT,
+            m,
+            "CNI_IFNAME names an interface that is already in the container's namespace",
+        ),
+        E::NoNamespace { path, source } => CniError::new(
+            code::UNKNOWN_CONTAINER,
+            format!("network namespace {path:?} does not exist"),
+            source.to_string(),
+        ),
+        E::Kernel { context, source } => CniError::new(code::INTERNAL, context, source.to_string()),
+        e @ (E::Io { .. } | E::System { .. }) => CniError::io(e.to_string()),
+        e @ (E::Missing(_) | E::Failed(_)) => CniError::internal(e.to_string()),
     }
 }
 

@@ -1,13 +1,12 @@
 //! A synchronous `NETLINK_NETFILTER` socket speaking nf_tables: atomic
 //! batches and dumps.
 
-use std::os::fd::AsRawFd;
-
 use netlink_packet_core::{
     NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR,
     NLM_F_REQUEST,
 };
 use netlink_sys::{protocols::NETLINK_NETFILTER, SocketAddr};
+use nix::sys::socket::{setsockopt, sockopt};
 
 use super::batch::{
     describe_offset, Batch, NFTA_RULE_TABLE, NFTA_SET_ELEM_LIST_SET, NFTA_SET_ELEM_LIST_TABLE,
@@ -106,30 +105,20 @@ impl Socket {
         if size <= have.max(128 * 1024) {
             return Ok(());
         }
-        let value = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX);
-        let (force, plain) = if send {
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)
+        // The kernel takes a c_int (nix casts): clamp rather than wrap.
+        let value = size.min(libc::c_int::MAX as usize);
+        let fd = &self.sock;
+        let set = if send {
+            setsockopt(fd, sockopt::SndBufForce, &value)
+                .or_else(|_| setsockopt(fd, sockopt::SndBuf, &value))
         } else {
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)
+            setsockopt(fd, sockopt::RcvBufForce, &value)
+                .or_else(|_| setsockopt(fd, sockopt::RcvBuf, &value))
         };
-        let set = |opt| {
-            // SAFETY: the fd is a valid socket owned by `self.sock`; the
-            // option value points to a c_int that lives across the call and
-            // its size is passed.
-            unsafe {
-                libc::setsockopt(
-                    self.sock.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&value as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            }
-        };
-        if set(force) != 0 && set(plain) != 0 {
+        if let Err(errno) = set {
             return Err(Error::io(
                 format!("grow netlink socket buffer to {size} bytes"),
-                std::io::Error::last_os_error(),
+                errno.into(),
             ));
         }
         if send {

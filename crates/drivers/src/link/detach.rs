@@ -13,18 +13,29 @@
 //! within a millisecond or so, before its long wait; when that has not
 //! happened within a second, the parent deletes the link itself.
 //!
-//! Meant for a plugin process, which exits right after DEL: the child is
-//! not waited for, so the init process (or the runtime, when it is a
-//! subreaper) reaps it.
+//! The fork is meant for a plugin process, which exits right after DEL: the
+//! child is not waited for, so the init process (or the runtime, when it is
+//! a subreaper) reaps it. A long-lived process (ferryd) would collect
+//! zombies that way, so it asks for [`Deleter::Thread`]: the same delete,
+//! sent from a detached thread over a socket of the link's namespace.
 
-use crate::conf::{self, kernel};
-use ferry_cni::CniResult;
+use crate::{Error, Result};
 use ferry_linux::{Netlink, Netns};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// `RTM_DELLINK` from linux/rtnetlink.h.
 const RTM_DELLINK: u16 = 17;
+
+/// Who sends a link's delete while the caller goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deleter {
+    /// A forked child (a plugin process, which exits right after).
+    #[default]
+    Fork,
+    /// A detached thread (a daemon, which must not leave zombies).
+    Thread,
+}
 
 /// A link whose delete has been handed to a detached child.
 #[must_use = "finish() waits until the link has left its namespace"]
@@ -64,7 +75,12 @@ impl Pending {
 /// Takes link `index` out of the namespace `nl` speaks for (`netns`): down
 /// and renamed at once, deleted by a detached child. Errors are those of the
 /// in-place fallback; a link that is already gone is not an error.
-pub fn start(netns: &Netns, mut nl: Netlink, index: u32) -> ferry_linux::Result<Pending> {
+pub fn start(
+    deleter: Deleter,
+    netns: &Netns,
+    mut nl: Netlink,
+    index: u32,
+) -> ferry_linux::Result<Pending> {
     if let Err(e) = step_aside(&mut nl, index) {
         if e.is_not_found() {
             return Ok(Pending::none());
@@ -72,7 +88,11 @@ pub fn start(netns: &Netns, mut nl: Netlink, index: u32) -> ferry_linux::Result<
         nl.delete_link(index)?;
         return Ok(Pending::none());
     }
-    if !spawn_deleter(netns, index) {
+    let started = match deleter {
+        Deleter::Fork => spawn_deleter(netns, index),
+        Deleter::Thread => thread_deleter(netns, index),
+    };
+    if !started {
         nl.delete_link(index)?;
         return Ok(Pending::none());
     }
@@ -83,26 +103,28 @@ pub fn start(netns: &Netns, mut nl: Netlink, index: u32) -> ferry_linux::Result<
 /// with it). A link or namespace that is already gone is success. The name
 /// is free when this returns; `finish()` the result once the rest of DEL is
 /// done.
-pub fn start_by_name(netns: &Netns, ifname: &str) -> CniResult<Pending> {
+pub fn start_by_name(deleter: Deleter, netns: &Netns, ifname: &str) -> Result<Pending> {
     // A namespace that cannot be entered any more has no links to delete.
     let Ok(mut nl) = netns.netlink() else {
         return Ok(Pending::none());
     };
     match nl.link_by_name(ifname) {
-        Ok(link) => {
-            start(netns, nl, link.index).map_err(kernel(format!("failed to delete {ifname}")))
-        }
+        Ok(link) => start(deleter, netns, nl, link.index)
+            .map_err(Error::kernel(format!("failed to delete {ifname}"))),
         Err(e) if e.is_not_found() => Ok(Pending::none()),
-        Err(e) => Err(kernel(format!("failed to look up {ifname}"))(e)),
+        Err(e) => Err(Error::kernel(format!("failed to look up {ifname}"))(e)),
     }
 }
 
 /// [`start_by_name`] in the namespace at `path` (CNI_NETNS); a path that is
 /// empty or no longer a namespace is success.
-pub fn start_in_netns(path: &str, ifname: &str) -> CniResult<Pending> {
-    match conf::open_netns_for_del(path) {
-        Some(netns) => start_by_name(&netns, ifname),
-        None => Ok(Pending::none()),
+pub fn start_in_netns(deleter: Deleter, path: &str, ifname: &str) -> Result<Pending> {
+    if path.is_empty() {
+        return Ok(Pending::none());
+    }
+    match Netns::open(path) {
+        Ok(netns) => start_by_name(deleter, &netns, ifname),
+        Err(_) => Ok(Pending::none()),
     }
 }
 
@@ -111,7 +133,7 @@ fn step_aside(nl: &mut Netlink, index: u32) -> ferry_linux::Result<()> {
     nl.set_down(index)?;
     let mut last = None;
     for _ in 0..3 {
-        let Ok(name) = crate::linkattr::random_name("dying") else {
+        let Ok(name) = super::attr::random_name("dying") else {
             break;
         };
         match nl.rename(index, &name) {
@@ -123,6 +145,21 @@ fn step_aside(nl: &mut Netlink, index: u32) -> ferry_linux::Result<()> {
     Err(last.unwrap_or_else(|| {
         ferry_linux::Error::InvalidArgument("no random name for a dying link".into())
     }))
+}
+
+/// Starts a detached thread that deletes link `index` over a netlink socket
+/// opened in `netns` (a socket stays in the namespace it was made in, so the
+/// thread needs no `setns`); returns whether the thread was started.
+fn thread_deleter(netns: &Netns, index: u32) -> bool {
+    let Ok(mut nl) = netns.netlink() else {
+        return false;
+    };
+    std::thread::Builder::new()
+        .name("ferry-link-delete".into())
+        .spawn(move || {
+            let _ = nl.delete_link(index);
+        })
+        .is_ok()
 }
 
 /// Forks a child that enters `netns` and deletes link `index`; returns
@@ -146,6 +183,10 @@ fn spawn_deleter(netns: &Netns, index: u32) -> bool {
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => false,
+        // SAFETY: in the child: only raw system calls on `msg`, `ns_fd` and
+        // `dev_null`, all prepared before the fork and valid in the child's
+        // copy of the address space; no allocation, no lock, no Rust I/O,
+        // and every path ends in `_exit`, so no destructor or atexit runs.
         0 => unsafe {
             libc::setsid();
             let null = libc::open(dev_null.as_ptr(), libc::O_RDWR);

@@ -1,12 +1,65 @@
-//! Applying a result to an interface inside a namespace (the reference's
-//! `ipam.ConfigureIface`): addresses, link up, IPv6 settling, routes.
+//! Configuring an interface inside a namespace (the reference's
+//! `ipam.ConfigureIface`): addresses, link up, IPv6 settling, routes. The
+//! doors describe what they want as an [`InterfaceConfig`]; a CNI result and
+//! a CNM endpoint both convert to one.
 
-use crate::conf::kernel;
-use ferry_cni::result::Result as CniResultType;
-use ferry_cni::{CniError, CniResult};
+use crate::{Error, Result};
 use ferry_linux::{AddrOptions, Family, Netlink, Netns, Route};
+use ipnet::IpNet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
+    Error::kernel(context)
+}
+
+/// An address of the interface, and the gateway reached through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address {
+    pub net: IpNet,
+    pub gateway: Option<IpAddr>,
+}
+
+/// A route through the interface. Without a gateway it uses the first
+/// gateway of its family among the addresses, as the reference does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteConfig {
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    pub priority: Option<u32>,
+    pub table: Option<u32>,
+    pub scope: Option<u8>,
+}
+
+impl RouteConfig {
+    /// A route to `dst`, via `gw` when given.
+    pub fn new(dst: IpNet, gw: Option<IpAddr>) -> RouteConfig {
+        RouteConfig {
+            dst,
+            gw,
+            mtu: None,
+            advmss: None,
+            priority: None,
+            table: None,
+            scope: None,
+        }
+    }
+}
+
+/// What an interface inside a container gets: addresses and routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    pub addresses: Vec<Address>,
+    pub routes: Vec<RouteConfig>,
+}
+
+impl InterfaceConfig {
+    fn has_ipv6(&self) -> bool {
+        self.addresses.iter().any(|a| a.net.addr().is_ipv6())
+    }
+}
 
 /// How long to wait for IPv6 duplicate address detection, as the reference.
 const DAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,31 +78,25 @@ pub struct Options {
     pub accept_dad_off: bool,
 }
 
-/// Assigns the result's addresses for interface `iface_index` (an index into
-/// `result.interfaces`) to `ifname`, brings it up, and adds the result's routes
+/// Assigns `cfg`'s addresses to `ifname`, brings it up, and adds its routes
 /// (a route without a gateway uses the first gateway of its family).
 pub fn configure(
     netns: &Netns,
     nl: &mut Netlink,
     ifname: &str,
-    iface_index: usize,
-    result: &CniResultType,
+    cfg: &InterfaceConfig,
     opts: Options,
-) -> CniResult<()> {
+) -> Result<()> {
     let link = nl
         .link_by_name(ifname)
         .map_err(kernel(format!("failed to look up {ifname}")))?;
-    let ips: Vec<_> = result
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(iface_index))
-        .collect();
+    let ips = &cfg.addresses;
     // One trip into the namespace for all of them.
     let mut sysctls: Vec<(String, &str)> = Vec::new();
     if opts.accept_dad_off {
         sysctls.push((format!("net.ipv6.conf.{ifname}.accept_dad"), "0"));
     }
-    if ips.iter().any(|ip| !ip.is_ipv4()) {
+    if cfg.has_ipv6() {
         for dev in ["lo", ifname] {
             sysctls.push((format!("net.ipv6.conf.{dev}.disable_ipv6"), "0"));
         }
@@ -60,15 +107,15 @@ pub fn configure(
         ))?;
     }
     let (mut v4gw, mut v6gw): (Option<IpAddr>, Option<IpAddr>) = (None, None);
-    for ip in &ips {
+    for ip in ips {
         let addr_opts = AddrOptions {
             nodad: opts.nodad,
             ..AddrOptions::default()
         };
-        nl.add_address(link.index, ip.address, addr_opts)
+        nl.add_address(link.index, ip.net, addr_opts)
             .map_err(kernel(format!(
                 "failed to add IP addr {} to {ifname}",
-                ip.address
+                ip.net
             )))?;
         match ip.gateway {
             Some(gw @ IpAddr::V4(_)) if v4gw.is_none() => v4gw = Some(gw),
@@ -78,10 +125,10 @@ pub fn configure(
     }
     nl.set_up(link.index)
         .map_err(kernel(format!("failed to set {ifname} up")))?;
-    if ips.iter().any(|ip| !ip.is_ipv4()) && !opts.nodad {
+    if cfg.has_ipv6() && !opts.nodad {
         settle_ipv6(nl, link.index, ifname)?;
     }
-    for r in &result.routes {
+    for r in &cfg.routes {
         let gw = r.gw.or(if r.dst.addr().is_ipv4() { v4gw } else { v6gw });
         let mut route = Route::new(r.dst).oif(link.index);
         if let Some(gw) = gw {
@@ -100,7 +147,7 @@ pub fn configure(
             route = route.table(t);
         }
         if let Some(s) = r.scope {
-            route = route.scope(s as u8);
+            route = route.scope(s);
         }
         nl.add_route(&route).map_err(kernel(format!(
             "failed to add route '{} via {} dev {ifname}'",
@@ -112,7 +159,7 @@ pub fn configure(
 }
 
 /// Waits until no IPv6 address on the link is tentative (DAD finished).
-pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> CniResult<()> {
+pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
     let start = Instant::now();
     // Short polls first: the kernel often clears the flag within a millisecond.
     let mut pause = Duration::from_micros(200);
@@ -124,7 +171,7 @@ pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> CniResult<()> 
             return Ok(());
         }
         if start.elapsed() > DAD_TIMEOUT {
-            return Err(CniError::internal(format!(
+            return Err(Error::Failed(format!(
                 "IPv6 addresses on {ifname} still tentative after {}s (duplicate address?)",
                 DAD_TIMEOUT.as_secs()
             )));
@@ -134,29 +181,20 @@ pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> CniResult<()> 
     }
 }
 
-/// CHECK: every address the result gives `ifname` is on it, and every route
+/// CHECK: every address `cfg` gives `ifname` is on it, and every route
 /// exists (the reference's `ip.ValidateExpectedInterfaceIPs` / `ValidateExpectedRoute`).
-pub fn check(
-    nl: &mut Netlink,
-    ifname: &str,
-    iface_index: usize,
-    result: &CniResultType,
-) -> CniResult<()> {
+pub fn check(nl: &mut Netlink, ifname: &str, cfg: &InterfaceConfig) -> Result<()> {
     let link = nl
         .link_by_name(ifname)
         .map_err(kernel(format!("interface {ifname} not found")))?;
     let have = nl
         .addresses(Some(link.index), Family::All)
         .map_err(kernel(format!("failed to list addresses of {ifname}")))?;
-    for ip in result
-        .ips
-        .iter()
-        .filter(|ip| ip.interface == Some(iface_index))
-    {
-        if !have.iter().any(|a| a.net == ip.address) {
-            return Err(CniError::internal(format!(
+    for ip in &cfg.addresses {
+        if !have.iter().any(|a| a.net == ip.net) {
+            return Err(Error::Missing(format!(
                 "{ifname}: expected address {} is missing",
-                ip.address
+                ip.net
             )));
         }
     }
@@ -164,7 +202,7 @@ pub fn check(
         let routes = nl
             .routes(family, None)
             .map_err(kernel("failed to list routes"))?;
-        for r in result.routes.iter().filter(|r| match family {
+        for r in cfg.routes.iter().filter(|r| match family {
             Family::V4 => r.dst.addr().is_ipv4(),
             _ => r.dst.addr().is_ipv6(),
         }) {
@@ -172,7 +210,7 @@ pub fn check(
                 .iter()
                 .any(|have| have.dst == r.dst && (r.gw.is_none() || have.gateway == r.gw));
             if !found {
-                return Err(CniError::internal(format!(
+                return Err(Error::Missing(format!(
                     "route to {} (via {:?}) is missing",
                     r.dst, r.gw
                 )));

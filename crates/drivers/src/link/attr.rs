@@ -4,8 +4,7 @@
 //! move into another namespace that renames and sets the alias in the same
 //! message. Also the random temporary names of macvlan and tap.
 
-use crate::conf::kernel;
-use ferry_cni::{CniError, CniResult};
+use crate::{Error, Result};
 use ferry_linux::raw::route::link::{InfoData, InfoMacVlan, LinkAttribute, LinkInfo, LinkMessage};
 use ferry_linux::raw::route::RouteNetlinkMessage;
 use ferry_linux::{MacvlanMode, Netlink, Netns};
@@ -13,15 +12,15 @@ use std::os::fd::AsRawFd;
 
 /// A fresh name `<prefix>` + 8 random hex digits (the reference's
 /// `RandomVethName` shape when `prefix` is `veth`).
-pub fn random_name(prefix: &str) -> CniResult<String> {
+pub fn random_name(prefix: &str) -> Result<String> {
     let mut buf = [0u8; 4];
     // SAFETY: buf is a valid, writable 4-byte buffer for the duration of the call.
     let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
     if n != buf.len() as isize {
-        return Err(CniError::io(format!(
-            "getrandom for an interface name: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(Error::System {
+            context: "getrandom for an interface name".into(),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(format!("{prefix}{:08x}", u32::from_be_bytes(buf)))
 }
@@ -44,9 +43,10 @@ fn link_message(nl: &mut Netlink, index: u32) -> ferry_linux::Result<LinkMessage
 
 /// The macvlan mode of link `index`; `None` when it is no macvlan or the
 /// mode is one Ferry does not create (source).
-pub fn macvlan_mode(nl: &mut Netlink, index: u32) -> CniResult<Option<MacvlanMode>> {
+pub fn macvlan_mode(nl: &mut Netlink, index: u32) -> Result<Option<MacvlanMode>> {
     use ferry_linux::raw::route::link::MacVlanMode as M;
-    let msg = link_message(nl, index).map_err(kernel(format!("failed to read link #{index}")))?;
+    let msg =
+        link_message(nl, index).map_err(Error::kernel(format!("failed to read link #{index}")))?;
     for attr in msg.attributes {
         let LinkAttribute::LinkInfo(infos) = attr else {
             continue;
@@ -72,8 +72,9 @@ pub fn macvlan_mode(nl: &mut Netlink, index: u32) -> CniResult<Option<MacvlanMod
 }
 
 /// The alias (`ip link set NAME alias TEXT`) of link `index`, empty when unset.
-pub fn alias(nl: &mut Netlink, index: u32) -> CniResult<String> {
-    let msg = link_message(nl, index).map_err(kernel(format!("failed to read link #{index}")))?;
+pub fn alias(nl: &mut Netlink, index: u32) -> Result<String> {
+    let msg =
+        link_message(nl, index).map_err(Error::kernel(format!("failed to read link #{index}")))?;
     Ok(msg
         .attributes
         .into_iter()

@@ -1,0 +1,317 @@
+//! The controller's unit tests: no root, no namespaces, the driver layer
+//! replaced by the recording fake of [`crate::fake`].
+
+use crate::fake::Fake;
+use crate::ipam::DefaultPool;
+use crate::sandbox::{Connect, NetworkCreate};
+use crate::{wire, CnmError, Controller, ControllerConfig};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    fake: Fake,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            dir: tempfile::tempdir().expect("temp dir"),
+            fake: Fake::default(),
+        }
+    }
+
+    fn open(&self) -> Controller {
+        let config = ControllerConfig {
+            state_path: self.dir.path().join("ferryd.redb"),
+            default_pools: vec![
+                DefaultPool::parse("base=198.18.64.0/20,size=24").expect("pool"),
+                DefaultPool::parse("base=fd00:64::/48,size=64").expect("pool"),
+            ],
+        };
+        Controller::open(config, Arc::new(self.fake.clone())).expect("open")
+    }
+}
+
+fn net(c: &mut Controller, name: &str, subnet: &str) -> crate::Network {
+    c.create_named_network(&NetworkCreate {
+        name: name.into(),
+        subnets: vec![subnet.into()],
+        ..NetworkCreate::default()
+    })
+    .expect("create network")
+}
+
+fn connect(c: &mut Controller, network: &str, sandbox: &str, priority: i32) -> crate::Endpoint {
+    c.connect(&Connect {
+        network: network.into(),
+        sandbox: sandbox.into(),
+        ifname: None,
+        priority,
+    })
+    .expect("connect")
+}
+
+fn allocated(c: &Controller) -> usize {
+    c.ipam().pools.values().map(|p| p.allocated.len()).sum()
+}
+
+#[test]
+fn create_and_connect_go_through_the_driver() {
+    let s = Setup::new();
+    let mut c = s.open();
+    let n = net(&mut c, "web", "198.18.70.0/24");
+    assert!(s.fake.world().networks.contains(&n.id));
+    assert_eq!(n.gateways().len(), 1, "a gateway from the pool");
+    c.create_sandbox("app", None).expect("sandbox");
+    assert!(s.fake.world().namespaces.contains("/run/netns/app"));
+    let ep = connect(&mut c, "web", "app", 0);
+    assert_eq!(ep.ifname.as_deref(), Some("eth0"));
+    let addr = ep.address.expect("an IPv4 address");
+    assert!(addr.to_string().starts_with("198.18.70."), "{addr}");
+    let w = s.fake.world();
+    // Created under a temporary name in the sandbox, joined as eth0 with its address.
+    let key = ("/run/netns/app".to_string(), "eth0".to_string());
+    assert_eq!(w.links.get(&key), Some(&ep.id));
+    assert_eq!(w.addresses.get(&key), Some(&vec![addr]));
+    let routes = &w.routes["/run/netns/app"];
+    let default = routes.values().next().expect("a default route");
+    assert_eq!(default.ifname, "eth0");
+    assert_eq!(default.gateway, Some(n.gateways()[0].addr()));
+}
+
+#[test]
+fn disconnect_and_removal_undo_everything() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "web", "198.18.71.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    connect(&mut c, "web", "app", 0);
+    assert_eq!(allocated(&c), 2, "gateway + endpoint");
+    c.disconnect("web", "app").expect("disconnect");
+    assert_eq!(allocated(&c), 1, "the endpoint's address is released");
+    assert!(s.fake.world().links.is_empty());
+    c.remove_sandbox("app").expect("remove sandbox");
+    c.remove_named_network("web").expect("remove network");
+    let w = s.fake.world();
+    assert!(w.namespaces.is_empty() && w.networks.is_empty());
+    drop(w);
+    assert!(c.ipam().pools.is_empty(), "the pool is released");
+}
+
+#[test]
+fn swap_replaces_the_interface_under_its_name() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "a", "198.18.72.0/24");
+    net(&mut c, "b", "198.18.73.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    let old = connect(&mut c, "a", "app", 0);
+    s.fake.world().log.clear();
+    let new = c.swap("app", "a", "b").expect("swap");
+    assert_eq!(new.ifname.as_deref(), Some("eth0"));
+    assert!(new
+        .address
+        .expect("v4")
+        .to_string()
+        .starts_with("198.18.73."));
+    // The new interface exists before the old one goes, and takes its name after.
+    let ops = s.fake.ops();
+    let pos = |op: &str| ops.iter().position(|o| o == op).expect(op);
+    assert!(pos("create_endpoint") < pos("delete_endpoint"), "{ops:?}");
+    assert!(pos("delete_endpoint") < pos("join"), "{ops:?}");
+    let w = s.fake.world();
+    let key = ("/run/netns/app".to_string(), "eth0".to_string());
+    assert_eq!(w.links.get(&key), Some(&new.id));
+    assert!(!w.links.values().any(|id| *id == old.id));
+}
+
+#[test]
+fn a_failed_swap_leaves_the_sandbox_where_it_was() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "a", "198.18.74.0/24");
+    net(&mut c, "b", "198.18.75.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    let old = connect(&mut c, "a", "app", 0);
+    let before = allocated(&c);
+    s.fake.fail("create_endpoint");
+    assert!(c.swap("app", "a", "b").is_err());
+    s.fake.heal();
+    assert_eq!(allocated(&c), before, "b's address is given back");
+    let eps = c.sandbox_endpoints("app");
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].id, old.id, "still on a");
+}
+
+#[test]
+fn a_driver_failing_halfway_is_rolled_back() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "web", "198.18.76.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    let before = allocated(&c);
+    // The interface is made, then joining it fails: it must go again.
+    s.fake.fail("join");
+    let err = c
+        .connect(&Connect {
+            network: "web".into(),
+            sandbox: "app".into(),
+            ..Connect::default()
+        })
+        .expect_err("join fails");
+    assert!(err.to_string().contains("fake: join fails"), "{err}");
+    s.fake.heal();
+    assert_eq!(allocated(&c), before, "the address is released");
+    assert!(c.sandbox_endpoints("app").is_empty());
+    let ops = s.fake.ops();
+    assert!(ops.contains(&"delete_endpoint".to_string()), "{ops:?}");
+    assert!(s.fake.world().links.is_empty(), "no interface left");
+    // A network the driver cannot make is not recorded.
+    s.fake.fail("create_network");
+    assert!(c
+        .create_named_network(&NetworkCreate {
+            name: "broken".into(),
+            subnets: vec!["198.18.77.0/24".into()],
+            ..NetworkCreate::default()
+        })
+        .is_err());
+    s.fake.heal();
+    assert!(c.network_by_name("broken").is_err());
+    assert!(
+        !c.ipam()
+            .pools
+            .values()
+            .any(|p| p.subnet.to_string() == "198.18.77.0/24"),
+        "its pool is released"
+    );
+}
+
+#[test]
+fn arbitration_installs_the_winner_and_records_the_contest() {
+    let s = Setup::new();
+    let mut c = s.open();
+    let a = net(&mut c, "a", "198.18.78.0/24");
+    let b = net(&mut c, "b", "198.18.79.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    connect(&mut c, "a", "app", 0);
+    connect(&mut c, "b", "app", 10);
+    let default = "0.0.0.0/0".parse().expect("prefix");
+    let route = s.fake.world().routes["/run/netns/app"][&default].clone();
+    assert_eq!(route.ifname, "eth1", "b has the higher priority");
+    assert_eq!(route.gateway, Some(b.gateways()[0].addr()));
+    let sb = c.sandbox("app").expect("sandbox").clone();
+    assert_eq!(sb.conflicts.len(), 1, "{:?}", sb.conflicts);
+    assert!(sb.conflicts[0].starts_with("0.0.0.0/0: b (priority 10"));
+    // Once b leaves, a's route wins back.
+    c.disconnect("b", "app").expect("disconnect");
+    let route = s.fake.world().routes["/run/netns/app"][&default].clone();
+    assert_eq!(route.ifname, "eth0");
+    assert_eq!(route.gateway, Some(a.gateways()[0].addr()));
+    assert!(c.sandbox("app").expect("sandbox").conflicts.is_empty());
+}
+
+#[test]
+fn everything_is_back_after_a_restart() {
+    let s = Setup::new();
+    let ep = {
+        let mut c = s.open();
+        net(&mut c, "web", "198.18.80.0/24");
+        c.create_sandbox("app", None).expect("sandbox");
+        connect(&mut c, "web", "app", 5)
+    };
+    // A new controller on the same state file: what ferryd does after kill -9.
+    let mut c = s.open();
+    let sb = c.sandbox("app").expect("the sandbox is reloaded").clone();
+    assert!(sb.created);
+    let eps = c.sandbox_endpoints("app");
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].id, ep.id);
+    assert_eq!(eps[0].priority, 5);
+    // And it can be worked with: connect more, disconnect, remove.
+    net(&mut c, "db", "198.18.81.0/24");
+    let second = connect(&mut c, "db", "app", 0);
+    assert_eq!(second.ifname.as_deref(), Some("eth1"));
+    c.swap("app", "db", "web").expect_err("already on web");
+    c.remove_sandbox("app").expect("remove");
+    assert!(s.fake.world().links.is_empty());
+    assert!(s.fake.world().namespaces.is_empty());
+}
+
+#[test]
+fn docker_endpoints_stay_on_the_host_for_docker_to_move() {
+    let s = Setup::new();
+    let mut c = s.open();
+    let id = "a".repeat(64);
+    c.create_network(&wire::CreateNetwork {
+        network_id: id.clone(),
+        options: BTreeMap::new(),
+        ipv4_data: vec![wire::IpamData {
+            pool: "198.18.82.0/24".into(),
+            gateway: "198.18.82.1/24".into(),
+            ..wire::IpamData::default()
+        }],
+        ipv6_data: Vec::new(),
+    })
+    .expect("create");
+    let ep_id = "b".repeat(64);
+    let created = c
+        .create_endpoint(&wire::CreateEndpoint {
+            network_id: id.clone(),
+            endpoint_id: ep_id.clone(),
+            interface: Some(wire::EndpointInterface {
+                address: "198.18.82.2/24".into(),
+                ..Default::default()
+            }),
+            options: BTreeMap::new(),
+        })
+        .expect("endpoint");
+    let mac = created.interface.expect("the driver's MAC").mac_address;
+    assert!(!mac.is_empty());
+    let join = c
+        .join(&wire::Join {
+            network_id: id.clone(),
+            endpoint_id: ep_id.clone(),
+            sandbox_key: "/var/run/docker/netns/x".into(),
+            options: BTreeMap::new(),
+        })
+        .expect("join");
+    let src = join.interface_name.expect("an interface").src_name;
+    assert!(s
+        .fake
+        .world()
+        .links
+        .contains_key(&("host".to_string(), src.clone())));
+    assert_eq!(join.gateway, "198.18.82.1");
+    let r = wire::EndpointRef {
+        network_id: id.clone(),
+        endpoint_id: ep_id.clone(),
+    };
+    c.leave(&r).expect("leave");
+    c.delete_endpoint(&r).expect("delete");
+    c.delete_endpoint(&r).expect("a replay is fine");
+    c.delete_network(&id).expect("delete network");
+    assert!(s.fake.world().links.is_empty());
+    assert!(s.fake.world().networks.is_empty());
+}
+
+#[test]
+fn the_host_driver_refuses_a_sandbox_of_its_own() {
+    let s = Setup::new();
+    let mut c = s.open();
+    c.create_named_network(&NetworkCreate {
+        name: "h".into(),
+        driver: Some("host".into()),
+        ..NetworkCreate::default()
+    })
+    .expect("host network");
+    c.create_sandbox("own", None).expect("sandbox");
+    let err = c
+        .connect(&Connect {
+            network: "h".into(),
+            sandbox: "own".into(),
+            ..Connect::default()
+        })
+        .expect_err("refused");
+    assert!(matches!(err, CnmError::Invalid(_)), "{err}");
+}

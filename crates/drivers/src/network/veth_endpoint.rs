@@ -1,0 +1,289 @@
+//! What the veth drivers (bridge, ptp) share: the MTU check, forwarding,
+//! the pair placed as asked, the undo of a half-made endpoint, join's rename and configuration, the
+//! detached delete, and external connectivity (published ports, masquerade).
+
+use super::{attachment, Endpoint, EndpointSpec, External, NetworkSpec, Placement};
+use crate::link::detach::{self, Deleter, Pending};
+use crate::link::iface::{self, InterfaceConfig};
+use crate::link::veth::{self, ContainerEnd, VethPair};
+use crate::portmap::{self, Target};
+use crate::{masq, Error, Result};
+use ferry_linux::{nft, Netlink, Netns};
+use std::path::Path;
+
+/// The host's namespace (that of the calling thread).
+pub(super) fn host_netns() -> Result<Netns> {
+    Netns::current().map_err(Error::kernel("failed to open the host's network namespace"))
+}
+
+/// A netlink socket in the host's namespace.
+pub(super) fn host_netlink() -> Result<Netlink> {
+    Netlink::new().map_err(Error::kernel("failed to open netlink"))
+}
+
+/// Checks a veth driver's MTU: 0 < mtu <= 65535.
+pub(super) fn validate_mtu(net: &NetworkSpec) -> Result<()> {
+    match net.mtu {
+        Some(m) if m == 0 || m > 65535 => Err(Error::Invalid(format!("invalid MTU {m}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Turns on forwarding for the families asked.
+pub(super) fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
+    if v4 {
+        ferry_linux::sysctl::write_if_different("net.ipv4.ip_forward", "1")
+            .map_err(Error::kernel("failed to enable IPv4 forwarding"))?;
+    }
+    if v6 {
+        ferry_linux::sysctl::write_if_different("net.ipv6.conf.all.forwarding", "1")
+            .map_err(Error::kernel("failed to enable IPv6 forwarding"))?;
+    }
+    Ok(())
+}
+
+/// The pair, its container end placed as `place` says, and the endpoint
+/// describing it.
+pub(super) fn create_pair(
+    host_nl: &mut Netlink,
+    net: &NetworkSpec,
+    ep: &EndpointSpec,
+    place: Placement<'_>,
+    host_ipv6: bool,
+) -> Result<(VethPair, Endpoint)> {
+    let (pair, netns) = match place {
+        Placement::Netns { netns, ifname } => {
+            let ns = veth::open_netns(netns)?;
+            let mut nl = ns
+                .netlink()
+                .map_err(Error::kernel("failed to open netlink in the container"))?;
+            let end = ContainerEnd::Netns {
+                nl: &mut nl,
+                netns: &ns,
+                ifname,
+            };
+            let pair = veth::create(host_nl, end, net.mtu, ep.mac, host_ipv6)?;
+            (pair, Some(netns.to_string()))
+        }
+        Placement::Host => (
+            veth::create(host_nl, ContainerEnd::Host, net.mtu, ep.mac, host_ipv6)?,
+            None,
+        ),
+    };
+    let endpoint = Endpoint {
+        id: ep.id.clone(),
+        host_ifname: Some(pair.host.name.clone()),
+        host_mac: pair.host.mac,
+        ifname: pair.container.name.clone(),
+        netns,
+        mac: pair.container.mac,
+        addresses: ep.addresses.clone(),
+        master: None,
+        master_mac: None,
+    };
+    Ok((pair, endpoint))
+}
+
+/// Undoes a half-made endpoint when dropped armed: its extra steps in
+/// reverse order, then the host veth (its peer goes with it).
+pub(super) struct Undo<'a> {
+    deleter: Deleter,
+    host_ifname: String,
+    steps: Vec<Box<dyn FnOnce() + 'a>>,
+    armed: bool,
+}
+
+impl<'a> Undo<'a> {
+    pub(super) fn new(deleter: Deleter, host_ifname: &str) -> Undo<'a> {
+        Undo {
+            deleter,
+            host_ifname: host_ifname.to_string(),
+            steps: Vec::new(),
+            armed: true,
+        }
+    }
+
+    /// Runs `step` too when undoing.
+    pub(super) fn also(&mut self, step: impl FnOnce() + 'a) {
+        self.steps.push(Box::new(step));
+    }
+
+    /// The endpoint is complete: nothing to undo.
+    pub(super) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        while let Some(step) = self.steps.pop() {
+            step();
+        }
+        if let Ok(ns) = host_netns() {
+            let _ =
+                detach::start_by_name(self.deleter, &ns, &self.host_ifname).map(Pending::finish);
+        }
+    }
+}
+
+/// Join's part on the interface: renamed from `ep.ifname` to `ifname` when
+/// they differ (the link is still down), then configured. Returns the
+/// namespace, a socket in it, and the endpoint as it now is.
+pub(super) fn join(
+    ep: &Endpoint,
+    netns: &str,
+    ifname: &str,
+    cfg: &InterfaceConfig,
+    opts: iface::Options,
+) -> Result<(Netns, Netlink, Endpoint)> {
+    let ns = veth::open_netns(netns)?;
+    let mut nl = ns
+        .netlink()
+        .map_err(Error::kernel("failed to open netlink in the container"))?;
+    if ep.ifname != ifname {
+        let link = nl
+            .link_by_name(&ep.ifname)
+            .map_err(Error::kernel(format!("failed to look up {}", ep.ifname)))?;
+        nl.rename(link.index, ifname).map_err(|e| {
+            if e.is_exists() {
+                Error::Exists(format!("{ifname} already exists in {netns}"))
+            } else {
+                Error::kernel(format!("failed to rename {} to {ifname}", ep.ifname))(e)
+            }
+        })?;
+    }
+    iface::configure(&ns, &mut nl, ifname, cfg, opts)?;
+    let joined = Endpoint {
+        ifname: ifname.to_string(),
+        netns: Some(netns.to_string()),
+        ..ep.clone()
+    };
+    Ok((ns, nl, joined))
+}
+
+/// A socket in the namespace of a joined endpoint (CHECK).
+pub(super) fn container_netlink(ep: &Endpoint) -> Result<Netlink> {
+    let netns = ep
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::Invalid(format!("endpoint {} is in no namespace", ep.id)))?;
+    veth::open_netns(netns)?
+        .netlink()
+        .map_err(Error::kernel("failed to open netlink in the container"))
+}
+
+/// Starts the endpoint's detached delete: the host veth (its peer goes with
+/// it), or without one the container end. Gone already is success.
+pub(super) fn delete(deleter: Deleter, ep: &Endpoint) -> Result<Pending> {
+    match (&ep.host_ifname, &ep.netns) {
+        (Some(host), _) => detach::start_by_name(deleter, &host_netns()?, host),
+        (None, Some(netns)) => detach::start_in_netns(deleter, netns, &ep.ifname),
+        (None, None) if !ep.ifname.is_empty() => {
+            detach::start_by_name(deleter, &host_netns()?, &ep.ifname)
+        }
+        (None, None) => Ok(Pending::none()),
+    }
+}
+
+/// An nftables socket, opened on first use (most calls have nothing to do).
+struct LazySocket(Option<nft::Socket>);
+
+impl LazySocket {
+    fn get(&mut self) -> Result<&mut nft::Socket> {
+        if self.0.is_none() {
+            self.0 = Some(nft_socket()?);
+        }
+        self.0
+            .as_mut()
+            .ok_or_else(|| Error::Failed("no nftables socket".into()))
+    }
+}
+
+/// Publishes `ext`'s ports to the endpoint and masquerades its traffic when
+/// the network asks for it. With ports, `localnet` (the host interface
+/// facing the container) gets `route_localnet`, so connections from the
+/// node's loopback reach them.
+pub(super) fn program_outside(
+    state_dir: &Path,
+    net: &NetworkSpec,
+    ep: &Endpoint,
+    ext: &External,
+    localnet: Option<&str>,
+) -> Result<()> {
+    let a = attachment(net, &ep.id)?;
+    let mut sock = LazySocket(None);
+    let ports = portmap::store(state_dir);
+    if !ext.mappings.is_empty() {
+        if let Some(dev) = localnet {
+            // Best effort, as the portmap plugin: the key may be missing.
+            let key = format!("net.ipv4.conf.{dev}.route_localnet");
+            let _ = ferry_linux::sysctl::write_if_different(&key, "1");
+        }
+        portmap::add(
+            sock.get()?,
+            &ports,
+            &a,
+            Target::from_addrs(&ep.addresses),
+            &ext.mappings,
+            portmap::Options::default(),
+            None,
+        )?;
+    }
+    if net.masquerade {
+        if let Err(e) = masq::add(sock.get()?, &masq::store(state_dir), &a, &ep.addresses) {
+            if !ext.mappings.is_empty() {
+                let _ = portmap::del(sock.get()?, &ports, &a);
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Undoes [`program_outside`] (idempotent). Without a masquerade record, a
+/// masquerading network removes the endpoint's addresses all the same.
+pub(super) fn revoke_outside(state_dir: &Path, net: &NetworkSpec, ep: &Endpoint) -> Result<()> {
+    let a = attachment(net, &ep.id)?;
+    let mut sock = LazySocket(None);
+    let ports = portmap::store(state_dir);
+    if ports.load(&a)?.is_some() {
+        portmap::del(sock.get()?, &ports, &a)?;
+    }
+    let m = masq::store(state_dir);
+    let fallback: &[ipnet::IpNet] = if net.masquerade { &ep.addresses } else { &[] };
+    if m.load(&a)?.is_some() || !fallback.is_empty() {
+        masq::del(sock.get()?, &m, &a, fallback)?;
+    }
+    Ok(())
+}
+
+/// CHECK of the masquerade elements, when the network masquerades.
+pub(super) fn check_outside(state_dir: &Path, net: &NetworkSpec, ep: &Endpoint) -> Result<()> {
+    if !net.masquerade {
+        return Ok(());
+    }
+    let a = attachment(net, &ep.id)?;
+    let mut sock = LazySocket(None);
+    masq::check(sock.get()?, &masq::store(state_dir), &a)
+}
+
+/// Runs `f` on an nftables socket when `store` holds a record for `a`
+/// (a delete with nothing recorded opens nothing).
+pub(super) fn if_recorded(
+    store: &crate::state::Store,
+    a: &crate::state::Attachment,
+    f: impl FnOnce(&mut nft::Socket) -> Result<()>,
+) -> Result<()> {
+    if store.load(a)?.is_none() {
+        return Ok(());
+    }
+    f(&mut nft_socket()?)
+}
+
+/// An nftables socket now.
+pub(super) fn nft_socket() -> Result<nft::Socket> {
+    nft::Socket::new().map_err(Error::kernel("failed to open an nftables socket"))
+}

@@ -1,0 +1,261 @@
+//! ferryd killed with -9 while it holds networks, sandboxes (its own and
+//! Docker's containers) and published ports: after a restart every object
+//! is back and can be connected, swapped, disconnected and removed, and
+//! nothing leaks. 198.19.200.0/21 and fd00:1920::/48.
+
+use ferry_testkit::docker::{http, Dockerd, Ferryd};
+use ferry_testkit::*;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn api(f: &Ferryd, verb: &str, path: &str, body: Value) -> Value {
+    let (status, v) = http(&f.api_socket, verb, path, &body.to_string());
+    assert_eq!(status, 200, "{verb} {path} {body}: {v}");
+    v
+}
+
+fn curl(url: &str) -> String {
+    sh(&format!(
+        "curl -s -o /dev/null -m 3 -w '%{{http_code}}' {url} || true"
+    ))
+}
+
+fn wait_http(url: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let code = curl(url);
+        if code != "000" || start.elapsed() > Duration::from_secs(5) {
+            return code;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sandbox's interface names and addresses, from inside it.
+fn addrs_in(sandbox: &str) -> String {
+    sh(&format!("ip -n {sandbox} -o addr show"))
+}
+
+#[test]
+fn everything_survives_kill_9_and_can_be_worked_with() {
+    require_root();
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-restart")
+        .tempdir_in("/var/tmp")
+        .expect("temp dir");
+    let name = format!("ferry-r{}", std::process::id());
+    let mut ferryd = Ferryd::start(
+        Path::new(env!("CARGO_BIN_EXE_ferryd")),
+        dir.path(),
+        &name,
+        &[
+            "base=198.19.200.0/22,size=24",
+            "base=fd00:1920::/48,size=64",
+        ],
+    );
+    let _forward = forward_rule_guard();
+    let mut cleanup = Cleanup::default();
+    cleanup.push(|| {
+        for t in [
+            "inet ferry-portmap",
+            "inet ferry-masq",
+            "inet ferry-firewall",
+            "bridge ferry-firewall",
+        ] {
+            let _ = sh_ok(&format!("nft delete table {t}"));
+        }
+    });
+    let sb1 = unique("rsa");
+    let sb2 = unique("rsb");
+    for sb in [sb1.clone(), sb2.clone()] {
+        cleanup.push(move || {
+            let _ = sh_ok(&format!("ip netns del {sb}"));
+        });
+    }
+
+    // Ferry's door: two networks, two sandboxes, one connected to both.
+    api(
+        &ferryd,
+        "POST",
+        "/networks",
+        json!({"name": "rweb", "ipv6": true}),
+    );
+    api(
+        &ferryd,
+        "POST",
+        "/networks",
+        json!({"name": "rdb", "subnets": ["198.19.206.0/24"]}),
+    );
+    api(
+        &ferryd,
+        "POST",
+        "/networks",
+        json!({"name": "rspare", "subnets": ["198.19.207.0/24"]}),
+    );
+    api(&ferryd, "POST", "/sandboxes", json!({"name": sb1}));
+    api(&ferryd, "POST", "/sandboxes", json!({"name": sb2}));
+    assert!(
+        sh(&format!("ip -n {sb1} -o link show lo")).contains("UP"),
+        "a sandbox Ferry creates has lo up"
+    );
+    let e1 = api(
+        &ferryd,
+        "POST",
+        "/connect",
+        json!({"network": "rweb", "sandbox": sb1}),
+    );
+    api(
+        &ferryd,
+        "POST",
+        "/connect",
+        json!({"network": "rdb", "sandbox": sb1, "priority": 5}),
+    );
+    let e2 = api(
+        &ferryd,
+        "POST",
+        "/connect",
+        json!({"network": "rweb", "sandbox": sb2}),
+    );
+    let ip2 = e2["address"]
+        .as_str()
+        .expect("address")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        sh_ok(&format!("ip netns exec {sb1} ping -c1 -W2 {ip2}")),
+        "sandboxes on rweb cannot talk"
+    );
+    // Host veths of bridge endpoints have IPv6 off, as the CNI bridge's.
+    let host_veth = e1["host_veth"].as_str().expect("host veth").to_string();
+    assert_eq!(
+        sh(&format!(
+            "cat /proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6"
+        )),
+        "1"
+    );
+
+    // Docker's door: a network, a container with a published port.
+    let docker = Dockerd::start(&dir.path().join("docker"));
+    docker.import_busybox("ferrybox");
+    docker.run(&format!(
+        "network create -d {name} --ipam-driver {name} --subnet 198.19.204.0/24 rdock"
+    ));
+    docker.run("run -d --name rc1 --net rdock -p 18490:80 ferrybox httpd -f -p 80");
+    assert_ne!(
+        wait_http("http://198.19.204.1:18490/"),
+        "000",
+        "not published"
+    );
+
+    let networks_before = ferryd.api("/networks");
+    let endpoints_before = ferryd.api("/endpoints");
+    let sandboxes_before = ferryd.api("/sandboxes");
+
+    ferryd.kill9();
+    // The dataplane does not need ferryd.
+    assert!(sh_ok(&format!("ip netns exec {sb1} ping -c1 -W2 {ip2}")));
+    assert_ne!(curl("http://198.19.204.1:18490/"), "000");
+    ferryd.spawn();
+
+    assert_eq!(ferryd.api("/networks"), networks_before);
+    assert_eq!(ferryd.api("/endpoints"), endpoints_before);
+    assert_eq!(ferryd.api("/sandboxes"), sandboxes_before);
+    let inspect = api(&ferryd, "GET", &format!("/sandboxes/{sb1}"), Value::Null);
+    assert_eq!(
+        inspect["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{inspect}"
+    );
+
+    // Work with what came back: swap, connect, disconnect.
+    let swapped = api(
+        &ferryd,
+        "POST",
+        "/swap",
+        json!({"sandbox": sb2, "from": "rweb", "to": "rspare"}),
+    );
+    assert_eq!(swapped["ifname"], "eth0");
+    assert!(addrs_in(&sb2).contains("198.19.207."), "{}", addrs_in(&sb2));
+    let e3 = api(
+        &ferryd,
+        "POST",
+        "/connect",
+        json!({"network": "rdb", "sandbox": sb2}),
+    );
+    let ip3 = e3["address"]
+        .as_str()
+        .expect("address")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        sh_ok(&format!("ip netns exec {sb1} ping -c1 -W2 {ip3}")),
+        "rdb after restart"
+    );
+    api(
+        &ferryd,
+        "POST",
+        "/disconnect",
+        json!({"network": "rdb", "sandbox": sb1}),
+    );
+    assert!(!addrs_in(&sb1).contains("198.19.206."));
+
+    // Docker: the published port stays, another container joins, rm works.
+    assert_ne!(curl("http://198.19.204.1:18490/"), "000");
+    docker.run("run -d --name rc2 --net rdock ferrybox sleep 600");
+    let ip_rc1 =
+        docker.run("inspect -f '{{(index .NetworkSettings.Networks \"rdock\").IPAddress}}' rc1");
+    assert!(docker.ok(&format!("exec rc2 ping -c1 -W2 {ip_rc1}")));
+    docker.run("rm -f rc1 rc2");
+    assert_eq!(
+        curl("http://198.19.204.1:18490/"),
+        "000",
+        "still published after rm"
+    );
+    docker.run("network rm rdock");
+
+    // Remove everything Ferry's door made.
+    for sb in [&sb1, &sb2] {
+        http(
+            &ferryd.api_socket,
+            "DELETE",
+            &format!("/sandboxes/{sb}"),
+            "",
+        );
+    }
+    for n in ["rweb", "rdb", "rspare"] {
+        http(&ferryd.api_socket, "DELETE", &format!("/networks/{n}"), "");
+    }
+    assert_eq!(ferryd.api("/networks"), json!([]));
+    assert_eq!(ferryd.api("/endpoints"), json!([]));
+    assert_eq!(ferryd.api("/sandboxes"), json!([]));
+    let namespaces = sh("ip netns list");
+    assert!(
+        !namespaces.contains(&sb1) && !namespaces.contains(&sb2),
+        "namespaces left: {namespaces}"
+    );
+    let start = Instant::now();
+    while ferry_host_links().iter().any(|l| l == &host_veth)
+        && start.elapsed() < Duration::from_secs(2)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!ferry_host_links().contains(&host_veth), "{host_veth} left");
+    let portmap = sh("nft -j list map inet ferry-portmap hostports4 2>/dev/null || true");
+    assert!(
+        !portmap.contains("18490"),
+        "portmap elements left: {portmap}"
+    );
+}
+
+fn ferry_host_links() -> Vec<String> {
+    sh("ip -o link show")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .collect()
+}

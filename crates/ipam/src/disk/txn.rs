@@ -1,0 +1,290 @@
+//! A locked [`DiskStore`](super::DiskStore): the [`StoreTxn`] operations on
+//! the lease files, the index kept up to date alongside, the stamp recorded
+//! when the lock is dropped.
+
+use std::cell::{Cell, OnceCell};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::Flock;
+
+use super::index::{index_key, index_name, IndexEntry};
+use super::stamp::{boot_id, DirState, Stamp, STAMP_FILE};
+use super::{not_found_ok, parse_holder, reservation_content, LAST_IP_PREFIX};
+use crate::error::{IpamError, Result};
+use crate::store::{Attachment, Holder, StoreTxn};
+
+/// A locked [`DiskStore`]; the lock is dropped with it (after the stamp is
+/// recorded, see `DESIGN.md`).
+pub(super) struct DiskTxn<'a> {
+    pub(super) dir: &'a Path,
+    /// Whether the index lists every lease: `None` until first needed.
+    pub(super) complete: Option<bool>,
+    /// The stamp found on disk, valid or not (its multigrain verdict is
+    /// reused for the same boot and device).
+    pub(super) prior: Option<Stamp>,
+    /// The directory state the stamp was validated against, if it was.
+    pub(super) validated: Option<DirState>,
+    /// The stamp file was removed during this transaction.
+    pub(super) stamp_removed: Cell<bool>,
+    /// This boot's ID, read once.
+    pub(super) boot: OnceCell<Option<String>>,
+    pub(super) _lock: Flock<File>,
+}
+
+impl DiskTxn<'_> {
+    pub(super) fn ip_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(ip.to_string())
+    }
+
+    pub(super) fn boot_id(&self) -> Option<String> {
+        self.boot.get_or_init(boot_id).clone()
+    }
+
+    /// Holder of the reservation file at `path`, `None` when there is none.
+    fn holder_at(&self, path: &Path) -> Result<Option<Holder>> {
+        let data = not_found_ok(fs::read(path)).map_err(|e| IpamError::io("read", path, e))?;
+        Ok(data.map(|d| parse_holder(&d)))
+    }
+
+    pub(super) fn remove(&self, path: &Path) -> Result<bool> {
+        not_found_ok(fs::remove_file(path))
+            .map(|r| r.is_some())
+            .map_err(|e| IpamError::io("remove", path, e))
+    }
+
+    pub(super) fn exists(&self, path: &Path) -> Result<bool> {
+        not_found_ok(fs::symlink_metadata(path))
+            .map(|m| m.is_some())
+            .map_err(|e| IpamError::io("stat", path, e))
+    }
+
+    /// Every reservation file: top-level regular files named by an IP.
+    pub(super) fn walk(&self) -> Result<Vec<(IpAddr, PathBuf, Holder)>> {
+        let rd = fs::read_dir(self.dir).map_err(|e| IpamError::io("list", self.dir, e))?;
+        let mut out = Vec::new();
+        for entry in rd {
+            let entry = entry.map_err(|e| IpamError::io("list", self.dir, e))?;
+            let Some(ip) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<IpAddr>().ok())
+            else {
+                continue;
+            };
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_file() => {}
+                _ => continue,
+            }
+            // Tolerate files vanishing under us, as the reference does.
+            if let Some(holder) = self.holder_at(&path)? {
+                out.push((ip, path, holder));
+            }
+        }
+        Ok(out)
+    }
+
+    fn create_reservation(&self, key: &Attachment, ip: IpAddr) -> Result<bool> {
+        let path = self.ip_path(ip);
+        let mut f = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(IpamError::io("create", &path, e)),
+        };
+        if let Err(e) = f.write_all(reservation_content(key).as_bytes()) {
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(IpamError::io("write", &path, e));
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for DiskTxn<'_> {
+    fn drop(&mut self) {
+        // Runs before the lock field is dropped, so still under the lock.
+        let _ = self.record_stamp();
+    }
+}
+
+impl StoreTxn for DiskTxn<'_> {
+    fn is_reserved(&mut self, ip: IpAddr) -> Result<bool> {
+        self.exists(&self.ip_path(ip))
+    }
+
+    fn reserve(&mut self, key: &Attachment, ip: IpAddr, range_set: usize) -> Result<bool> {
+        let key = &key.normalized();
+        if self.is_reserved(ip)? {
+            return Ok(false);
+        }
+        // Index first: after a crash it lists a superset of the leases.
+        let mut ips = match self.read_index(key) {
+            IndexEntry::Ips(ips) => ips,
+            IndexEntry::Missing => Vec::new(),
+            IndexEntry::Foreign => {
+                // Overwriting another attachment's entry (a name collision)
+                // may unlist its leases: the index is no longer complete.
+                if self.complete == Some(true) {
+                    self.complete = Some(false);
+                }
+                Vec::new()
+            }
+        };
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+        self.write_index(key, &ips)?;
+        match self.create_reservation(key, ip) {
+            Ok(true) => {}
+            other => {
+                self.index_remove_ip(key, ip)?;
+                return other;
+            }
+        }
+        let last = self.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
+        fs::write(&last, ip.to_string()).map_err(|e| IpamError::io("write", &last, e))?;
+        Ok(true)
+    }
+
+    fn last_reserved_ip(&mut self, range_set: usize) -> Result<Option<IpAddr>> {
+        let path = self.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
+        let data =
+            not_found_ok(fs::read_to_string(&path)).map_err(|e| IpamError::io("read", &path, e))?;
+        // Unparseable content only costs the round-robin position, as in the
+        // reference.
+        Ok(data.and_then(|d| d.trim().parse().ok()))
+    }
+
+    fn get_by_id(&mut self, key: &Attachment) -> Result<Vec<IpAddr>> {
+        let key = &key.normalized();
+        if !self.ensure_complete()? {
+            return Ok(self
+                .walk()?
+                .into_iter()
+                .filter(|(_, _, h)| h.matches(key))
+                .map(|(ip, _, _)| ip)
+                .collect());
+        }
+        // Complete: the leases of `key` are listed under it, or (old format)
+        // under its container; each is verified against its file.
+        let container = index_key(&Holder::ContainerOnly(key.container_id.clone()));
+        let mut held = Vec::new();
+        for ip in self
+            .read_index(key)
+            .ips()
+            .into_iter()
+            .chain(self.read_index(&container).ips())
+        {
+            if !held.contains(&ip)
+                && self
+                    .holder_at(&self.ip_path(ip))?
+                    .is_some_and(|h| h.matches(key))
+            {
+                held.push(ip);
+            }
+        }
+        Ok(held)
+    }
+
+    fn release_ip(&mut self, key: &Attachment, ip: IpAddr) -> Result<bool> {
+        let key = &key.normalized();
+        let path = self.ip_path(ip);
+        let removed = match self.holder_at(&path)? {
+            Some(h) if h.matches(key) => self.remove(&path)?,
+            _ => false,
+        };
+        self.index_remove_ip(key, ip)?;
+        Ok(removed)
+    }
+
+    fn release(&mut self, key: &Attachment) -> Result<Vec<IpAddr>> {
+        let key = &key.normalized();
+        let want = Holder::Attachment(key.clone());
+        let old = Holder::ContainerOnly(key.container_id.clone());
+        let mut released = Vec::new();
+        if self.ensure_complete()? {
+            // Current format first, then, only if nothing matched, files of
+            // old versions holding just the ID: the reference's order.
+            for (entry, holder) in [(key.clone(), &want), (index_key(&old), &old)] {
+                let listed = self.read_index(&entry).ips();
+                for ip in &listed {
+                    let path = self.ip_path(*ip);
+                    // Verify before deleting: the entry may be stale.
+                    if self.holder_at(&path)?.as_ref() == Some(holder) && self.remove(&path)? {
+                        released.push(*ip);
+                    }
+                }
+                self.prune_index(&entry, &listed)?;
+                if !released.is_empty() {
+                    break;
+                }
+            }
+            return Ok(released);
+        }
+        // The index cannot be trusted: the reference's walk.
+        let all = self.walk()?;
+        for (ip, path, holder) in &all {
+            if *holder == want && self.remove(path)? {
+                released.push(*ip);
+            }
+        }
+        if released.is_empty() {
+            for (ip, path, holder) in &all {
+                if *holder == old && self.remove(path)? {
+                    released.push(*ip);
+                }
+            }
+        }
+        let listed = self.read_index(key).ips();
+        self.prune_index(key, &listed)?;
+        Ok(released)
+    }
+
+    fn reservations(&mut self) -> Result<Vec<(IpAddr, Holder)>> {
+        Ok(self.walk()?.into_iter().map(|(ip, _, h)| (ip, h)).collect())
+    }
+
+    fn gc(&mut self, valid: &HashSet<Attachment>) -> Result<Vec<(IpAddr, Holder)>> {
+        let valid: HashSet<Attachment> = valid.iter().map(Attachment::normalized).collect();
+        let valid = &valid;
+        let mut removed = Vec::new();
+        // Entries still needed: those of the holders of surviving leases.
+        let mut keep: HashSet<String> = HashSet::new();
+        for (ip, path, holder) in self.walk()? {
+            if !holder.is_live(valid) && self.remove(&path)? {
+                removed.push((ip, holder));
+            } else {
+                keep.insert(index_name(&index_key(&holder)));
+            }
+        }
+        // Ferry's own index entries of attachments left without a lease (and
+        // leftover temporary files) go too; they are hints, never
+        // reservations. A complete index stays complete.
+        let dir = self.index_dir();
+        if let Some(rd) =
+            not_found_ok(fs::read_dir(&dir)).map_err(|e| IpamError::io("list", &dir, e))?
+        {
+            for entry in rd.flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name != STAMP_FILE && !keep.contains(name.as_ref()) {
+                    self.remove(&entry.path())?;
+                }
+            }
+            if keep.is_empty() {
+                self.drop_index_dir_if_empty();
+            }
+        }
+        Ok(removed)
+    }
+}
