@@ -26,10 +26,22 @@ fn ip_of(d: &Dockerd, container: &str, network: &str, key: &str) -> String {
     ))
 }
 
-fn ferry_links() -> Vec<String> {
+/// The host-side links of every endpoint ferryd holds now (the driver
+/// names them at random), added to `seen`.
+fn note_links(ferryd: &Ferryd, seen: &mut std::collections::BTreeSet<String>) {
+    for e in ferryd.api("/endpoints").as_array().into_iter().flatten() {
+        for key in ["host_veth", "container_veth"] {
+            if let Some(name) = e[key].as_str().filter(|n| !n.is_empty()) {
+                seen.insert(name.to_string());
+            }
+        }
+    }
+}
+
+/// Those of `seen` (and Ferry's bridges) that still exist on the host.
+fn ferry_links(seen: &std::collections::BTreeSet<String>) -> Vec<String> {
     let mut v = host_links("fr-");
-    v.extend(host_links("fv"));
-    v.extend(host_links("fc"));
+    v.extend(seen.iter().filter(|n| !host_links(n).is_empty()).cloned());
     v
 }
 
@@ -53,6 +65,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     });
     let docker = Dockerd::start(&dir.path().join("docker"));
     docker.import_busybox("ferrybox");
+    let mut seen = std::collections::BTreeSet::new();
     let net = |n: &str, extra: &str| {
         docker.run(&format!(
             "network create -d {name} --ipam-driver {name} {extra} {n}"
@@ -70,6 +83,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     net("fsub", "--subnet 198.18.236.0/24");
     docker.run("run -d --name c1 --net fsub ferrybox sleep 600");
     docker.run("run -d --name c2 --net fsub ferrybox sleep 600");
+    note_links(&ferryd, &mut seen);
     let ip1 = ip_of(&docker, "c1", "fsub", "IPAddress");
     assert!(ip1.starts_with("198.18.236."), "{ip1}");
     assert!(
@@ -91,6 +105,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     );
     docker.run("run -d --name c3 --net fds ferrybox sleep 600");
     docker.run("run -d --name c4 --net fds ferrybox sleep 600");
+    note_links(&ferryd, &mut seen);
     let ip3v6 = ip_of(&docker, "c3", "fds", "GlobalIPv6Address");
     assert!(ip3v6.starts_with("fd00:232:237::"), "{ip3v6}");
     assert!(
@@ -110,6 +125,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     );
     docker.run("run -d --name i1 --net ficc ferrybox sleep 600");
     docker.run("run -d --name i2 --net ficc ferrybox sleep 600");
+    note_links(&ferryd, &mut seen);
     let i1 = ip_of(&docker, "i1", "ficc", "IPAddress");
     assert!(
         !docker.ok(&format!("exec i2 ping -c1 -W1 {i1}")),
@@ -146,6 +162,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     );
     docker.run("run -d --name m1 --net fmac ferrybox sleep 600");
     docker.run("run -d --name m2 --net fmac ferrybox sleep 600");
+    note_links(&ferryd, &mut seen);
     let m1 = ip_of(&docker, "m1", "fmac", "IPAddress");
     let key = docker.run("inspect -f '{{.NetworkSettings.SandboxKey}}' m2");
     let kind = sh(&format!("nsenter --net={key} ip -d link show eth0"));
@@ -167,6 +184,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     // A published port, reachable from the node through the bridge address and
     // through its loopback; a second container cannot take the same host port.
     docker.run("run -d --name web --net fsub -p 18480:80 ferrybox httpd -f -p 80");
+    note_links(&ferryd, &mut seen);
     let http = |url: &str| {
         sh(&format!(
             "curl -s -o /dev/null -m 3 -w '%{{http_code}}' {url} || true"
@@ -198,6 +216,7 @@ fn docker_uses_ferry_networks_end_to_end() {
         "--subnet 198.18.238.128/26 -o com.docker.network.bridge.host_binding_ipv4=127.0.0.1",
     );
     docker.run("run -d --name webb --net fbind -p 18481:80 ferrybox httpd -f -p 80");
+    note_links(&ferryd, &mut seen);
     let start = Instant::now();
     while http("http://127.0.0.1:18481/") == "000" && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(100));
@@ -233,6 +252,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     assert!(!ok && out.contains("overlaps"), "{out}");
     net("ftiny", "--subnet 198.18.238.0/30");
     docker.run("run -d --name c5 --net ftiny ferrybox sleep 600");
+    note_links(&ferryd, &mut seen);
     let (ok, out) = docker.try_run("run -d --name c6 --net ftiny ferrybox sleep 600");
     assert!(!ok && out.contains("exhausted"), "{out}");
     let _ = docker.try_run("rm -f c6");
@@ -241,6 +261,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     ferryd.kill9();
     ferryd.spawn();
     docker.run("run -d --name c7 --net fsub ferrybox sleep 600");
+    note_links(&ferryd, &mut seen);
     let ip7 = ip_of(&docker, "c7", "fsub", "IPAddress");
     assert!(ip7.starts_with("198.18.236.") && ip7 != ip1, "{ip7}");
     assert!(
@@ -311,5 +332,14 @@ fn docker_uses_ferry_networks_end_to_end() {
     assert_eq!(ferryd.api("/endpoints"), serde_json::json!([]));
     assert_eq!(ferryd.api("/networks"), serde_json::json!([]));
     assert_eq!(ferryd.api("/pools"), serde_json::json!({}));
-    assert!(ferry_links().is_empty(), "links left: {:?}", ferry_links());
+    assert!(seen.len() >= 8, "endpoints' links were noted: {seen:?}");
+    let start = Instant::now();
+    while !ferry_links(&seen).is_empty() && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ferry_links(&seen).is_empty(),
+        "links left: {:?}",
+        ferry_links(&seen)
+    );
 }

@@ -74,25 +74,16 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
         });
     }
 
-    // Ferry's door: two networks, two sandboxes, one connected to both.
-    api(
-        &ferryd,
-        "POST",
-        "/networks",
+    // Ferry's door: three networks, two sandboxes, one connected to two.
+    for body in [
         json!({"name": "rweb", "ipv6": true}),
-    );
-    api(
-        &ferryd,
-        "POST",
-        "/networks",
         json!({"name": "rdb", "subnets": ["198.19.206.0/24"]}),
-    );
-    api(
-        &ferryd,
-        "POST",
-        "/networks",
         json!({"name": "rspare", "subnets": ["198.19.207.0/24"]}),
-    );
+    ] {
+        let n = api(&ferryd, "POST", "/networks", body);
+        // The test removes them; this guard acts only when it fails halfway.
+        cleanup.link(n["bridge"].as_str().expect("a bridge"));
+    }
     api(&ferryd, "POST", "/sandboxes", json!({"name": sb1}));
     api(&ferryd, "POST", "/sandboxes", json!({"name": sb2}));
     assert!(
@@ -130,12 +121,10 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
     );
     // Host veths of bridge endpoints have IPv6 off, as the CNI bridge's.
     let host_veth = e1["host_veth"].as_str().expect("host veth").to_string();
-    assert_eq!(
-        sh(&format!(
-            "cat /proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6"
-        )),
-        "1"
-    );
+    let v6_off =
+        std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{host_veth}/disable_ipv6"))
+            .expect("the host veth's sysctl");
+    assert_eq!(v6_off.trim(), "1");
 
     // Docker's door: a network, a container with a published port.
     let docker = Dockerd::start(&dir.path().join("docker"));
@@ -143,6 +132,8 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
     docker.run(&format!(
         "network create -d {name} --ipam-driver {name} --subnet 198.19.204.0/24 rdock"
     ));
+    let dock_id = docker.run("network inspect -f '{{.Id}}' rdock");
+    cleanup.link(&format!("fr-{}", &dock_id[..12]));
     docker.run("run -d --name rc1 --net rdock -p 18490:80 ferrybox httpd -f -p 80");
     assert_ne!(
         wait_http("http://198.19.204.1:18490/"),
