@@ -11,7 +11,7 @@
 //! network, through a private dockerd and ferryd the bench starts), 8 the
 //! floor (the kernel work of a bridge ADD in one process and in one process
 //! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
-//! one /16 through a private ferryd's plugin socket). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! one /18 through a private ferryd's plugin socket). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see

@@ -368,7 +368,7 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         let (first, last) = ipam_windows(rows);
         let _ = writeln!(
             w,
-            "| 9 CNM IPAM, RequestAddress last / first (one /16) | RequestAddress | {} | {} | {} | — | — | — | — | — |",
+            "| 9 CNM IPAM, RequestAddress last / first (one /18) | RequestAddress | {} | {} | {} | — | — | — | — | — |",
             last.map(fmt_ms).unwrap_or("—".into()),
             first.map(fmt_ms).unwrap_or("—".into()),
             fmt_ratio(ratio(last, first)),
@@ -604,7 +604,7 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
     let _ = writeln!(
         w,
         "The bench starts ferryd (its own sockets and state file, under /var/tmp), asks for \
-         one pool (198.19.0.0/16) with `IpamDriver.RequestPool`, then calls \
+         one pool (198.18.128.0/18, 16,382 addresses) with `IpamDriver.RequestPool`, then calls \
          `IpamDriver.RequestAddress` on it N times and `IpamDriver.ReleaseAddress` for each \
          address, one HTTP request per connection on the plugin socket, as Docker does. Each \
          call is the whole round trip: connect, request, the state commit, the answer."

@@ -1,7 +1,10 @@
 //! The scenarios. Addresses: 198.18.224.0/19 and fd00:bec::/32, one /24
 //! (and /64) per scenario and participant (scenario 7, CNM: 198.18.248.0/22);
-//! the scale scenario takes 198.19.0.0/16 (a /17 per implementation), and
-//! so does scenario 9, CNM IPAM, as a pool only (no link, address or route).
+//! the scale scenario takes 198.19.0.0/16 (a /17 per implementation).
+//! Scenario 9, CNM IPAM, uses 198.18.128.0/18 as a pool only (no link,
+//! address or route); it must not overlap a route the bench itself still
+//! holds (the scale scenario's bridges stay until the final cleanup), as
+//! ferryd refuses a pool wider than a host route.
 
 use crate::cleanup::{check_stop, Ticket};
 use crate::ctx::Ctx;
@@ -1161,15 +1164,16 @@ fn cnm_measure(
     Ok(())
 }
 
-/// Scenario 9's pool: a /16 (addresses of scenario 5, which runs before it
-/// and leaves nothing: only IPAM state is made here), and ferryd's default
-/// pool, the same addresses, unused (the request names its pool).
-const S9_POOL: &str = "198.19.0.0/16";
-const S9_FERRYD_POOL: &str = "base=198.19.0.0/16,size=24";
+/// Scenario 9's pool: a /18 (16,382 addresses, room for the default 10,000
+/// requests) outside every range the bench routes, since ferryd refuses a
+/// pool wider than a host route; only IPAM state is made here. ferryd's
+/// default pool is the same addresses, unused (the request names its pool).
+const S9_POOL: &str = "198.18.128.0/18";
+const S9_FERRYD_POOL: &str = "base=198.18.128.0/18,size=24";
 
 /// Scenario 9: CNM IPAM at scale. The bench starts ferryd (its own plugin
 /// socket, API socket and state file, on disk under /var/tmp as a real
-/// state file is), asks for one /16 pool, then sends `IpamDriver.RequestAddress`
+/// state file is), asks for one /18 pool, then sends `IpamDriver.RequestAddress`
 /// `ipam_requests` times and `IpamDriver.ReleaseAddress` for each address,
 /// one HTTP request per connection over the plugin socket, as Docker does.
 /// The cost of a request must not grow with the addresses already taken.

@@ -6,7 +6,9 @@
 //!
 //! A line: `2026-12-02T05:39:21.884Z plugin="bridge" command="ADD"
 //! container="c1" ifname="eth0" duration=1.2ms outcome=ok`, or
-//! `outcome=error error="<msg>: <details> (code N)"`. Strings are quoted and
+//! `outcome=error error="<msg>: <details> (code N)"`, followed by
+//! `warning="..."` when the plugin noted something that did not fail the
+//! operation ([`warn`]: stderr is for errors only). Strings are quoted and
 //! escaped so that a line stays one line.
 
 use crate::error::CniError;
@@ -33,6 +35,23 @@ pub fn target(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Option<Stri
         .filter(|f| !f.is_empty())
 }
 
+/// Warnings of this invocation, for its log line.
+static WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Notes something worth an operator's look that does not fail the
+/// operation (a DEL that could not restore everything, say). It goes to the
+/// log line, never to stderr, which a successful plugin leaves empty.
+pub fn warn(message: impl Into<String>) {
+    let mut w = WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
+    w.push(message.into());
+}
+
+/// The warnings noted so far, taken.
+pub fn take_warnings() -> Vec<String> {
+    let mut w = WARNINGS.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::take(&mut *w)
+}
+
 /// One invocation, as logged.
 #[derive(Debug)]
 pub struct Entry<'a> {
@@ -43,6 +62,7 @@ pub struct Entry<'a> {
     pub ifname: &'a str,
     pub duration: Duration,
     pub error: Option<&'a CniError>,
+    pub warnings: &'a [String],
 }
 
 impl Entry<'_> {
@@ -52,8 +72,13 @@ impl Entry<'_> {
             None => "outcome=ok".to_string(),
             Some(e) => format!("outcome=error error={:?}", e.to_string()),
         };
+        let warning = if self.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" warning={:?}", self.warnings.join("; "))
+        };
         format!(
-            "{} plugin={:?} command={:?} container={:?} ifname={:?} duration={:?} {outcome}\n",
+            "{} plugin={:?} command={:?} container={:?} ifname={:?} duration={:?} {outcome}{warning}\n",
             rfc3339_millis(self.at),
             self.plugin,
             self.command,
@@ -146,12 +171,37 @@ mod tests {
             ifname: "eth0",
             duration: Duration::from_micros(1500),
             error: Some(&err),
+            warnings: &[],
         };
         assert_eq!(
             e.line(),
             "1970-01-01T00:00:00.000Z plugin=\"bridge\" command=\"ADD\" container=\"c\\n1\" \
              ifname=\"eth0\" duration=1.5ms outcome=error \
              error=\"bad config: line1\\nline2 (code 7)\"\n"
+        );
+    }
+
+    #[test]
+    fn warnings_join_the_line_and_are_taken_once() {
+        warn("tuning: could not restore mtu");
+        warn("second\nline");
+        let warnings = take_warnings();
+        assert!(take_warnings().is_empty(), "taken");
+        let e = Entry {
+            at: SystemTime::UNIX_EPOCH,
+            plugin: "tuning",
+            command: "DEL",
+            container_id: "c1",
+            ifname: "eth0",
+            duration: Duration::from_millis(2),
+            error: None,
+            warnings: &warnings,
+        };
+        assert!(
+            e.line()
+                .ends_with("outcome=ok warning=\"tuning: could not restore mtu; second\\nline\"\n"),
+            "{}",
+            e.line()
         );
     }
 }

@@ -159,6 +159,7 @@ pub fn plugin_main(name: &str, plugin: &dyn Plugin, about: &str) -> ! {
             ifname: &var("CNI_IFNAME"),
             duration,
             error: outcome.error.as_ref(),
+            warnings: &oplog::take_warnings(),
         };
         if let Err(e) = oplog::append(&path, &entry) {
             eprintln!("{name}: cannot append to log file {path}: {e}");

@@ -320,7 +320,10 @@ impl Plugin for Tuning {
             let _ = std::fs::remove_file(&path);
         };
         let Ok(backup) = serde_json::from_slice::<Backup>(&data) else {
-            eprintln!("tuning: ignoring unreadable backup {}", path.display());
+            ferry_cni::oplog::warn(format!(
+                "tuning: ignoring unreadable backup {}",
+                path.display()
+            ));
             remove();
             return Ok(());
         };
@@ -342,7 +345,7 @@ impl Plugin for Tuning {
             remove();
         } else {
             // As the reference: DEL succeeds, the file stays for a retry.
-            eprintln!("tuning: {}", failed.join("; "));
+            ferry_cni::oplog::warn(format!("tuning: {}", failed.join("; ")));
         }
         Ok(())
     }

@@ -48,14 +48,6 @@ impl NetworkDriver for HostDriver {
         "host"
     }
 
-    fn create_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
-    fn delete_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
     fn create_endpoint(
         &self,
         _net: &NetworkSpec,

@@ -321,14 +321,6 @@ impl NetworkDriver for HostDeviceDriver {
         userspace_bound(cfg).map(|_| ())
     }
 
-    fn create_network(&self, net: &NetworkSpec) -> Result<()> {
-        self.validate(net)
-    }
-
-    fn delete_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
     fn create_endpoint(
         &self,
         net: &NetworkSpec,

@@ -165,14 +165,6 @@ impl NetworkDriver for MacvlanDriver {
         Ok(())
     }
 
-    fn create_network(&self, net: &NetworkSpec) -> Result<()> {
-        self.validate(net)
-    }
-
-    fn delete_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
     fn create_endpoint(
         &self,
         net: &NetworkSpec,

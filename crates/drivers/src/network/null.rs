@@ -46,14 +46,6 @@ impl NetworkDriver for NullDriver {
         "null"
     }
 
-    fn create_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
-    fn delete_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
     fn create_endpoint(
         &self,
         _net: &NetworkSpec,

@@ -92,14 +92,6 @@ impl NetworkDriver for TapDriver {
         Ok(())
     }
 
-    fn create_network(&self, net: &NetworkSpec) -> Result<()> {
-        self.validate(net)
-    }
-
-    fn delete_network(&self, _net: &NetworkSpec) -> Result<()> {
-        Ok(())
-    }
-
     fn create_endpoint(
         &self,
         net: &NetworkSpec,
