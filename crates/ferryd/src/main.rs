@@ -65,8 +65,10 @@ fn run(args: Args) -> Result<(), String> {
         state_path: args.state.clone(),
         default_pools: pools,
     };
-    // A daemon deletes links from a thread: a forked deleter would leave zombies.
+    // A daemon deletes links from a thread (a forked deleter would leave
+    // zombies) and keeps its nftables socket (closing one waits a grace period).
     let drivers = LinuxDrivers::new(Deleter::Thread, config.driver_root());
+    ferry_drivers::network::keep_nft_socket_open();
     let controller = Controller::open(config, Arc::new(drivers)).map_err(|e| e.to_string())?;
     let shared = Arc::new(Mutex::new(controller));
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -194,7 +194,7 @@ impl NetworkDriver for BridgeDriver {
     fn delete_network(&self, net: &NetworkSpec) -> Result<()> {
         let c = config(net)?;
         detach::start_by_name(self.deleter, &ve::host_netns()?, &c.bridge)?.finish();
-        firewall::forget_bridge(&mut ve::nft_socket()?, &c.bridge)
+        firewall::forget_bridge(&mut *ve::nft_socket()?, &c.bridge)
     }
 
     fn create_endpoint(
@@ -238,7 +238,13 @@ impl NetworkDriver for BridgeDriver {
                     Error::Failed(format!("{} has no MAC address", pair.container.name))
                 })?;
                 let store = macspoof::store(root);
-                macspoof::add(&mut ve::nft_socket()?, &store, &a, &host.name, mac.octets())?;
+                macspoof::add(
+                    &mut *ve::nft_socket()?,
+                    &store,
+                    &a,
+                    &host.name,
+                    mac.octets(),
+                )?;
                 let a = a.clone();
                 undo.also(move || {
                     let _ = ve::nft_socket().map(|mut s| macspoof::del(&mut s, &store, &a));
@@ -253,7 +259,7 @@ impl NetworkDriver for BridgeDriver {
                 let addrs: Vec<IpAddr> = ep.addresses.iter().map(|n| n.addr()).collect();
                 let store = firewall::store(root);
                 firewall::add(
-                    &mut ve::nft_socket()?,
+                    &mut *ve::nft_socket()?,
                     &store,
                     &a,
                     &addrs,
@@ -316,7 +322,7 @@ impl NetworkDriver for BridgeDriver {
         if c.macspoofchk {
             let a = attachment(net, &ep.id)?;
             macspoof::check(
-                &mut ve::nft_socket()?,
+                &mut *ve::nft_socket()?,
                 &macspoof::store(&self.state_dir),
                 &a,
             )?;
@@ -392,7 +398,7 @@ impl NetworkDriver for BridgeDriver {
             if store.attachments(&net.id)?.is_empty() {
                 continue;
             }
-            state::collect(&mut ve::nft_socket()?, &store, &table, &net.id, &valid)?;
+            state::collect(&mut *ve::nft_socket()?, &store, &table, &net.id, &valid)?;
         }
         Ok(())
     }

@@ -38,6 +38,8 @@ mod single;
 pub mod tap;
 mod veth_endpoint;
 
+pub use veth_endpoint::keep_nft_socket_open;
+
 use crate::link::detach::Pending;
 use crate::link::iface::InterfaceConfig;
 use crate::portmap::Mapping;

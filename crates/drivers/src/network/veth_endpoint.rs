@@ -10,6 +10,8 @@ use crate::portmap::{self, Target};
 use crate::{masq, Error, Result};
 use ferry_linux::{nft, Netlink, Netns};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// The host's namespace (that of the calling thread).
 pub(super) fn host_netns() -> Result<Netns> {
@@ -189,10 +191,10 @@ pub(super) fn delete(deleter: Deleter, ep: &Endpoint) -> Result<Pending> {
 }
 
 /// An nftables socket, opened on first use (most calls have nothing to do).
-struct LazySocket(Option<nft::Socket>);
+struct LazySocket(Option<NftSocket>);
 
 impl LazySocket {
-    fn get(&mut self) -> Result<&mut nft::Socket> {
+    fn get(&mut self) -> Result<&mut NftSocket> {
         if self.0.is_none() {
             self.0 = Some(nft_socket()?);
         }
@@ -280,10 +282,67 @@ pub(super) fn if_recorded(
     if store.load(a)?.is_none() {
         return Ok(());
     }
-    f(&mut nft_socket()?)
+    f(&mut *nft_socket()?)
 }
 
-/// An nftables socket now.
-pub(super) fn nft_socket() -> Result<nft::Socket> {
-    nft::Socket::new().map_err(Error::kernel("failed to open an nftables socket"))
+/// Whether this process keeps one nftables socket open across calls.
+static KEEP_OPEN: AtomicBool = AtomicBool::new(false);
+/// The socket kept between calls (taken while in use).
+static KEPT: Mutex<Option<nft::Socket>> = Mutex::new(None);
+
+/// Keeps the nftables socket of the drivers open for the life of the
+/// process. Closing a socket that deleted set elements waits for a kernel
+/// grace period: 10-12 ms per close in ferryd's DeleteEndpoint and
+/// RevokeExternalConnectivity (`strace -T`). A one-shot plugin pays that
+/// once, at exit; a daemon (which calls this at start) pays it never. The
+/// socket speaks for the namespace it was opened in: the node's.
+pub fn keep_nft_socket_open() {
+    KEEP_OPEN.store(true, Ordering::Relaxed);
+}
+
+/// An nftables socket, returned to the kept slot when dropped (see
+/// [`keep_nft_socket_open`]); stale replies on a reused socket are skipped
+/// by sequence number.
+pub(super) struct NftSocket(Option<nft::Socket>);
+
+impl std::ops::Deref for NftSocket {
+    type Target = nft::Socket;
+    fn deref(&self) -> &nft::Socket {
+        self.0
+            .as_ref()
+            .expect("an NftSocket holds its socket until dropped")
+    }
+}
+
+impl std::ops::DerefMut for NftSocket {
+    fn deref_mut(&mut self) -> &mut nft::Socket {
+        self.0
+            .as_mut()
+            .expect("an NftSocket holds its socket until dropped")
+    }
+}
+
+impl Drop for NftSocket {
+    fn drop(&mut self) {
+        if !KEEP_OPEN.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.is_none() {
+            *kept = self.0.take();
+        }
+    }
+}
+
+/// An nftables socket now: the kept one when there is one, else a new one.
+pub(super) fn nft_socket() -> Result<NftSocket> {
+    if KEEP_OPEN.load(Ordering::Relaxed) {
+        let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(s) = kept {
+            return Ok(NftSocket(Some(s)));
+        }
+    }
+    nft::Socket::new()
+        .map(|s| NftSocket(Some(s)))
+        .map_err(Error::kernel("failed to open an nftables socket"))
 }
