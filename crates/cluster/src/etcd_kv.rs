@@ -156,6 +156,16 @@ impl EtcdKv {
     }
 }
 
+impl EtcdKv {
+    /// A watch that starts from `rev` with no Snapshot of its own, as a watch
+    /// that fell behind would (for the compaction test).
+    pub(crate) fn watch_from(&self, rev: i64) -> Receiver<Event> {
+        let (tx, rx) = mpsc::channel();
+        self.handle.spawn(self.ctx.clone().watch_loop(rev, tx));
+        rx
+    }
+}
+
 impl Drop for EtcdKv {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.take() {

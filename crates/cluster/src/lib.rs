@@ -104,3 +104,22 @@ pub fn open(
         },
     }
 }
+
+/// Seams for this crate's tests; not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// An etcd store whose watch starts at revision `rev` without a first
+    /// Snapshot, as a watcher that fell behind: a compacted `rev` must make
+    /// it list again and send a Snapshot.
+    pub fn etcd_watch_from(
+        endpoints: &str,
+        host_id: &str,
+        rev: i64,
+    ) -> Result<(Arc<dyn ClusterStore>, Receiver<Event>)> {
+        let kv = etcd_kv::EtcdKv::open(endpoints, host_id, DEFAULT_TTL)?;
+        let rx = kv.watch_from(rev);
+        Ok((Arc::new(store::Store(kv)), rx))
+    }
+}
