@@ -197,11 +197,11 @@ fn ensure_vxlan(
                 Err(e) if e.is_exists() => {}
                 Err(e) => return Err(Error::kernel(format!("failed to create {name}"))(e)),
             }
-            // A bridge port needs no IPv6 of its own (no link-local, no DAD
-            // or router solicitations into the tunnel). Best effort: IPv6
-            // may be off.
+            // IPv6 stays on: the IPv6 peers' neighbour entries live on this
+            // device. No link-local of its own, though (nothing to solicit
+            // into the tunnel). Best effort: IPv6 may be off.
             let _ = ferry_linux::sysctl::write_if_different(
-                &format!("net.ipv6.conf.{name}.disable_ipv6"),
+                &format!("net.ipv6.conf.{name}.addr_gen_mode"),
                 "1",
             );
             let l = nl
