@@ -3,7 +3,7 @@
 //! attachment lives here once.
 //!
 //! - [`network`]: the [`NetworkDriver`] contract and its drivers (bridge,
-//!   ptp, macvlan, host-device, tap, null, host), and [`network::Sandboxes`],
+//!   ptp, macvlan, host-device, tap, null, host, overlay), and [`network::Sandboxes`],
 //!   the namespace work of a sandbox (create, delete, routes).
 //! - [`link`]: the building blocks the drivers share: veth pairs, interface
 //!   configuration inside a namespace, detached deletes, link attributes and

@@ -213,6 +213,10 @@ pub struct VxlanSpec {
     /// Learn remote MACs from received packets; `None` keeps the kernel
     /// default (on).
     pub learning: Option<bool>,
+    /// Answer ARP requests and IPv6 neighbour solicitations from the
+    /// device's neighbour table instead of flooding them (`proxy`); `None`
+    /// keeps the kernel default (off).
+    pub proxy: Option<bool>,
 }
 
 /// The type-specific part of a new link.
@@ -654,6 +658,9 @@ fn vxlan_attrs(v: &VxlanSpec) -> Result<Vec<InfoVxlan>> {
     }
     if let Some(l) = v.learning {
         a.push(InfoVxlan::Learning(l));
+    }
+    if let Some(p) = v.proxy {
+        a.push(InfoVxlan::Proxy(p));
     }
     Ok(a)
 }

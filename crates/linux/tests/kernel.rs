@@ -399,6 +399,7 @@ fn vxlan_and_fdb() {
             port: Some(4789),
             dev: Some(ul.index),
             learning: Some(false),
+            proxy: Some(true),
         },
     ))
     .unwrap();
@@ -411,6 +412,7 @@ fn vxlan_and_fdb() {
     assert_eq!(d["port"], 4789);
     assert_eq!(d["link"], u.as_str());
     assert_eq!(d["learning"], false);
+    assert_eq!(d["proxy"], true);
 
     // A multicast group, IPv6 underlay, default port.
     let vx6 = unique("vy");

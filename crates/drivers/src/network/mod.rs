@@ -31,6 +31,7 @@ pub mod host;
 pub mod host_device;
 pub mod macvlan;
 pub mod null;
+pub mod overlay;
 pub mod ptp;
 pub mod registry;
 pub mod sandbox;
@@ -134,6 +135,31 @@ pub struct TapConfig {
     pub bridge: Option<String>,
 }
 
+/// The settings of an overlay network: one VXLAN segment (one subnet)
+/// spanning hosts, seen on each host as a bridge with a VXLAN port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayConfig {
+    /// VXLAN network identifier, 1..=16777215.
+    pub vni: u32,
+    /// The per-network bridge the endpoints are ports of.
+    pub bridge: String,
+    /// The VXLAN device (a port of `bridge`).
+    pub vxlan: String,
+    /// This host's VTEP address on the underlay: an address of one of its
+    /// devices, which carries the tunnel.
+    pub local: IpAddr,
+    /// The VXLAN UDP port.
+    #[serde(default = "vxlan_port")]
+    pub port: u16,
+}
+
+/// The IANA VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+
+fn vxlan_port() -> u16 {
+    VXLAN_PORT
+}
+
 /// What kind of network, with its kind's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -143,6 +169,8 @@ pub enum NetworkKind {
     Macvlan(MacvlanConfig),
     HostDevice(HostDeviceConfig),
     Tap(TapConfig),
+    /// A multi-host VXLAN network (see [`overlay`]).
+    Overlay(OverlayConfig),
     /// Endpoints without an interface.
     Null,
     /// The host's own stack (a sandbox that is the host namespace).
@@ -158,6 +186,7 @@ impl NetworkKind {
             NetworkKind::Macvlan(_) => "macvlan",
             NetworkKind::HostDevice(_) => "host-device",
             NetworkKind::Tap(_) => "tap",
+            NetworkKind::Overlay(_) => "overlay",
             NetworkKind::Null => "null",
             NetworkKind::Host => "host",
         }

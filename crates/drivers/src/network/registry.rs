@@ -6,6 +6,7 @@ use super::host::HostDriver;
 use super::host_device::HostDeviceDriver;
 use super::macvlan::MacvlanDriver;
 use super::null::NullDriver;
+use super::overlay::OverlayDriver;
 use super::ptp::PtpDriver;
 use super::sandbox::LinuxSandboxes;
 use super::tap::TapDriver;
@@ -20,6 +21,7 @@ pub struct LinuxDrivers {
     macvlan: MacvlanDriver,
     host_device: HostDeviceDriver,
     tap: TapDriver,
+    overlay: OverlayDriver,
     null: NullDriver,
     host: HostDriver,
     sandboxes: LinuxSandboxes,
@@ -35,10 +37,20 @@ impl LinuxDrivers {
             macvlan: MacvlanDriver::new(deleter, state_dir.clone()),
             host_device: HostDeviceDriver::new(deleter, state_dir.clone()),
             tap: TapDriver::new(deleter, state_dir.clone()),
+            overlay: OverlayDriver::new(deleter, state_dir.clone()),
             null: NullDriver::new(deleter, state_dir.clone()),
             host: HostDriver::new(deleter, state_dir),
             sandboxes: LinuxSandboxes,
         }
+    }
+}
+
+impl LinuxDrivers {
+    /// The overlay driver itself, for its peer operations (the agent that
+    /// follows the cluster store calls them; they are no part of
+    /// [`NetworkDriver`]).
+    pub fn overlay(&self) -> &OverlayDriver {
+        &self.overlay
     }
 }
 
@@ -50,6 +62,7 @@ impl Drivers for LinuxDrivers {
             NetworkKind::Macvlan(_) => &self.macvlan,
             NetworkKind::HostDevice(_) => &self.host_device,
             NetworkKind::Tap(_) => &self.tap,
+            NetworkKind::Overlay(_) => &self.overlay,
             NetworkKind::Null => &self.null,
             NetworkKind::Host => &self.host,
         }
