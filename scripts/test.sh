@@ -15,6 +15,8 @@ packages=(
   iproute2 iputils-ping nftables iptables strace jq curl iperf3
   docker.io busybox-static    # a real dockerd for ferryd's Docker tests (started by the tests)
   netavark                    # a peer of the benchmark's smoke run
+  protobuf-compiler           # protoc, to build the etcd client (ferry-cluster)
+  etcd-server                 # etcd for ferry-cluster's tests (started by the tests)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -62,7 +62,12 @@ fn unavailable(e: etcd_client::Error) -> Error {
 }
 
 fn lease_gone(e: &etcd_client::Error) -> bool {
-    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found"))
+    // A put answers a gRPC status, the keepalive stream its own error.
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s.message().contains("lease not found"),
+        etcd_client::Error::LeaseKeepAliveError(m) => m.contains("lease not found"),
+        _ => false,
+    }
 }
 
 fn is_block(key: &str) -> bool {
@@ -275,6 +280,16 @@ impl Ctx {
         }
     }
 
+    /// A new lease for the keepalive task, bounded by the deadline; a
+    /// failure is retried at the next tick.
+    async fn regrant(&self, lease: &mut Lease) {
+        match timeout(DEADLINE, self.ensure_lease(lease)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot grant a new lease yet"),
+            Err(_) => tracing::warn!("cannot grant a new lease yet: no answer"),
+        }
+    }
+
     /// Keeps the lease alive every TTL/3; grants a new one (re-publishing)
     /// when etcd says it is gone.
     async fn keepalive(self) {
@@ -289,28 +304,25 @@ impl Ctx {
                 keeper = None;
                 if pending {
                     let mut lease = self.lease.lock().await;
-                    if let Err(e) = self.ensure_lease(&mut lease).await {
-                        tracing::warn!(error = %e, "cannot grant a new lease yet");
-                    }
+                    self.regrant(&mut lease).await;
                 }
                 continue;
             };
             match timeout(DEADLINE, self.keep_alive_once(id, &mut keeper)).await {
                 Ok(Ok(true)) => {}
-                Ok(Ok(false)) => {
+                Ok(Err(e)) if !lease_gone(&e) => {
+                    tracing::debug!(error = %e, "lease keepalive failed; retrying");
+                    keeper = None;
+                }
+                // etcd answers TTL 0 or "lease not found": the lease is gone.
+                Ok(Ok(false)) | Ok(Err(_)) => {
                     tracing::warn!(host = %self.host_id, lease = id, "lease expired; granting a new one");
                     keeper = None;
                     let mut lease = self.lease.lock().await;
                     if lease.id == Some(id) {
                         lease.id = None;
-                        if let Err(e) = self.ensure_lease(&mut lease).await {
-                            tracing::warn!(error = %e, "cannot grant a new lease yet");
-                        }
+                        self.regrant(&mut lease).await;
                     }
-                }
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "lease keepalive failed; retrying");
-                    keeper = None;
                 }
                 Err(_) => keeper = None,
             }
