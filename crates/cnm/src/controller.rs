@@ -14,7 +14,7 @@ use crate::wire::{self, keys};
 use ferry_drivers::link::iface::{Address, InterfaceConfig};
 use ferry_drivers::network::{
     BridgeConfig, Drivers, Endpoint as Link, EndpointSpec, External, MacvlanConfig, NetworkDriver,
-    NetworkKind, NetworkSpec, Placement,
+    NetworkKind, NetworkSpec, OverlayConfig, Placement,
 };
 use ferry_drivers::MacAddr;
 use ipnet::IpNet;
@@ -51,6 +51,9 @@ pub struct Network {
     pub host_binding_ipv4: Option<std::net::IpAddr>,
     pub ipv4: Vec<wire::IpamData>,
     pub ipv6: Vec<wire::IpamData>,
+    /// The blocks of an overlay network's subnets this host claimed.
+    #[serde(default)]
+    pub blocks: Vec<IpNet>,
 }
 
 impl Network {
@@ -79,8 +82,15 @@ impl Network {
             }),
             Driver::Null => NetworkKind::Null,
             Driver::Host => NetworkKind::Host,
+            Driver::Overlay { vni, local } => NetworkKind::Overlay(OverlayConfig {
+                vni: *vni,
+                bridge: self.bridge.clone(),
+                vxlan: format!("fx-{vni}"),
+                local: *local,
+                port: ferry_drivers::network::VXLAN_PORT,
+            }),
         };
-        let routed = self.driver == Driver::Bridge;
+        let routed = matches!(self.driver, Driver::Bridge | Driver::Overlay { .. });
         NetworkSpec {
             id: self.id.clone(),
             kind,
@@ -173,6 +183,8 @@ pub struct Controller {
     pub(crate) networks: BTreeMap<String, Network>,
     pub(crate) endpoints: BTreeMap<String, Endpoint>,
     pub(crate) sandboxes: BTreeMap<String, crate::sandbox::Sandbox>,
+    /// This host in a cluster, for overlay networks.
+    pub(crate) cluster: Option<crate::overlay::Cluster>,
 }
 
 pub(crate) fn net_key(id: &str) -> String {
@@ -261,6 +273,7 @@ impl Controller {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             sandboxes: BTreeMap::new(),
+            cluster: None,
         };
         for (k, v) in c.store.load()? {
             let bad = |e: serde_json::Error| CnmError::Store(format!("{k}: {e}"));
@@ -428,6 +441,7 @@ impl Controller {
             host_binding_ipv4: host_binding_ipv4.filter(|_| is_bridge),
             ipv4: def.ipv4,
             ipv6: def.ipv6,
+            blocks: Vec::new(),
         };
         let spec = n.spec();
         let driver = self.driver(&spec);

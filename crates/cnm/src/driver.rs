@@ -25,6 +25,12 @@ pub enum Driver {
     },
     Null,
     Host,
+    /// A network of global scope: VXLAN `vni` across the cluster's hosts,
+    /// this host's tunnel end at `local`.
+    Overlay {
+        vni: u32,
+        local: std::net::IpAddr,
+    },
 }
 
 fn text<'a>(generic: Option<&'a Value>, key: &str) -> Option<&'a str> {
@@ -49,8 +55,12 @@ impl Driver {
                     mode: mode.to_string(),
                 })
             }
+            "overlay" => Err(CnmError::Invalid(
+                "an overlay network is the cluster's: create it by name (ferry network create NAME -d overlay)"
+                    .into(),
+            )),
             other => Err(CnmError::Invalid(format!(
-                "unknown driver {other:?}: use bridge, macvlan, null or host"
+                "unknown driver {other:?}: use bridge, macvlan, overlay, null or host"
             ))),
         }
     }
@@ -61,12 +71,16 @@ impl Driver {
             Driver::Macvlan { .. } => "macvlan",
             Driver::Null => "null",
             Driver::Host => "host",
+            Driver::Overlay { .. } => "overlay",
         }
     }
 
     /// Endpoints of this driver have an interface to move into the sandbox.
     pub fn has_interface(&self) -> bool {
-        matches!(self, Driver::Bridge | Driver::Macvlan { .. })
+        matches!(
+            self,
+            Driver::Bridge | Driver::Macvlan { .. } | Driver::Overlay { .. }
+        )
     }
 }
 

@@ -43,6 +43,9 @@ pub enum CnmError {
     /// A driver could not do what was asked; its message says what and why.
     #[error(transparent)]
     Driver(ferry_drivers::Error),
+    /// The cluster store cannot be reached now (CNI code 11, HTTP 503).
+    #[error("cluster store unavailable, try again later: {0}")]
+    Unavailable(String),
     /// The state database failed.
     #[error("state store: {0}")]
     Store(String),

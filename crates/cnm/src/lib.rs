@@ -7,6 +7,7 @@ pub mod controller;
 pub mod driver;
 pub mod error;
 pub mod ipam;
+pub mod overlay;
 pub mod ipam_store;
 pub mod publish;
 pub mod sandbox;

@@ -95,7 +95,7 @@ impl Claim {
     }
 }
 
-fn random_hex(n: usize) -> Result<String> {
+pub(crate) fn random_hex(n: usize) -> Result<String> {
     let mut buf = vec![0u8; n.div_ceil(2)];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
@@ -162,6 +162,9 @@ impl Controller {
         let mut generic = serde_json::Map::new();
         for (k, v) in &req.options {
             generic.insert(k.clone(), v.clone().into());
+        }
+        if req.driver.as_deref() == Some("overlay") {
+            return self.create_overlay_network(req);
         }
         if let Some(d) = &req.driver {
             generic.insert(DRIVER_KEY.into(), d.clone().into());
@@ -265,6 +268,9 @@ impl Controller {
                 "network {name:?} is in use by sandbox {:?}: disconnect it first",
                 ep.sandbox.clone().unwrap_or_default()
             )));
+        }
+        if matches!(n.driver, Driver::Overlay { .. }) {
+            return self.remove_overlay_network(&n);
         }
         self.delete_network(&n.id)?;
         for p in &n.pools {
@@ -407,7 +413,16 @@ impl Controller {
                 let _ = c.ipam.release_address(p, a.addr());
             }
         };
-        if has_interface {
+        let is_overlay = matches!(network.driver, Driver::Overlay { .. });
+        let network = if is_overlay {
+            let (updated, overlay_addrs) = self.overlay_addresses(network)?;
+            addrs.extend(overlay_addrs.into_iter().map(|a| (String::new(), a)));
+            updated
+        } else {
+            network.clone()
+        };
+        let network = &network;
+        if has_interface && !is_overlay {
             for p in &network.pools {
                 match self.ipam.request_address(p, None, false) {
                     Ok(a) => addrs.push((p.clone(), a)),
@@ -488,11 +503,21 @@ impl Controller {
             return Err(e);
         }
         self.endpoints.insert(id, ep.clone());
+        // The other hosts learn of the endpoint from the cluster store.
+        if is_overlay {
+            if let Err(e) = self.publish_endpoint(network, &ep, &sb.name) {
+                let _ = self.detach(&ep);
+                return Err(e);
+            }
+        }
         Ok(ep)
     }
 
     /// Removes an endpoint's interface and releases its addresses.
     fn detach(&mut self, ep: &Endpoint) -> Result<()> {
+        if let Some(n) = self.networks.get(&ep.network_id).cloned() {
+            self.withdraw_endpoint(&n, ep);
+        }
         self.remove_endpoint(ep)?;
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
             for a in ep.address.iter().chain(ep.address_v6.iter()) {

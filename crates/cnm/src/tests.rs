@@ -315,3 +315,59 @@ fn the_host_driver_refuses_a_sandbox_of_its_own() {
         .expect_err("refused");
     assert!(matches!(err, CnmError::Invalid(_)), "{err}");
 }
+
+#[test]
+fn overlay_networks_live_in_the_cluster_store() {
+    let s = Setup::new();
+    let store = ferry_cluster::open(
+        None,
+        &s.dir.path().join("cluster.redb"),
+        "h1",
+        ferry_cluster::DEFAULT_TTL,
+    )
+    .expect("embedded cluster store");
+    let mut c = s.open();
+    c.set_cluster(crate::overlay::Cluster {
+        store: store.clone(),
+        host: "h1".into(),
+        vtep: "198.18.100.1".parse().expect("ip"),
+    });
+    let n = c
+        .create_named_network(&NetworkCreate {
+            name: "ov".into(),
+            driver: Some("overlay".into()),
+            subnets: vec!["198.18.96.0/24".into()],
+            ..NetworkCreate::default()
+        })
+        .expect("overlay network");
+    let rec = store.networks().expect("networks");
+    assert_eq!(rec.len(), 1);
+    assert!(rec[0].vni > 0, "a VNI from the store");
+    // This host claimed a /26 and holds the gateway in it.
+    assert_eq!(n.blocks, vec!["198.18.96.0/26".parse().expect("net")]);
+    assert_eq!(n.gateways(), vec!["198.18.96.1/24".parse().expect("net")]);
+    c.create_sandbox("app", None).expect("sandbox");
+    let ep = connect(&mut c, "ov", "app", 0);
+    let addr = ep.address.expect("an address");
+    assert_eq!(addr.to_string(), "198.18.96.2/24", "from this host's block");
+    let published = store.endpoints(Some("ov")).expect("endpoints");
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].ip, addr.addr());
+    assert_eq!(published[0].host, "h1");
+    assert_eq!(published[0].mac, ep.mac);
+    // 61 more fill the block; the next one claims a second block.
+    for i in 0..62 {
+        let name = format!("s{i}");
+        c.create_sandbox(&name, None).expect("sandbox");
+        connect(&mut c, "ov", &name, 0);
+    }
+    let n = c.network_by_name("ov").expect("ov").clone();
+    assert_eq!(n.blocks.len(), 2, "{:?}", n.blocks);
+    assert_eq!(store.blocks("ov").expect("blocks").len(), 2);
+    c.disconnect("ov", "app").expect("disconnect");
+    assert!(!store
+        .endpoints(Some("ov"))
+        .expect("endpoints")
+        .iter()
+        .any(|e| e.ip == addr.addr()));
+}
