@@ -15,6 +15,7 @@ packages=(
   iproute2 iputils-ping nftables iptables strace jq curl iperf3
   docker.io busybox-static    # a real dockerd for ferryd's Docker tests (started by the tests)
   netavark                    # a peer of the benchmark's smoke run
+  dnsmasq-base                # the DHCP server of the dhcp IPAM tests
 )
 missing=()
 for p in "${packages[@]}"; do
