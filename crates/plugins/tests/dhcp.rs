@@ -278,3 +278,66 @@ fn config_errors_and_a_silent_server() {
     assert!(!ok);
     assert_eq!(v["code"], 50, "{v}");
 }
+
+/// The same conflist through the reference (`/usr/lib/cni/bridge` + `dhcp`
+/// with the reference daemon) and through Ferry: the same result shape.
+/// Known difference: Ferry's result carries the server's DNS option, the
+/// reference's an empty `dns`.
+#[test]
+fn result_shape_matches_the_reference() {
+    require_reference("dhcp");
+    let shape = |reference: bool, k: u8| -> Value {
+        let refs: &[&str] = if reference { &["bridge", "dhcp"] } else { &[] };
+        let node = Node::new(k, refs, &[]);
+        let lan = Lan::new(&node, true);
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("dhcp.sock");
+        let _daemon = if reference {
+            let child = Command::new("/usr/lib/cni/dhcp")
+                .args(["daemon", "-socketpath"])
+                .arg(&socket)
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            assert!(wait_for(|| std::os::unix::net::UnixStream::connect(
+                &socket
+            )
+            .is_ok()));
+            (Some(Proc(child)), None)
+        } else {
+            (None, Some(Daemon::start(dir.path())))
+        };
+        let net = node.net(
+            "dhcpnet",
+            json!([{
+                "type": "bridge", "bridge": lan.bridge, "isGateway": false, "ipMasq": false,
+                "ipam": {"type": "dhcp", "daemonSocketPath": socket}
+            }]),
+        );
+        let c = node.container();
+        let att = net.att(&c, "dhcp-diff", Value::Null);
+        let mut r = net.add(&att);
+        net.del(&att);
+        // The address differs run to run; its prefix and the rest must not.
+        let ip = r["ips"][0]["address"].as_str().unwrap().to_string();
+        assert!(ip.starts_with("198.18.160.") && ip.ends_with("/24"), "{r}");
+        r["ips"][0]["address"] = json!("ADDR/24");
+        for i in r["interfaces"].as_array_mut().unwrap() {
+            i["name"] = json!("-");
+            i["mac"] = json!("-");
+            i["sandbox"] = json!("-");
+        }
+        r
+    };
+    let mut reference = shape(true, 163);
+    let mut ferry = shape(false, 164);
+    // The reference prints its empty DNS as `{}`.
+    assert_eq!(
+        reference.as_object_mut().unwrap().remove("dns"),
+        Some(json!({}))
+    );
+    assert_eq!(ferry["dns"], json!({"nameservers": ["198.18.160.53"]}));
+    ferry.as_object_mut().unwrap().remove("dns");
+    assert_eq!(ferry, reference);
+}
