@@ -17,6 +17,7 @@ packages=(
   netavark                    # a peer of the benchmark's smoke run
   protobuf-compiler           # protoc, to build the etcd client (ferry-cluster)
   etcd-server                 # etcd for ferry-cluster's tests (started by the tests)
+  dnsmasq-base                # the DHCP server of the dhcp IPAM tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -124,7 +124,10 @@ impl Controller {
             }
         }
         for s in &subnets {
-            if let Some(t) = taken.iter().find(|t| t.contains(&s.network()) || s.contains(&t.network())) {
+            if let Some(t) = taken
+                .iter()
+                .find(|t| t.contains(&s.network()) || s.contains(&t.network()))
+            {
                 return Err(CnmError::PoolOverlap {
                     requested: s.to_string(),
                     existing: t.to_string(),
@@ -144,7 +147,11 @@ impl Controller {
 
     /// A subnet of the default pools of this family that overlaps nothing in `taken`.
     fn free_default_subnet(&self, v6: bool, taken: &[IpNet]) -> Result<IpNet> {
-        for d in self.defaults.iter().filter(|d| d.base.addr().is_ipv6() == v6) {
+        for d in self
+            .defaults
+            .iter()
+            .filter(|d| d.base.addr().is_ipv6() == v6)
+        {
             let Ok(candidates) = d.base.subnets(d.size) else {
                 continue;
             };
@@ -275,7 +282,10 @@ impl Controller {
                 }
             };
             taken.push(ip);
-            out.push(IpNet::new(ip, subnet.prefix_len()).map_err(|e| CnmError::Invalid(e.to_string()))?);
+            out.push(
+                IpNet::new(ip, subnet.prefix_len())
+                    .map_err(|e| CnmError::Invalid(e.to_string()))?,
+            );
         }
         Ok((n, out))
     }

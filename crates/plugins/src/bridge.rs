@@ -196,6 +196,15 @@ impl Plugin for Bridge {
             cni_version: args.cni_version.clone(),
             ..CniResultType::default()
         };
+        // IPAM that talks through the link (dhcp) comes after the link.
+        let early = match ipam_type.as_deref().filter(|t| delegate::needs_link(t)) {
+            Some(_) => {
+                let net = c.network(args, Vec::new())?;
+                d.create_network(&net).map_err(driver_err)?;
+                Some(endpoint::create(&mut rollback, &net, mac, Vec::new())?)
+            }
+            None => None,
+        };
         let mut gateways = Vec::new();
         if let Some(t) = &ipam_type {
             let ipam = delegate::ipam_add_for(t, args, CONTAINER_IFACE)?;
@@ -208,7 +217,10 @@ impl Plugin for Bridge {
         let net = c.network(args, gateways)?;
         d.create_network(&net).map_err(driver_err)?;
         let join = ipam_type.is_some() || !c.disable_container_interface;
-        let ep = endpoint::add(&mut rollback, &net, mac, &result, CONTAINER_IFACE, join)?;
+        let ep = match early {
+            Some(ep) => endpoint::finish(&mut rollback, &net, ep, &result, CONTAINER_IFACE, join)?,
+            None => endpoint::add(&mut rollback, &net, mac, &result, CONTAINER_IFACE, join)?,
+        };
         if let Some(dns) = netconf::dns(args)? {
             result.dns = dns;
         }

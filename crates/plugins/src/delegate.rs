@@ -38,3 +38,9 @@ pub fn ipam_add_for(
 pub fn ipam_pass(ipam_type: &str, command: &str, args: &CmdArgs) -> CniResult<()> {
     invoke::delegate(ipam_type, command, &args.stdin).map(|_| ())
 }
+
+/// Whether IPAM `ipam_type` talks through the container's link, so that it
+/// must run after the link exists (ADD) and before it goes (DEL): `dhcp`.
+pub fn needs_link(ipam_type: &str) -> bool {
+    ipam_type == "dhcp"
+}

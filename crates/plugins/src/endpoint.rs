@@ -32,11 +32,24 @@ pub fn add(
     index: usize,
     join: bool,
 ) -> CniResult<Endpoint> {
+    let addresses = result.ips.iter().map(|i| i.address).collect();
+    let ep = create(rollback, net, mac, addresses)?;
+    finish(rollback, net, ep, result, index, join)
+}
+
+/// The endpoint's link as CNI_IFNAME in CNI_NETNS, not yet configured
+/// (before IPAM when the IPAM plugin needs the link: `dhcp`).
+pub fn create(
+    rollback: &mut Rollback<'_>,
+    net: &NetworkSpec,
+    mac: Option<MacAddr>,
+    addresses: Vec<IpNet>,
+) -> CniResult<Endpoint> {
     let (args, d) = (rollback.args, rollback.driver);
     let spec = EndpointSpec {
         id: id(args),
         mac,
-        addresses: result.ips.iter().map(|i| i.address).collect(),
+        addresses,
     };
     let place = Placement::Netns {
         netns: &args.netns,
@@ -44,6 +57,21 @@ pub fn add(
     };
     let ep = d.create_endpoint(net, &spec, place).map_err(driver_err)?;
     rollback.endpoint = Some((net.clone(), ep.clone()));
+    Ok(ep)
+}
+
+/// The rest of [`add`] for an endpoint made by [`create`]: the join with
+/// `result`'s addresses and routes, and the masquerade.
+pub fn finish(
+    rollback: &mut Rollback<'_>,
+    net: &NetworkSpec,
+    mut ep: Endpoint,
+    result: &CniResultType,
+    index: usize,
+    join: bool,
+) -> CniResult<Endpoint> {
+    let (args, d) = (rollback.args, rollback.driver);
+    ep.addresses = result.ips.iter().map(|i| i.address).collect();
     if join {
         let cfg = conf::iface_config(result, index);
         d.join(net, &ep, &args.netns, &args.ifname, &cfg)
@@ -83,6 +111,11 @@ pub fn del(
     ipam: Option<&str>,
 ) -> CniResult<()> {
     let ep = of_request(args, prev_addresses(args));
+    // An IPAM plugin that speaks through the link (dhcp's RELEASE) goes
+    // before it.
+    if let Some(t) = ipam.filter(|t| delegate::needs_link(t)) {
+        delegate::ipam_pass(t, "DEL", args)?;
+    }
     // The link goes first so that the kernel's part of the delete runs
     // while the rest of DEL (IPAM, nftables) does: see link::detach.
     let link = d.delete_endpoint(net, &ep).map_err(driver_err);
@@ -90,7 +123,7 @@ pub fn del(
         d.revoke_external_connectivity(net, &ep)
             .map_err(driver_err)?;
     }
-    if let Some(t) = ipam {
+    if let Some(t) = ipam.filter(|t| !delegate::needs_link(t)) {
         delegate::ipam_pass(t, "DEL", args)?;
     }
     link?.finish();

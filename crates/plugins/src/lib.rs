@@ -6,6 +6,7 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod delegate;
+pub mod dhcp;
 pub mod endpoint;
 pub mod firewall;
 pub mod host_device;
@@ -59,6 +60,11 @@ pub static REGISTRY: &[Entry] = &[
         name: "static",
         about: "Ferry static IPAM plugin: returns the configured addresses",
         plugin: &static_ipam::Static,
+    },
+    Entry {
+        name: "dhcp",
+        about: "Ferry dhcp IPAM plugin: leases from a DHCP server through the dhcp daemon (`dhcp daemon`)",
+        plugin: &dhcp::Dhcp,
     },
     Entry {
         name: "macvlan",

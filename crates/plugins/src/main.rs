@@ -1,6 +1,7 @@
 //! One executable for every Ferry CNI plugin, busybox style: the plugin is the
 //! name it was run as (`/opt/cni/bin/bridge -> ferry-plugin`), or the first
-//! argument when run as `ferry-plugin TYPE`.
+//! argument when run as `ferry-plugin TYPE`. `dhcp daemon ...` runs the DHCP
+//! daemon instead of a CNI invocation, as the reference `dhcp` does.
 
 fn main() {
     let mut args = std::env::args_os();
@@ -16,6 +17,10 @@ fn main() {
     } else {
         invoked
     };
+    let rest: Vec<String> = args.map(|a| a.to_string_lossy().into_owned()).collect();
+    if name == "dhcp" && rest.first().is_some_and(|a| a == "daemon") {
+        ferry_plugins::dhcp::daemon_main(&rest[1..]);
+    }
     match ferry_plugins::find(&name) {
         Some(entry) => ferry_cni::skel::plugin_main(entry.name, entry.plugin, entry.about),
         None => {

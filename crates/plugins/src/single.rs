@@ -139,10 +139,16 @@ pub fn del(
     net: &NetworkSpec,
     ipam_type: Option<&str>,
 ) -> CniResult<()> {
+    // An IPAM plugin that speaks through the link (dhcp's RELEASE) goes
+    // before it.
+    let ipam_first = ipam_type.filter(|t| delegate::needs_link(t));
+    if let Some(t) = ipam_first {
+        delegate::ipam_pass(t, "DEL", args)?;
+    }
     let link: CniResult<Pending> = drv
         .delete_endpoint(net, &endpoint(args, None))
         .map_err(conf::driver_err);
-    if let Some(t) = ipam_type {
+    if let Some(t) = ipam_type.filter(|_| ipam_first.is_none()) {
         delegate::ipam_pass(t, "DEL", args)?;
     }
     link?.finish();

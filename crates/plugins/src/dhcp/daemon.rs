@@ -1,0 +1,516 @@
+//! `dhcp daemon`: holds the leases of every attachment, renews them at T1,
+//! rebinds at T2, acquires again after expiry, and keeps each lease in a
+//! file of its state directory so that a restarted daemon reloads and keeps
+//! renewing them. One thread per connection and one per lease.
+//!
+//! Flags, as the reference's: `-socketpath PATH` (default
+//! `/run/cni/dhcp.sock`), `-timeout DURATION` (acquisition, default 10s),
+//! `-broadcast`, `-pidfile PATH`; Ferry's own: `-statedir DIR` (default
+//! `/var/lib/cni/dhcp`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use ferry_cni::error::code;
+use sha2::{Digest, Sha256};
+
+use super::client::{self, unix_now, Params};
+use super::proto::{Lease, Reply, Request};
+use super::{parse_duration, DEFAULT_SOCKET};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cni/dhcp";
+
+/// The daemon's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub timeout: Duration,
+    pub broadcast: bool,
+    pub pidfile: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Parses the flags after `daemon` (`-flag value`, `--flag value` or `-flag=value`).
+    pub fn parse(args: &[String]) -> Result<Settings, String> {
+        let mut s = Settings {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            timeout: Duration::from_secs(10),
+            broadcast: false,
+            pidfile: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let flag = a.trim_start_matches('-');
+            let (name, inline) = match flag.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (flag, None),
+            };
+            if name == "broadcast" {
+                s.broadcast = inline.as_deref().is_none_or(|v| v == "true");
+                continue;
+            }
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| it.next().cloned())
+                    .ok_or_else(|| format!("flag -{name} needs a value"))
+            };
+            match name {
+                "socketpath" => s.socket = PathBuf::from(value()?),
+                "statedir" => s.state_dir = PathBuf::from(value()?),
+                "pidfile" => s.pidfile = Some(PathBuf::from(value()?)),
+                "timeout" => s.timeout = parse_duration(&value()?)?,
+                // Accepted for compatibility; Ferry's client resends with its own backoff.
+                "resendmax" | "hostprefix" => {
+                    value()?;
+                }
+                _ => return Err(format!("unknown flag {a:?}")),
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// Stops one lease's renewal thread.
+#[derive(Default)]
+struct Stop {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stop {
+    fn stop(&self) {
+        if let Ok(mut s) = self.stopped.lock() {
+            *s = true;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Waits until unix time `until`; true when stopped meanwhile.
+    fn wait_until(&self, until: u64) -> bool {
+        let Ok(mut stopped) = self.stopped.lock() else {
+            return true;
+        };
+        loop {
+            if *stopped {
+                return true;
+            }
+            let now = unix_now();
+            if now >= until {
+                return false;
+            }
+            let wait = Duration::from_secs((until - now).min(3600));
+            stopped = match self.cv.wait_timeout(stopped, wait) {
+                Ok((g, _)) => g,
+                Err(_) => return true,
+            };
+        }
+    }
+}
+
+struct Held {
+    lease: Lease,
+    stop: Arc<Stop>,
+}
+
+struct Daemon {
+    leases: Mutex<HashMap<String, Held>>,
+    settings: Settings,
+}
+
+/// The key of an attachment: container, network, interface.
+fn key(container_id: &str, network: &str, ifname: &str) -> String {
+    format!("{container_id}/{network}/{ifname}")
+}
+
+fn log(msg: &str) {
+    eprintln!("dhcp daemon: {msg}");
+}
+
+impl Daemon {
+    fn file(&self, key: &str) -> PathBuf {
+        let digest = Sha256::digest(key.as_bytes());
+        let name: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        self.settings.state_dir.join(format!("{name}.json"))
+    }
+
+    fn persist(&self, key: &str, l: &Lease) -> Result<(), String> {
+        let path = self.file(key);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec_pretty(l).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| format!("writing lease file {}: {e}", path.display()))
+    }
+
+    fn get(&self, key: &str) -> Option<Lease> {
+        self.leases.lock().ok()?.get(key).map(|h| h.lease.clone())
+    }
+
+    /// Starts holding `lease`: the file, the table, the renewal thread.
+    fn hold(self: &Arc<Self>, key: String, lease: Lease) -> Result<(), String> {
+        self.persist(&key, &lease)?;
+        let stop = Arc::new(Stop::default());
+        let old = self
+            .leases
+            .lock()
+            .map_err(|_| "lease table poisoned".to_string())?
+            .insert(
+                key.clone(),
+                Held {
+                    lease,
+                    stop: stop.clone(),
+                },
+            );
+        if let Some(old) = old {
+            old.stop.stop();
+        }
+        let d = self.clone();
+        std::thread::spawn(move || d.maintain(&key, &stop));
+        Ok(())
+    }
+
+    /// Stops holding the lease of `key`; RELEASE to the server.
+    fn drop_lease(&self, key: &str) {
+        let held = self.leases.lock().ok().and_then(|mut m| m.remove(key));
+        let _ = std::fs::remove_file(self.file(key));
+        if let Some(h) = held {
+            h.stop.stop();
+            if let Err(e) = client::release(&h.lease) {
+                log(&format!("RELEASE of {} for {key}: {e}", h.lease.address));
+            }
+        }
+    }
+
+    /// The renewal loop of one lease: renew at T1, rebind at T2, acquire
+    /// again once expired; retry a failure after half the time left to the
+    /// next step (1 s to 60 s).
+    fn maintain(&self, key: &str, stop: &Stop) {
+        loop {
+            let Some(l) = self.get(key) else { return };
+            if stop.wait_until(l.t1) {
+                return;
+            }
+            let now = unix_now();
+            let timeout = Duration::from_millis(l.timeout_ms.max(1000));
+            let outcome = if now < l.t2 {
+                client::renew(&l, false, timeout.min(Duration::from_secs(5)))
+            } else if now < l.expires {
+                client::renew(&l, true, timeout.min(Duration::from_secs(5)))
+            } else {
+                client::acquire(&Params {
+                    netns: &l.netns,
+                    ifname: &l.ifname,
+                    request: &l.request,
+                    provide: &l.provide,
+                    timeout,
+                })
+            };
+            if stop.wait_until(0) {
+                return;
+            }
+            match outcome {
+                Ok(ack) => {
+                    let mut next = l.clone();
+                    ack.apply(&mut next);
+                    if next.address != l.address || next.router != l.router {
+                        log(&format!(
+                            "{key}: the server changed the lease from {} to {} (router {:?}); \
+                             the container keeps its configuration",
+                            l.address, next.address, next.router
+                        ));
+                    }
+                    if let Err(e) = self.persist(key, &next) {
+                        log(&e);
+                    }
+                    if let Ok(mut m) = self.leases.lock() {
+                        if let Some(h) = m.get_mut(key) {
+                            h.lease = next;
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !Path::new(&l.netns).exists() {
+                        log(&format!("{key}: namespace {} is gone; forgetting", l.netns));
+                        self.forget(key);
+                        return;
+                    }
+                    let next = if now < l.t2 {
+                        l.t2
+                    } else if now < l.expires {
+                        l.expires
+                    } else {
+                        now + 20
+                    };
+                    let retry = (next.saturating_sub(now) / 2).clamp(1, 60);
+                    log(&format!(
+                        "{key}: renewing {}: {e}; again in {retry}s",
+                        l.address
+                    ));
+                    if stop.wait_until(unix_now() + retry) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget(&self, key: &str) {
+        if let Ok(mut m) = self.leases.lock() {
+            m.remove(key);
+        }
+        let _ = std::fs::remove_file(self.file(key));
+    }
+
+    /// Reloads the lease files of a previous run and resumes their renewal.
+    fn reload(self: &Arc<Self>) {
+        let Ok(dir) = std::fs::read_dir(&self.settings.state_dir) else {
+            return;
+        };
+        for e in dir.flatten() {
+            let path = e.path();
+            if path.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let lease: Lease = match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(l) => l,
+                Err(e) => {
+                    log(&format!("ignoring lease file {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let k = key(&lease.container_id, &lease.network, &lease.ifname);
+            if !Path::new(&lease.netns).exists() {
+                log(&format!("{k}: namespace {} is gone; dropping", lease.netns));
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            log(&format!("{k}: reloaded lease {}", lease.address));
+            if let Err(e) = self.hold(k, lease) {
+                log(&e);
+            }
+        }
+    }
+
+    fn handle(self: &Arc<Self>, req: Request) -> Reply {
+        let k = key(&req.container_id, &req.network, &req.ifname);
+        let fail = |code: u32, msg: String| Reply {
+            error: Some(msg),
+            code,
+            ..Reply::default()
+        };
+        match req.op.as_str() {
+            "status" => Reply::default(),
+            "add" => {
+                if let Some(l) = self.get(&k) {
+                    return Reply {
+                        lease: Some(l),
+                        ..Reply::default()
+                    };
+                }
+                let timeout = match req.timeout_ms {
+                    0 => self.settings.timeout,
+                    ms => Duration::from_millis(ms),
+                };
+                let p = Params {
+                    netns: &req.netns,
+                    ifname: &req.ifname,
+                    request: &req.request,
+                    provide: &req.provide,
+                    timeout,
+                };
+                let ack = match client::acquire(&p) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return fail(
+                            code::TRY_AGAIN_LATER,
+                            format!("dhcp: no lease for {} in {}: {e}", req.ifname, req.netns),
+                        )
+                    }
+                };
+                let client_id = req
+                    .provide
+                    .iter()
+                    .find(|(c, _)| *c == super::options::CLIENT_ID)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let mut lease = Lease {
+                    container_id: req.container_id.clone(),
+                    network: req.network.clone(),
+                    netns: req.netns.clone(),
+                    ifname: req.ifname.clone(),
+                    client_id,
+                    request: req.request.clone(),
+                    provide: req.provide.clone(),
+                    broadcast: req.broadcast || self.settings.broadcast,
+                    timeout_ms: timeout.as_millis() as u64,
+                    address: ipnet::Ipv4Net::default(),
+                    router: None,
+                    dns: Vec::new(),
+                    routes: Vec::new(),
+                    classless: false,
+                    server: std::net::Ipv4Addr::UNSPECIFIED,
+                    acquired: 0,
+                    t1: 0,
+                    t2: 0,
+                    expires: 0,
+                };
+                ack.apply(&mut lease);
+                if let Err(e) = self.hold(k.clone(), lease.clone()) {
+                    let _ = client::release(&lease);
+                    self.forget(&k);
+                    return fail(code::INTERNAL, format!("dhcp: {e}"));
+                }
+                log(&format!("{k}: leased {}", lease.address));
+                Reply {
+                    lease: Some(lease),
+                    ..Reply::default()
+                }
+            }
+            "check" => match self.get(&k) {
+                Some(l) => Reply {
+                    lease: Some(l),
+                    ..Reply::default()
+                },
+                None => fail(
+                    code::INTERNAL,
+                    format!("dhcp: the daemon holds no lease for {k}"),
+                ),
+            },
+            "del" => {
+                self.drop_lease(&k);
+                Reply::default()
+            }
+            "gc" => {
+                let stale: Vec<String> = self
+                    .leases
+                    .lock()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, h)| h.lease.network == req.network)
+                            .filter(|(_, h)| {
+                                let att = format!("{}:{}", h.lease.container_id, h.lease.ifname);
+                                !req.valid.contains(&att)
+                            })
+                            .map(|(k, _)| k.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for k in stale {
+                    log(&format!("{k}: released by GC"));
+                    self.drop_lease(&k);
+                }
+                Reply::default()
+            }
+            other => fail(code::INTERNAL, format!("unknown operation {other:?}")),
+        }
+    }
+
+    fn serve_conn(self: &Arc<Self>, s: UnixStream) {
+        let mut line = String::new();
+        let Ok(mut w) = s.try_clone() else { return };
+        if BufReader::new(s).read_line(&mut line).is_err() {
+            return;
+        }
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => self.handle(req),
+            Err(e) => Reply {
+                error: Some(format!("bad request: {e}")),
+                code: code::DECODING_FAILURE,
+                ..Reply::default()
+            },
+        };
+        if let Ok(mut bytes) = serde_json::to_vec(&reply) {
+            bytes.push(b'\n');
+            let _ = w.write_all(&bytes);
+        }
+    }
+}
+
+/// Runs the daemon until killed.
+pub fn run(settings: Settings) -> Result<(), String> {
+    std::fs::create_dir_all(&settings.state_dir)
+        .map_err(|e| format!("state directory {}: {e}", settings.state_dir.display()))?;
+    if let Some(dir) = settings.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    // A socket file nobody answers on is left over from a killed daemon.
+    if settings.socket.exists() {
+        if UnixStream::connect(&settings.socket).is_ok() {
+            return Err(format!(
+                "a daemon already serves {}",
+                settings.socket.display()
+            ));
+        }
+        let _ = std::fs::remove_file(&settings.socket);
+    }
+    let listener = UnixListener::bind(&settings.socket)
+        .map_err(|e| format!("listening on {}: {e}", settings.socket.display()))?;
+    if let Some(p) = &settings.pidfile {
+        std::fs::write(p, std::process::id().to_string())
+            .map_err(|e| format!("pidfile {}: {e}", p.display()))?;
+    }
+    let d = Arc::new(Daemon {
+        leases: Mutex::new(HashMap::new()),
+        settings,
+    });
+    d.reload();
+    log(&format!("serving {}", d.settings.socket.display()));
+    for conn in listener.incoming() {
+        match conn {
+            Ok(s) => {
+                let d = d.clone();
+                std::thread::spawn(move || d.serve_conn(s));
+            }
+            Err(e) => log(&format!("accept: {e}")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags() {
+        let a: Vec<String> = [
+            "-socketpath",
+            "/x.sock",
+            "--statedir=/s",
+            "-timeout",
+            "3s",
+            "-broadcast",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let s = Settings::parse(&a).unwrap();
+        assert_eq!(s.socket, PathBuf::from("/x.sock"));
+        assert_eq!(s.state_dir, PathBuf::from("/s"));
+        assert_eq!(s.timeout, Duration::from_secs(3));
+        assert!(s.broadcast);
+        assert!(Settings::parse(&["-bogus".to_string()]).is_err());
+        assert!(Settings::parse(&["-socketpath".to_string()]).is_err());
+    }
+
+    #[test]
+    fn stop_interrupts_a_wait() {
+        let s = Arc::new(Stop::default());
+        let s2 = s.clone();
+        let t = std::thread::spawn(move || s2.wait_until(unix_now() + 30));
+        std::thread::sleep(Duration::from_millis(50));
+        s.stop();
+        assert!(t.join().unwrap());
+        assert!(!Stop::default().wait_until(0));
+    }
+}
