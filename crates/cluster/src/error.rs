@@ -7,6 +7,11 @@ pub enum Error {
     /// The store did not answer within its deadline, or cannot be reached.
     #[error("cluster store unavailable: {0} (try again later)")]
     Unavailable(String),
+    /// The request reached no etcd member (gRPC UNAVAILABLE); the store
+    /// sends it again to the next member until its deadline, then answers
+    /// `Unavailable`. Callers never see this variant.
+    #[error("cluster store member unreachable: {0}")]
+    Unreachable(String),
     /// The request contradicts what the store holds (another network of that
     /// name, a VNI in use, a block held by another host).
     #[error("cluster store conflict: {0}")]

@@ -58,6 +58,15 @@ pub(crate) struct EtcdKv {
 }
 
 fn unavailable(e: etcd_client::Error) -> Error {
+    // gRPC's UNAVAILABLE: the request never reached a member (one of the
+    // endpoints is down and the client's balancer picked it). Safe to send
+    // again: `call` retries these on the next member until the deadline.
+    if let etcd_client::Error::GRpcStatus(s) = &e {
+        // 14: gRPC's UNAVAILABLE status code.
+        if i32::from(s.code()) == 14 {
+            return Error::Unreachable(format!("etcd: {e}"));
+        }
+    }
     Error::Unavailable(format!("etcd: {e}"))
 }
 
@@ -139,20 +148,36 @@ impl EtcdKv {
     }
 
     /// Runs `f` on the runtime with the deadline and waits for its answer.
+    /// A request that reached no member (`Error::Unreachable`) is sent
+    /// again, to the next member, until the deadline.
     fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(Ctx) -> Fut,
+        F: Fn(Ctx) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let (tx, rx) = mpsc::sync_channel(1);
-        let fut = f(self.ctx.clone());
+        let ctx = self.ctx.clone();
         let what = what.to_string();
         self.handle.spawn(async move {
-            let out = timeout(DEADLINE, fut).await.unwrap_or_else(|_| {
+            let attempts = async {
+                loop {
+                    match f(ctx.clone()).await {
+                        Err(Error::Unreachable(_)) => {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        other => return other,
+                    }
+                }
+            };
+            let out = timeout(DEADLINE, attempts).await.unwrap_or_else(|_| {
                 Err(Error::Unavailable(format!(
                     "etcd: {what}: no answer within {DEADLINE:?}"
                 )))
+            });
+            let out = out.map_err(|e| match e {
+                Error::Unreachable(m) => Error::Unavailable(m),
+                other => other,
             });
             let _ = tx.send(out);
         });
@@ -433,82 +458,97 @@ impl Kv for EtcdKv {
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let key = key.to_string();
-        self.call("get", |ctx| async move {
-            let resp = ctx
-                .client
-                .clone()
-                .get(key, None)
-                .await
-                .map_err(unavailable)?;
-            Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+        self.call("get", move |ctx| {
+            let key = key.clone();
+            async move {
+                let resp = ctx
+                    .client
+                    .clone()
+                    .get(key, None)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+            }
         })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
         let prefix = prefix.to_string();
-        self.call("list", |ctx| async move { Ok(ctx.list(&prefix).await?.1) })
+        self.call("list", move |ctx| {
+            let prefix = prefix.clone();
+            async move { Ok(ctx.list(&prefix).await?.1) }
+        })
     }
 
     fn create(&self, entries: Vec<(String, Vec<u8>)>, leased: bool) -> Result<bool> {
-        self.call("create", move |ctx| async move {
-            if !leased {
-                let resp = ctx.client.clone().txn(create_txn(&entries, None)).await;
-                return resp.map(|r| r.succeeded()).map_err(unavailable);
+        self.call("create", move |ctx| {
+            let entries = entries.clone();
+            async move {
+                if !leased {
+                    let resp = ctx.client.clone().txn(create_txn(&entries, None)).await;
+                    return resp.map(|r| r.succeeded()).map_err(unavailable);
+                }
+                let op = |mut c: Client, id| {
+                    let txn = create_txn(&entries, Some(id));
+                    async move { c.txn(txn).await.map(|r| r.succeeded()) }
+                };
+                let (created, mut lease) = ctx.leased(op).await?;
+                if created {
+                    lease.published.extend(entries.iter().cloned());
+                }
+                Ok(created)
             }
-            let op = |mut c: Client, id| {
-                let txn = create_txn(&entries, Some(id));
-                async move { c.txn(txn).await.map(|r| r.succeeded()) }
-            };
-            let (created, mut lease) = ctx.leased(op).await?;
-            if created {
-                lease.published.extend(entries.iter().cloned());
-            }
-            Ok(created)
         })
     }
 
     fn put(&self, key: String, value: Vec<u8>, leased: bool) -> Result<()> {
-        self.call("put", move |ctx| async move {
-            if !leased {
-                ctx.client
-                    .clone()
-                    .put(key, value, None)
-                    .await
-                    .map_err(unavailable)?;
-                return Ok(());
+        self.call("put", move |ctx| {
+            let (key, value) = (key.clone(), value.clone());
+            async move {
+                if !leased {
+                    ctx.client
+                        .clone()
+                        .put(key, value, None)
+                        .await
+                        .map_err(unavailable)?;
+                    return Ok(());
+                }
+                let op = |mut c: Client, id| {
+                    let (k, v) = (key.clone(), value.clone());
+                    async move { c.put(k, v, Some(PutOptions::new().with_lease(id))).await }
+                };
+                let (_, mut lease) = ctx.leased(op).await?;
+                lease.published.insert(key, value);
+                Ok(())
             }
-            let op = |mut c: Client, id| {
-                let (k, v) = (key.clone(), value.clone());
-                async move { c.put(k, v, Some(PutOptions::new().with_lease(id))).await }
-            };
-            let (_, mut lease) = ctx.leased(op).await?;
-            lease.published.insert(key, value);
-            Ok(())
         })
     }
 
     fn delete(&self, keys: Vec<String>, prefixes: Vec<String>) -> Result<()> {
-        self.call("delete", move |ctx| async move {
-            // Under the lease lock, so a re-publish cannot bring them back.
-            let mut lease = ctx.lease.lock().await;
-            let mut ops: Vec<TxnOp> = keys
-                .iter()
-                .map(|k| TxnOp::delete(k.as_str(), None))
-                .collect();
-            ops.extend(
-                prefixes
+        self.call("delete", move |ctx| {
+            let (keys, prefixes) = (keys.clone(), prefixes.clone());
+            async move {
+                // Under the lease lock, so a re-publish cannot bring them back.
+                let mut lease = ctx.lease.lock().await;
+                let mut ops: Vec<TxnOp> = keys
                     .iter()
-                    .map(|p| TxnOp::delete(p.as_str(), Some(DeleteOptions::new().with_prefix()))),
-            );
-            ctx.client
-                .clone()
-                .txn(Txn::new().and_then(ops))
-                .await
-                .map_err(unavailable)?;
-            lease
-                .published
-                .retain(|k, _| !keys.contains(k) && !prefixes.iter().any(|p| k.starts_with(p)));
-            Ok(())
+                    .map(|k| TxnOp::delete(k.as_str(), None))
+                    .collect();
+                ops.extend(
+                    prefixes.iter().map(|p| {
+                        TxnOp::delete(p.as_str(), Some(DeleteOptions::new().with_prefix()))
+                    }),
+                );
+                ctx.client
+                    .clone()
+                    .txn(Txn::new().and_then(ops))
+                    .await
+                    .map_err(unavailable)?;
+                lease
+                    .published
+                    .retain(|k, _| !keys.contains(k) && !prefixes.iter().any(|p| k.starts_with(p)));
+                Ok(())
+            }
         })
     }
 

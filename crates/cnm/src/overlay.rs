@@ -353,3 +353,23 @@ impl Controller {
             .collect()
     }
 }
+
+impl Controller {
+    /// Publishes every endpoint this host holds on overlay networks again:
+    /// after a restart its store records may have expired with the old
+    /// lease. Returns how many were published; failures are logged by the caller.
+    pub fn republish_overlay(&self) -> Result<usize> {
+        let mut n = 0;
+        for ep in self.endpoints.values() {
+            let Some(net) = self.networks.get(&ep.network_id) else {
+                continue;
+            };
+            if !matches!(net.driver, Driver::Overlay { .. }) {
+                continue;
+            }
+            self.publish_endpoint(net, ep, ep.sandbox.as_deref().unwrap_or(""))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}

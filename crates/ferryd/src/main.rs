@@ -4,6 +4,7 @@
 //! and Ferry's own read API on a root-only socket. State lives in an embedded
 //! redb file and survives kill -9.
 
+mod agent;
 mod log;
 mod plugin_api;
 
@@ -38,6 +39,21 @@ struct Args {
     /// RUST_LOG directives (`ferryd=debug`). The flag wins over RUST_LOG.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log_level: String,
+    /// The cluster store of overlay networks: `etcd://HOST:PORT[,HOST:PORT...]`.
+    /// Without it, an embedded store (`--cluster-state`) serves this host alone.
+    #[arg(long)]
+    cluster_store: Option<String>,
+    /// This host's underlay address, the VTEP of its overlay networks
+    /// (default: the first IPv4 address of the default route's interface).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
+    /// This host's name in the cluster (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The embedded cluster store, used without --cluster-store (default:
+    /// `cluster.redb` beside --state).
+    #[arg(long)]
+    cluster_state: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,10 +83,21 @@ fn run(args: Args) -> Result<(), String> {
     };
     // A daemon deletes links from a thread (a forked deleter would leave
     // zombies) and keeps its nftables socket (closing one waits a grace period).
-    let drivers = LinuxDrivers::new(Deleter::Thread, config.driver_root());
+    let drivers = Arc::new(LinuxDrivers::new(Deleter::Thread, config.driver_root()));
     ferry_drivers::network::keep_nft_socket_open();
-    let controller = Controller::open(config, Arc::new(drivers)).map_err(|e| e.to_string())?;
+    let mut controller = Controller::open(config, drivers.clone()).map_err(|e| e.to_string())?;
+    let cluster = join_cluster(&args, &mut controller)?;
     let shared = Arc::new(Mutex::new(controller));
+    if let Some((store, host)) = cluster {
+        let vtep = shared
+            .lock()
+            .ok()
+            .and_then(|c| c.cluster().map(|c| c.vtep))
+            .ok_or("controller lock poisoned")?;
+        agent::Agent::new(store, host, vtep, shared.clone(), drivers)
+            .spawn()
+            .map_err(|e| format!("overlay agent: {e}"))?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -113,4 +140,59 @@ fn server_stopped(which: &str, r: Result<Result<(), String>, tokio::task::JoinEr
         Ok(Err(e)) => format!("{which} server failed: {e}"),
         Err(e) => format!("{which} server task failed: {e}"),
     }
+}
+
+/// Opens the cluster store, registers this host under its lease and
+/// publishes its overlay endpoints again. A host without an underlay
+/// address runs without overlay networks.
+fn join_cluster(
+    args: &Args,
+    controller: &mut Controller,
+) -> Result<Option<(Arc<dyn ferry_cluster::ClusterStore>, String)>, String> {
+    let host = match &args.node_name {
+        Some(n) => n.clone(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .map_err(|e| format!("hostname: {e}"))?,
+    };
+    let vtep = match args.advertise_address.or_else(default_address) {
+        Some(ip) => ip,
+        None => {
+            tracing::warn!("no underlay address (--advertise-address): overlay networks are off");
+            return Ok(None);
+        }
+    };
+    let local = args
+        .cluster_state
+        .clone()
+        .unwrap_or_else(|| args.state.with_file_name("cluster.redb"));
+    let store = ferry_cluster::open(
+        args.cluster_store.as_deref(),
+        &local,
+        &host,
+        ferry_cluster::DEFAULT_TTL,
+    )
+    .map_err(|e| e.to_string())?;
+    controller.set_cluster(ferry_cnm::overlay::Cluster {
+        store: store.clone(),
+        host: host.clone(),
+        vtep,
+    });
+    // A store that is down now is retried by the agent.
+    match agent::register(store.as_ref(), &host, vtep, controller) {
+        Ok(n) => tracing::info!(
+            host = %host,
+            %vtep,
+            backend = store.backend(),
+            endpoints = n,
+            "joined the cluster"
+        ),
+        Err(e) => tracing::warn!(host = %host, error = %e, "cannot join the cluster yet; retrying"),
+    }
+    Ok(Some((store, host)))
+}
+
+/// The first IPv4 address of the interface of the default route.
+fn default_address() -> Option<std::net::IpAddr> {
+    ferry_drivers::network::sandbox::default_route_address()
 }

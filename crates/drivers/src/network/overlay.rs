@@ -102,6 +102,9 @@ fn as_bridge(net: &NetworkSpec, c: &OverlayConfig, mtu: Option<u32>) -> NetworkS
     NetworkSpec {
         kind: NetworkKind::Bridge(BridgeConfig {
             bridge: c.bridge.clone(),
+            // Networks stay apart as Docker's do: an overlay network is
+            // reachable from no other network of the host.
+            isolate: true,
             icc: true,
             ..BridgeConfig::default()
         }),

@@ -112,3 +112,20 @@ impl Sandboxes for LinuxSandboxes {
         out
     }
 }
+
+/// The first IPv4 address of the interface the default route goes out of
+/// (a host's underlay address when none is given), if there is one.
+pub fn default_route_address() -> Option<std::net::IpAddr> {
+    let mut nl = Netlink::new().ok()?;
+    let oif = nl
+        .routes(Family::V4, Some(ferry_linux::TABLE_MAIN))
+        .ok()?
+        .into_iter()
+        .filter(|r| r.dst.prefix_len() == 0)
+        .find_map(|r| r.oif)?;
+    nl.addresses(Some(oif), Family::V4)
+        .ok()?
+        .into_iter()
+        .map(|a| a.net.addr())
+        .next()
+}
