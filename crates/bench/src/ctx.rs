@@ -34,6 +34,8 @@ pub struct Sizes {
     pub cnm_cycles: usize,
     /// RequestAddress (then ReleaseAddress) calls on one pool (scenario 9).
     pub ipam_requests: usize,
+    /// Attachments timed in the overlay scenario (10).
+    pub overlay_attachments: usize,
 }
 
 pub struct Ctx {

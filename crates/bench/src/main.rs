@@ -20,6 +20,7 @@
 mod cleanup;
 mod ctx;
 mod floor;
+mod overlay;
 mod peer;
 mod report;
 mod rss;
@@ -80,6 +81,9 @@ struct Opts {
     /// RequestAddress calls on one pool in scenario 9 (default 10000; smoke 200).
     #[arg(long)]
     ipam_requests: Option<usize>,
+    /// Attachments timed in scenario 10, the overlay (default 100; smoke 5).
+    #[arg(long)]
+    overlay_attachments: Option<usize>,
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference: PathBuf,
@@ -319,6 +323,10 @@ fn run(opts: Opts) -> i32 {
             .ipam_requests
             .unwrap_or(if smoke { 200 } else { 10_000 })
             .max(1),
+        overlay_attachments: opts
+            .overlay_attachments
+            .unwrap_or(if smoke { 5 } else { 100 })
+            .max(1),
     };
     let tag = match &opts.tag {
         Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),
@@ -448,7 +456,7 @@ fn run(opts: Opts) -> i32 {
         ctx.note("run", n);
     }
     for n in s7_notes {
-        for (num, s) in [(7, scenarios::S7), (9, scenarios::S9)] {
+        for (num, s) in [(7, scenarios::S7), (9, scenarios::S9), (10, scenarios::S10)] {
             if wanted(num) {
                 ctx.note(s, n.clone());
             }
@@ -458,7 +466,7 @@ fn run(opts: Opts) -> i32 {
     let date = now_utc();
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 8] = [
+    let list: [(u8, &str, Scenario); 9] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -467,6 +475,7 @@ fn run(opts: Opts) -> i32 {
         (6, scenarios::S6, rss::peak_rss),
         (7, scenarios::S7, scenarios::cnm),
         (9, scenarios::S9, scenarios::ipam),
+        (10, scenarios::S10, overlay::overlay),
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {

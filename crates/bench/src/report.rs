@@ -3,7 +3,7 @@
 //! against the number of containers for the scale scenario.
 
 use crate::ctx::Row;
-use crate::scenarios::{S1, S2, S3, S4, S5, S6, S7, S9};
+use crate::scenarios::{S1, S10, S2, S3, S4, S5, S6, S7, S9};
 use std::fmt::Write as _;
 
 /// Nearest-rank percentile of unsorted samples.
@@ -179,6 +179,33 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             limit: 1.2,
             measured: ratio(ipam_last, ipam_first),
             how: format!("ferryd RequestAddress p50, last {IPAM_K} / first {IPAM_K}"),
+        },
+        Target {
+            what: "overlay convergence p50 ≤ 50 ms",
+            limit: 50.0,
+            measured: p50(rows, S10, "ferry", "convergence"),
+            how: "attach on host A to first ping answered from host B, p50, ms".into(),
+        },
+        Target {
+            what: "overlay convergence p99 ≤ 250 ms",
+            limit: 250.0,
+            measured: percentile(&values(rows, S10, "ferry", "convergence"), 99.0),
+            how: "the same, p99, ms".into(),
+        },
+        Target {
+            what: "overlay stream ≥ 0.9× raw VXLAN",
+            limit: 1.0 / 0.9,
+            measured: ratio(
+                p50(rows, S10, "raw-vxlan", "iperf3"),
+                p50(rows, S10, "ferry", "iperf3"),
+            ),
+            how: "raw VXLAN / overlay Gbit/s (≤ 1.11 means overlay ≥ 0.9× raw)".into(),
+        },
+        Target {
+            what: "etcd writes per attachment ≤ 1 (block claims aside)",
+            limit: 1.0,
+            measured: p50(rows, S10, "ferry", "etcd-writes"),
+            how: "etcd revisions per attachment".into(),
         },
         Target {
             what: "peak RSS of one ADD ≤ 0.5× reference",
@@ -372,6 +399,14 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
             last.map(fmt_ms).unwrap_or("—".into()),
             first.map(fmt_ms).unwrap_or("—".into()),
             fmt_ratio(ratio(last, first)),
+        );
+    }
+
+    if has(rows, S10) {
+        let _ = writeln!(
+            w,
+            "| 10 overlay: attach on host A to first ping from host B | converge | {} | — | — | — | — | — | — | — |",
+            cell(rows, S10, "ferry", "convergence"),
         );
     }
 
@@ -628,6 +663,46 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         );
     }
     notes_for(w, meta, S9);
+
+    let _ = writeln!(w, "\n## 10. The overlay across hosts\n");
+    let _ = writeln!(
+        w,
+        "Two hosts as namespaces on an underlay bridge (198.18.252.0/24), one etcd member on \
+         the first, a ferryd per host (`--cluster-store etcd://...`), one overlay network \
+         (198.18.253.0/24). Convergence: from the start of `POST /connect` on host A to the \
+         first ping answered from a sandbox on host B (polled every 50 ms: one `ping` per \
+         try, so the figure includes up to one poll and a process start). etcd writes: the \
+         store's revision before and after the attachments, minus the blocks claimed \
+         meanwhile, per attachment. Throughput: one iperf3 TCP stream for 3 s, container to \
+         container across the hosts, and between the host namespaces over a VXLAN pair made \
+         by hand on the same underlay."
+    );
+    if has(rows, S10) {
+        let n = values(rows, S10, "ferry", "convergence").len();
+        let gbit = |part: &str| {
+            p50(rows, S10, part, "iperf3")
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or("—".into())
+        };
+        let _ = writeln!(
+            w,
+            "\n| convergence, {n} attachments: p50 (p95), ms | p99, ms | etcd writes per attachment | overlay Gbit/s | raw VXLAN Gbit/s | overlay / raw |\n| --- | --- | --- | --- | --- | --- |\n| {} | {} | {} | {} | {} | {} |",
+            cell(rows, S10, "ferry", "convergence"),
+            percentile(&values(rows, S10, "ferry", "convergence"), 99.0)
+                .map(fmt_ms)
+                .unwrap_or("—".into()),
+            p50(rows, S10, "ferry", "etcd-writes")
+                .map(|v| format!("{v:.2}"))
+                .unwrap_or("—".into()),
+            gbit("ferry"),
+            gbit("raw-vxlan"),
+            fmt_ratio(ratio(
+                p50(rows, S10, "ferry", "iperf3"),
+                p50(rows, S10, "raw-vxlan", "iperf3")
+            )),
+        );
+    }
+    notes_for(w, meta, S10);
 
     let _ = writeln!(w, "\n## Notes\n");
     notes_for(w, meta, "run");

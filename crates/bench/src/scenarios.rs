@@ -32,6 +32,7 @@ pub const S6: &str = "6-rss";
 pub const S7: &str = "7-cnm";
 pub const S8: &str = "8-floor";
 pub const S9: &str = "9-ipam";
+pub const S10: &str = "10-overlay";
 
 fn part_index(p: Part) -> u8 {
     match p {

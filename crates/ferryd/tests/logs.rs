@@ -136,7 +136,7 @@ fn one_event_per_request_on_stderr_only() {
     // Startup names the sockets and the state file; shutdown is logged.
     let plugin = d.plugin.display().to_string();
     assert!(
-        stderr.lines().next().is_some_and(|l| l.contains(&plugin)
+        stderr.lines().any(|l| l.contains(&plugin)
             && l.contains(&d.api.display().to_string())
             && l.contains("state.redb")),
         "{stderr}"
