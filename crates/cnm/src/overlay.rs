@@ -269,7 +269,12 @@ impl Controller {
     /// its gateways, and those Docker's IPAM handed out from a pool of the
     /// same subnet (an endpoint to be, see `overlay_docker`).
     pub(crate) fn overlay_taken(&self, n: &Network) -> Vec<IpAddr> {
-        let subnets: Vec<&str> = n.ipv4.iter().chain(&n.ipv6).map(|d| d.pool.as_str()).collect();
+        let subnets: Vec<&str> = n
+            .ipv4
+            .iter()
+            .chain(&n.ipv6)
+            .map(|d| d.pool.as_str())
+            .collect();
         self.endpoints
             .values()
             .filter(|e| e.network_id == n.id)

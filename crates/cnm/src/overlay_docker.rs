@@ -119,7 +119,9 @@ impl Controller {
             let mut taken = self.overlay_taken(&n);
             self.overlay_address(&mut n, subnet, &mut taken)?.addr()
         };
-        self.ipam.request_address(pool_id, Some(ip), gateway).map(Some)
+        self.ipam
+            .request_address(pool_id, Some(ip), gateway)
+            .map(Some)
     }
 
     /// Docker's CreateNetwork with `ferry.driver=overlay`: the cluster's

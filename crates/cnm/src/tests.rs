@@ -409,7 +409,9 @@ fn docker_networks_join_overlay_networks() {
     // Docker's IPAM: the pool of the overlay's subnet hands out this host's
     // gateway and addresses of its block that Ferry has not.
     let pool = c
-        .request_pool(&docker(json!({"AddressSpace": "local", "Pool": "198.18.96.0/24"})))
+        .request_pool(&docker(
+            json!({"AddressSpace": "local", "Pool": "198.18.96.0/24"}),
+        ))
         .expect("pool");
     let address = |c: &mut Controller, gateway: bool| {
         let options = if gateway {
@@ -492,5 +494,8 @@ fn docker_networks_join_overlay_networks() {
     c.release_address(&docker(json!({"PoolID": pool.pool_id, "Address": addr})))
         .expect("release");
     c.delete_network(&id).expect("Docker's network goes");
-    assert!(c.network_by_name("ov").is_ok(), "the cluster's network stays");
+    assert!(
+        c.network_by_name("ov").is_ok(),
+        "the cluster's network stays"
+    );
 }
