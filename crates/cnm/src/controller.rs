@@ -54,6 +54,9 @@ pub struct Network {
     /// The blocks of an overlay network's subnets this host claimed.
     #[serde(default)]
     pub blocks: Vec<IpNet>,
+    /// Docker's IDs for this overlay network on this host (`overlay_docker`).
+    #[serde(default)]
+    pub docker_ids: Vec<String>,
 }
 
 impl Network {
@@ -309,6 +312,7 @@ impl Controller {
     // ---- IPAM driver ----
 
     pub fn request_pool(&mut self, req: &wire::RequestPool) -> Result<wire::RequestPoolResponse> {
+        self.adopt_overlay_of_pool(&req.pool);
         let pool = self.new_pool(&req.address_space, &req.pool, &req.sub_pool, req.v6)?;
         self.store.apply(vec![self.ipam.take_changes()?])?;
         Ok(wire::RequestPoolResponse {
@@ -355,7 +359,10 @@ impl Controller {
             .get(keys::REQUEST_ADDRESS_TYPE)
             .map(String::as_str)
             == Some(keys::GATEWAY_TYPE);
-        let addr = self.ipam.request_address(&req.pool_id, wanted, gateway)?;
+        let addr = match self.overlay_request_address(&req.pool_id, wanted, gateway)? {
+            Some(addr) => addr,
+            None => self.ipam.request_address(&req.pool_id, wanted, gateway)?,
+        };
         self.store.apply(vec![self.ipam.take_changes()?])?;
         Ok(wire::RequestAddressResponse {
             address: addr.to_string(),
@@ -378,6 +385,9 @@ impl Controller {
     // ---- Network driver ----
 
     pub fn create_network(&mut self, req: &wire::CreateNetwork) -> Result<()> {
+        if crate::overlay_docker::wants_overlay(&req.options) {
+            return self.docker_overlay_network(req);
+        }
         self.add_network(NetworkDef {
             id: req.network_id.clone(),
             options: req.options.clone(),
@@ -442,6 +452,7 @@ impl Controller {
             ipv4: def.ipv4,
             ipv6: def.ipv6,
             blocks: Vec::new(),
+            docker_ids: Vec::new(),
         };
         let spec = n.spec();
         let driver = self.driver(&spec);
@@ -457,6 +468,9 @@ impl Controller {
     }
 
     pub fn delete_network(&mut self, network_id: &str) -> Result<()> {
+        if self.forget_docker_id(network_id)? {
+            return Ok(());
+        }
         let Some(n) = self.networks.get(network_id).cloned() else {
             return Ok(()); // already gone: a replay
         };
@@ -474,9 +488,15 @@ impl Controller {
         Ok(())
     }
 
+    /// A network by its ID, or by Docker's ID for an overlay network.
     pub(crate) fn network(&self, id: &str) -> Result<Network> {
         self.networks
             .get(id)
+            .or_else(|| {
+                self.networks
+                    .values()
+                    .find(|n| n.docker_ids.iter().any(|d| d == id))
+            })
             .cloned()
             .ok_or_else(|| CnmError::not_found("network", id))
     }
@@ -531,7 +551,7 @@ impl Controller {
             .create_endpoint(&spec, &ep_spec, Placement::Host)?;
         let ep = Endpoint {
             id: req.endpoint_id.clone(),
-            network_id: req.network_id.clone(),
+            network_id: network.id.clone(),
             host_veth: link.host_ifname.clone().unwrap_or_default(),
             container_veth: link.ifname.clone(),
             address,
@@ -563,6 +583,13 @@ impl Controller {
         let Some(ep) = self.endpoints.get(&req.endpoint_id).cloned() else {
             return Ok(()); // a replay
         };
+        if let Some(n) = self
+            .networks
+            .get(&ep.network_id)
+            .filter(|n| matches!(n.driver, Driver::Overlay { .. }))
+        {
+            self.withdraw_endpoint(n, &ep);
+        }
         self.remove_endpoint(&ep)
     }
 
@@ -645,7 +672,11 @@ impl Controller {
         if ep.sandbox.is_none() {
             ep.sandbox = Some(req.sandbox_key.clone());
             self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
-            self.endpoints.insert(ep.id.clone(), ep);
+            self.endpoints.insert(ep.id.clone(), ep.clone());
+        }
+        // The other hosts learn of an overlay endpoint from the cluster store.
+        if matches!(network.driver, Driver::Overlay { .. }) {
+            self.publish_endpoint(&network, &ep, &req.sandbox_key)?;
         }
         Ok(response)
     }

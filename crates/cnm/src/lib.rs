@@ -9,6 +9,7 @@ pub mod error;
 pub mod ipam;
 pub mod ipam_store;
 pub mod overlay;
+pub mod overlay_docker;
 pub mod publish;
 pub mod sandbox;
 pub mod store;

@@ -84,7 +84,7 @@ impl Controller {
         self.cluster.as_ref()
     }
 
-    fn cluster_or_err(&self) -> Result<Cluster> {
+    pub(crate) fn cluster_or_err(&self) -> Result<Cluster> {
         self.cluster.clone().ok_or_else(|| {
             CnmError::Unsupported(
                 "overlay networks need ferryd's cluster store (--cluster-store, or the embedded one)"
@@ -96,6 +96,12 @@ impl Controller {
     /// `ferry network create NAME -d overlay`: the network in the cluster
     /// store (a VNI allocated there), then here.
     pub(crate) fn create_overlay_network(&mut self, req: &NetworkCreate) -> Result<Network> {
+        self.create_overlay(req, &[])
+    }
+
+    /// [`Self::create_overlay_network`]; this host's IPAM pools in `own`
+    /// (Docker's for this very network) are not in the way.
+    pub(crate) fn create_overlay(&mut self, req: &NetworkCreate, own: &[IpNet]) -> Result<Network> {
         let cluster = self.cluster_or_err()?;
         let mut subnets = Vec::new();
         for s in &req.subnets {
@@ -117,6 +123,7 @@ impl Controller {
             .filter(|n| n.name != req.name)
             .flat_map(|n| n.subnets.clone())
             .chain(self.ipam.pools.values().map(|p| p.subnet))
+            .filter(|t| !own.contains(t))
             .collect();
         for (v6, wanted) in [(false, true), (true, req.ipv6)] {
             if wanted && !subnets.iter().any(|s| s.addr().is_ipv6() == v6) {
@@ -216,6 +223,7 @@ impl Controller {
             ipv4: data.0,
             ipv6: data.1,
             blocks: blocks.clone(),
+            docker_ids: Vec::new(),
         };
         let release = |c: &Cluster| {
             for b in &blocks {
@@ -244,50 +252,78 @@ impl Controller {
     /// subnets, from this host's blocks; claims another block when they are
     /// full. Returns the network as updated (its blocks).
     pub(crate) fn overlay_addresses(&mut self, n: &Network) -> Result<(Network, Vec<IpNet>)> {
-        let cluster = self.cluster_or_err()?;
-        let name = n.name.clone().unwrap_or_default();
         let mut n = n.clone();
-        let mut taken: Vec<IpAddr> = self
-            .endpoints
-            .values()
-            .filter(|e| e.network_id == n.id)
-            .flat_map(|e| e.addresses())
-            .map(|a| a.addr())
-            .collect();
-        taken.extend(n.gateways().iter().map(|g| g.addr()));
+        let mut taken = self.overlay_taken(&n);
         let mut out = Vec::new();
         for d in n.ipv4.clone().iter().chain(n.ipv6.clone().iter()) {
             let subnet: IpNet = d
                 .pool
                 .parse()
                 .map_err(|e| CnmError::Store(format!("pool {:?}: {e}", d.pool)))?;
-            let v6 = subnet.addr().is_ipv6();
-            let free = |blocks: &[IpNet]| {
-                blocks
-                    .iter()
-                    .filter(|b| b.addr().is_ipv6() == v6)
-                    .flat_map(|b| b.hosts())
-                    .find(|ip| !taken.contains(ip) && *ip != subnet.network())
-            };
-            let ip = match free(&n.blocks) {
-                Some(ip) => ip,
-                None => {
-                    let block = cluster.store.claim_block(&name, v6)?.ok_or_else(|| {
-                        CnmError::Exhausted(format!("{subnet} (every block is claimed)"))
-                    })?;
-                    n.blocks.push(block);
-                    self.store.apply(vec![put(net_key(&n.id), &n)?])?;
-                    self.networks.insert(n.id.clone(), n.clone());
-                    free(&n.blocks).ok_or_else(|| CnmError::Exhausted(subnet.to_string()))?
-                }
-            };
-            taken.push(ip);
-            out.push(
-                IpNet::new(ip, subnet.prefix_len())
-                    .map_err(|e| CnmError::Invalid(e.to_string()))?,
-            );
+            out.push(self.overlay_address(&mut n, subnet, &mut taken)?);
         }
         Ok((n, out))
+    }
+
+    /// The addresses of overlay network `n` this host holds: its endpoints',
+    /// its gateways, and those Docker's IPAM handed out from a pool of the
+    /// same subnet (an endpoint to be, see `overlay_docker`).
+    pub(crate) fn overlay_taken(&self, n: &Network) -> Vec<IpAddr> {
+        let subnets: Vec<&str> = n
+            .ipv4
+            .iter()
+            .chain(&n.ipv6)
+            .map(|d| d.pool.as_str())
+            .collect();
+        self.endpoints
+            .values()
+            .filter(|e| e.network_id == n.id)
+            .flat_map(|e| e.addresses())
+            .chain(n.gateways())
+            .map(|a| a.addr())
+            .chain(
+                self.ipam
+                    .pools
+                    .values()
+                    .filter(|p| subnets.contains(&p.subnet.to_string().as_str()))
+                    .flat_map(|p| p.allocated.iter().copied()),
+            )
+            .collect()
+    }
+
+    /// A free address of `subnet` in this host's blocks of overlay network
+    /// `n` (added to `taken`); claims another block (and commits `n`) when
+    /// they are full.
+    pub(crate) fn overlay_address(
+        &mut self,
+        n: &mut Network,
+        subnet: IpNet,
+        taken: &mut Vec<IpAddr>,
+    ) -> Result<IpNet> {
+        let v6 = subnet.addr().is_ipv6();
+        let free = |blocks: &[IpNet], taken: &[IpAddr]| {
+            blocks
+                .iter()
+                .filter(|b| b.addr().is_ipv6() == v6)
+                .flat_map(|b| b.hosts())
+                .find(|ip| !taken.contains(ip) && *ip != subnet.network())
+        };
+        let ip = match free(&n.blocks, taken) {
+            Some(ip) => ip,
+            None => {
+                let cluster = self.cluster_or_err()?;
+                let name = n.name.clone().unwrap_or_default();
+                let block = cluster.store.claim_block(&name, v6)?.ok_or_else(|| {
+                    CnmError::Exhausted(format!("{subnet} (every block is claimed)"))
+                })?;
+                n.blocks.push(block);
+                self.store.apply(vec![put(net_key(&n.id), &*n)?])?;
+                self.networks.insert(n.id.clone(), n.clone());
+                free(&n.blocks, taken).ok_or_else(|| CnmError::Exhausted(subnet.to_string()))?
+            }
+        };
+        taken.push(ip);
+        IpNet::new(ip, subnet.prefix_len()).map_err(|e| CnmError::Invalid(e.to_string()))
     }
 
     /// Publishes an endpoint of an overlay network (one store write per address).
@@ -328,6 +364,11 @@ impl Controller {
     pub(crate) fn remove_overlay_network(&mut self, n: &Network) -> Result<()> {
         let cluster = self.cluster_or_err()?;
         let name = n.name.clone().unwrap_or_default();
+        if !n.docker_ids.is_empty() {
+            return Err(CnmError::Invalid(format!(
+                "network {name:?} is a Docker network on this host too: docker network rm it first"
+            )));
+        }
         if let Some(other) = cluster
             .store
             .endpoints(Some(&name))?

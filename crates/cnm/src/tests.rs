@@ -31,6 +31,24 @@ impl Setup {
         };
         Controller::open(config, Arc::new(self.fake.clone())).expect("open")
     }
+
+    /// A controller of host h1 in a cluster on the embedded store.
+    fn open_clustered(&self) -> (Controller, Arc<dyn ferry_cluster::ClusterStore>) {
+        let store = ferry_cluster::open(
+            None,
+            &self.dir.path().join("cluster.redb"),
+            "h1",
+            ferry_cluster::DEFAULT_TTL,
+        )
+        .expect("embedded cluster store");
+        let mut c = self.open();
+        c.set_cluster(crate::overlay::Cluster {
+            store: store.clone(),
+            host: "h1".into(),
+            vtep: "198.18.100.1".parse().expect("ip"),
+        });
+        (c, store)
+    }
 }
 
 fn net(c: &mut Controller, name: &str, subnet: &str) -> crate::Network {
@@ -319,19 +337,7 @@ fn the_host_driver_refuses_a_sandbox_of_its_own() {
 #[test]
 fn overlay_networks_live_in_the_cluster_store() {
     let s = Setup::new();
-    let store = ferry_cluster::open(
-        None,
-        &s.dir.path().join("cluster.redb"),
-        "h1",
-        ferry_cluster::DEFAULT_TTL,
-    )
-    .expect("embedded cluster store");
-    let mut c = s.open();
-    c.set_cluster(crate::overlay::Cluster {
-        store: store.clone(),
-        host: "h1".into(),
-        vtep: "198.18.100.1".parse().expect("ip"),
-    });
+    let (mut c, store) = s.open_clustered();
     let n = c
         .create_named_network(&NetworkCreate {
             name: "ov".into(),
@@ -370,4 +376,120 @@ fn overlay_networks_live_in_the_cluster_store() {
         .expect("endpoints")
         .iter()
         .any(|e| e.ip == addr.addr()));
+}
+
+/// A Docker request as dockerd sends it.
+fn docker<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+    serde_json::from_value(v).expect("a request")
+}
+
+#[test]
+fn docker_networks_join_overlay_networks() {
+    use serde_json::json;
+    let s = Setup::new();
+    let (mut c, store) = s.open_clustered();
+    c.create_named_network(&NetworkCreate {
+        name: "ov".into(),
+        driver: Some("overlay".into()),
+        subnets: vec!["198.18.96.0/24".into()],
+        ..NetworkCreate::default()
+    })
+    .expect("overlay network");
+    c.create_sandbox("app", None).expect("sandbox");
+    assert_eq!(
+        connect(&mut c, "ov", "app", 0).address,
+        Some("198.18.96.2/24".parse().expect("net"))
+    );
+    // Docker's IPAM: the pool of the overlay's subnet hands out this host's
+    // gateway and addresses of its block that Ferry has not.
+    let pool = c
+        .request_pool(&docker(
+            json!({"AddressSpace": "local", "Pool": "198.18.96.0/24"}),
+        ))
+        .expect("pool");
+    let address = |c: &mut Controller, gateway: bool| {
+        let options = if gateway {
+            json!({"RequestAddressType": "com.docker.network.gateway"})
+        } else {
+            json!({})
+        };
+        c.request_address(&docker(json!({"PoolID": pool.pool_id, "Options": options})))
+            .expect("address")
+            .address
+    };
+    assert_eq!(address(&mut c, true), "198.18.96.1/24");
+    let id = "d".repeat(64);
+    let generic = |name: Option<&str>| {
+        let mut g = json!({"ferry.driver": "overlay"});
+        if let Some(n) = name {
+            g["ferry.network"] = json!(n);
+        }
+        json!({ "com.docker.network.generic": g })
+    };
+    let create = |network: &str, pool: &str, name: Option<&str>| -> wire::CreateNetwork {
+        docker(json!({
+            "NetworkID": network,
+            "Options": generic(name),
+            "IPv4Data": [{"AddressSpace": "local", "Pool": pool, "Gateway": "198.18.96.1/24"}],
+        }))
+    };
+    c.create_network(&create(&id, "198.18.96.0/24", Some("ov")))
+        .expect("Docker's network joins ov");
+    c.create_network(&create(&id, "198.18.96.0/24", Some("ov")))
+        .expect("a replay");
+    // Without ferry.network, the subnet names the network.
+    let other = "e".repeat(64);
+    c.create_network(&create(&other, "198.18.96.0/24", None))
+        .expect("found by subnet");
+    c.delete_network(&other).expect("Docker's second ID goes");
+    // A subnet that disagrees with the cluster's is refused clearly.
+    let err = c
+        .create_network(&create(&"f".repeat(64), "198.18.97.0/24", Some("ov")))
+        .expect_err("refused");
+    assert!(err.to_string().contains("disagrees"), "{err}");
+    let err = c
+        .create_network(&create(&"f".repeat(64), "198.18.97.0/24", None))
+        .expect_err("refused");
+    assert!(err.to_string().contains("ferry.network"), "{err}");
+
+    let addr = address(&mut c, false);
+    assert_eq!(addr, "198.18.96.3/24", "next in this host's block");
+    let ep_id = "b".repeat(64);
+    c.create_endpoint(&docker(json!({
+        "NetworkID": id, "EndpointID": ep_id, "Interface": {"Address": addr},
+    })))
+    .expect("endpoint");
+    let join = c
+        .join(&docker(json!({
+            "NetworkID": id, "EndpointID": ep_id, "SandboxKey": "/var/run/docker/netns/x",
+        })))
+        .expect("join");
+    assert_eq!(join.gateway, "198.18.96.1");
+    let published = store.endpoints(Some("ov")).expect("endpoints");
+    assert!(
+        published.iter().any(|e| e.ip.to_string() == "198.18.96.3"
+            && e.name.as_deref() == Some("/var/run/docker/netns/x")),
+        "{published:?}"
+    );
+    // A Ferry sandbox next gets an address no Docker container holds.
+    c.create_sandbox("app2", None).expect("sandbox");
+    assert_eq!(
+        connect(&mut c, "ov", "app2", 0).address,
+        Some("198.18.96.4/24".parse().expect("net"))
+    );
+    let r: wire::EndpointRef = docker(json!({"NetworkID": id, "EndpointID": ep_id}));
+    c.leave(&r).expect("leave");
+    c.delete_endpoint(&r).expect("delete");
+    assert!(!store
+        .endpoints(Some("ov"))
+        .expect("endpoints")
+        .iter()
+        .any(|e| e.ip.to_string() == "198.18.96.3"));
+    c.release_address(&docker(json!({"PoolID": pool.pool_id, "Address": addr})))
+        .expect("release");
+    c.delete_network(&id).expect("Docker's network goes");
+    assert!(
+        c.network_by_name("ov").is_ok(),
+        "the cluster's network stays"
+    );
 }

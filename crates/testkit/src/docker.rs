@@ -36,6 +36,17 @@ impl Dockerd {
 
     /// [`Dockerd::start`] with `extra` daemon arguments, returning errors.
     pub fn try_start(dir: &Path, extra: &[&str]) -> Result<Dockerd, String> {
+        Dockerd::try_start_in(None, dir, extra)
+    }
+
+    /// [`Dockerd::try_start`] inside network namespace `netns` (a name
+    /// under /run/netns) when given: the daemon and its containers then see
+    /// that namespace's links and routes, not the host's.
+    pub fn try_start_in(
+        netns: Option<&str>,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Dockerd, String> {
         if !Path::new(DOCKERD).exists() {
             return Err("dockerd missing: install the Debian package docker.io".into());
         }
@@ -44,7 +55,15 @@ impl Dockerd {
         let log_path = dir.join("dockerd.log");
         let log = std::fs::File::create(&log_path).map_err(|e| format!("dockerd log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("dockerd log: {e}"))?;
-        let child = Command::new(DOCKERD)
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(DOCKERD);
+                c
+            }
+            None => Command::new(DOCKERD),
+        };
+        let child = cmd
             .arg("--data-root")
             .arg(dir.join("data"))
             .arg("--exec-root")
