@@ -218,6 +218,7 @@ pub fn ferry_router(ctl: Shared) -> Router {
         }};
     }
     Router::new()
+        .merge(crate::cluster_api::router(c.clone()))
         .route(
             "/networks",
             get(with!(c, |ctl| read(&ctl, |c| json!(c
