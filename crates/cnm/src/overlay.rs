@@ -290,7 +290,8 @@ impl Controller {
         Ok((n, out))
     }
 
-    /// Publishes an endpoint of an overlay network (one store write per address).
+    /// Publishes an endpoint of an overlay network (one store write per
+    /// address); on failure, withdraws the addresses it did publish.
     pub(crate) fn publish_endpoint(
         &self,
         n: &Network,
@@ -300,14 +301,21 @@ impl Controller {
         let (Some(cluster), Some(name)) = (&self.cluster, &n.name) else {
             return Ok(());
         };
-        for a in ep.addresses() {
-            cluster.store.publish_endpoint(&EndpointRecord {
+        let addresses = ep.addresses();
+        for (i, a) in addresses.iter().enumerate() {
+            let published = cluster.store.publish_endpoint(&EndpointRecord {
                 network: name.clone(),
                 ip: a.addr(),
                 mac: ep.mac.clone(),
                 host: cluster.host.clone(),
                 name: Some(sandbox.to_string()),
-            })?;
+            });
+            if let Err(e) = published {
+                for done in &addresses[..i] {
+                    let _ = cluster.store.withdraw_endpoint(name, done.addr());
+                }
+                return Err(e.into());
+            }
         }
         Ok(())
     }

@@ -5,8 +5,9 @@
 //!
 //! Checked: every host lists both hosts with their VTEPs (and which one it
 //! is); inspect shows the VNI, both hosts, one block per host and each
-//! sandbox's endpoint with its host; with etcd gone both commands fail
-//! quickly with "cluster store unavailable".
+//! sandbox's endpoint with its host; with etcd gone both commands and a
+//! new attachment fail quickly with "cluster store unavailable" while the
+//! sandboxes' traffic goes on.
 
 use ferry_testkit::*;
 use serde_json::Value;
@@ -320,18 +321,34 @@ fn hosts_and_overlay_inspect_through_the_cli() {
     let n2 = c.hosts[1].json(&["network", "inspect", "ov"]);
     assert_eq!(n2["cluster"]["endpoints"].as_array().map(Vec::len), Some(2));
 
+    let pings = |from: &str, to: &str| sh_ok(&format!("ip netns exec {from} ping -c1 -W1 {to}"));
+    let (a, b) = (&sandboxes[0], &sandboxes[1]);
+    wait_for("host 1 -> host 2 over ov", Duration::from_secs(10), || {
+        pings(&a.0, &b.1)
+    });
+
     // etcd gone: both commands say so, with a non-zero exit, within the
-    // store's deadline (3 s) and some slack.
+    // store's deadline (3 s) and some slack; traffic goes on; a new
+    // attachment fails the same way.
     c.kill_etcd();
-    for args in [&["hosts"][..], &["network", "inspect", "ov"]] {
+    assert!(pings(&a.0, &b.1), "traffic stopped with etcd down");
+    let late = unique("cls");
+    c.sandboxes.push(late.clone());
+    c.hosts[1].ok(&["sandbox", "create", &late]);
+    for args in [
+        &["hosts"][..],
+        &["network", "inspect", "ov"],
+        &["connect", "ov", &late],
+    ] {
         let (ok, out, err, took) = c.hosts[1].ferry(args);
+        eprintln!("ferry {args:?} with etcd down: {took:?}");
         assert!(!ok, "ferry {args:?} succeeded with etcd down: {out}");
         assert!(
             err.contains("cluster store unavailable, try again later"),
             "ferry {args:?}: {err}"
         );
         assert!(
-            took < Duration::from_secs(8),
+            took < Duration::from_secs(5),
             "ferry {args:?} took {took:?}"
         );
     }
