@@ -326,7 +326,8 @@ impl Controller {
         IpNet::new(ip, subnet.prefix_len()).map_err(|e| CnmError::Invalid(e.to_string()))
     }
 
-    /// Publishes an endpoint of an overlay network (one store write per address).
+    /// Publishes an endpoint of an overlay network (one store write per
+    /// address); on failure, withdraws the addresses it did publish.
     pub(crate) fn publish_endpoint(
         &self,
         n: &Network,
@@ -336,14 +337,21 @@ impl Controller {
         let (Some(cluster), Some(name)) = (&self.cluster, &n.name) else {
             return Ok(());
         };
-        for a in ep.addresses() {
-            cluster.store.publish_endpoint(&EndpointRecord {
+        let addresses = ep.addresses();
+        for (i, a) in addresses.iter().enumerate() {
+            let published = cluster.store.publish_endpoint(&EndpointRecord {
                 network: name.clone(),
                 ip: a.addr(),
                 mac: ep.mac.clone(),
                 host: cluster.host.clone(),
                 name: Some(sandbox.to_string()),
-            })?;
+            });
+            if let Err(e) = published {
+                for done in &addresses[..i] {
+                    let _ = cluster.store.withdraw_endpoint(name, done.addr());
+                }
+                return Err(e.into());
+            }
         }
         Ok(())
     }
@@ -412,5 +420,69 @@ impl Controller {
             n += 1;
         }
         Ok(n)
+    }
+}
+
+/// A host of the cluster as `ferry hosts` and `ferry network inspect` show it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HostView {
+    pub id: String,
+    pub vtep: IpAddr,
+    pub mac: String,
+    /// Seconds since the host registered under its current lease.
+    pub lease_age_secs: u64,
+    /// The host this ferryd runs on.
+    pub this_host: bool,
+}
+
+/// An overlay network as the cluster store holds it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ClusterNetworkView {
+    pub name: String,
+    pub vni: u32,
+    pub subnets: Vec<IpNet>,
+    pub hosts: Vec<HostView>,
+    pub blocks: Vec<ferry_cluster::BlockRecord>,
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+/// Reads of the cluster state, straight from the store (each call bounded
+/// by the store's deadline; call them without the controller's lock).
+impl Cluster {
+    /// Every live host of the cluster, sorted by id.
+    pub fn host_views(&self) -> Result<Vec<HostView>> {
+        let mut hosts: Vec<HostView> = self
+            .store
+            .hosts()?
+            .into_iter()
+            .map(|(h, age)| HostView {
+                this_host: h.id == self.host,
+                id: h.id,
+                vtep: h.vtep,
+                mac: h.mac,
+                lease_age_secs: age.as_secs(),
+            })
+            .collect();
+        hosts.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(hosts)
+    }
+
+    /// The overlay network `name`: its VNI, the cluster's hosts, the blocks
+    /// each host claimed and every endpoint.
+    pub fn network_view(&self, name: &str) -> Result<ClusterNetworkView> {
+        let rec = self
+            .store
+            .networks()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| CnmError::not_found("overlay network", name))?;
+        Ok(ClusterNetworkView {
+            hosts: self.host_views()?,
+            blocks: self.store.blocks(name)?,
+            endpoints: self.store.endpoints(Some(name))?,
+            name: rec.name,
+            vni: rec.vni,
+            subnets: rec.subnets,
+        })
     }
 }

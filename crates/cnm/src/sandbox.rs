@@ -506,18 +506,26 @@ impl Controller {
         // The other hosts learn of the endpoint from the cluster store.
         if is_overlay {
             if let Err(e) = self.publish_endpoint(network, &ep, &sb.name) {
-                let _ = self.detach(&ep);
+                // Nothing of it stays published; a store that is down is
+                // not asked again (the call fails within one deadline).
+                let _ = self.release_endpoint(&ep);
                 return Err(e);
             }
         }
         Ok(ep)
     }
 
-    /// Removes an endpoint's interface and releases its addresses.
+    /// Withdraws an endpoint from the cluster (overlay networks), removes
+    /// its interface and releases its addresses.
     fn detach(&mut self, ep: &Endpoint) -> Result<()> {
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
             self.withdraw_endpoint(&n, ep);
         }
+        self.release_endpoint(ep)
+    }
+
+    /// Removes an endpoint's interface and releases its addresses.
+    fn release_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
         self.remove_endpoint(ep)?;
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
             for a in ep.address.iter().chain(ep.address_v6.iter()) {

@@ -1,5 +1,5 @@
 //! The CNM commands: `ferry network`, `ferry sandbox`, `ferry connect`,
-//! `ferry disconnect` and `ferry swap`, all calls to ferryd's API.
+//! `ferry disconnect`, `ferry swap` and `ferry hosts`, all calls to ferryd's API.
 
 use crate::api;
 use clap::Subcommand;
@@ -15,7 +15,7 @@ pub struct ApiArgs {
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
-    /// Create a bridge network; without --subnet one comes from the default pools.
+    /// Create a network (bridge by default); without --subnet one comes from the default pools.
     Create {
         name: String,
         /// A subnet (repeatable; IPv4 and/or IPv6).
@@ -35,7 +35,7 @@ pub enum NetworkCommand {
         /// A route every sandbox on the network gets: DST or DST,GATEWAY (repeatable).
         #[arg(long)]
         route: Vec<String>,
-        /// bridge (default), macvlan, null or host.
+        /// bridge (default), macvlan, null, host or overlay (all hosts of the cluster).
         #[arg(long, short = 'd')]
         driver: Option<String>,
         /// A driver option KEY=VALUE, e.g. parent=eth0, macvlan_mode=bridge (repeatable).
@@ -171,7 +171,12 @@ pub fn network(api: &ApiArgs, cmd: NetworkCommand) -> ExitCode {
                 });
             }
             NetworkCommand::Inspect { name } => {
-                let n = api::call(sock, "GET", &format!("/networks/{name}"), None)?;
+                let mut n = api::call(sock, "GET", &format!("/networks/{name}"), None)?;
+                // An overlay network also shows its cluster side: VNI, hosts, blocks, endpoints.
+                if n["driver"]["kind"] == "overlay" {
+                    n["cluster"] =
+                        api::call(sock, "GET", &format!("/networks/{name}/cluster"), None)?;
+                }
                 println!("{}", serde_json::to_string_pretty(&n).unwrap_or_default());
             }
             NetworkCommand::Rm { name } => {
@@ -274,6 +279,31 @@ pub fn swap(api: &ApiArgs, sandbox: String, from: String, to: String) -> ExitCod
                 e["ifname"].as_str().unwrap_or(""),
                 e["address"].as_str().unwrap_or("")
             )
+        });
+        Ok(())
+    })())
+}
+
+/// `ferry hosts`: the cluster's hosts, their VTEPs and lease ages.
+pub fn hosts(api: &ApiArgs) -> ExitCode {
+    finish((|| {
+        let list = api::call(&api.api_socket, "GET", "/hosts", None)?;
+        print(&list, api.json, |l| {
+            let mut out = format!("{:<20} {:<40} {}", "HOST", "VTEP", "LEASE AGE");
+            for h in l.as_array().into_iter().flatten() {
+                let this = if h["this_host"] == true {
+                    "  (this host)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!(
+                    "\n{:<20} {:<40} {}s{this}",
+                    h["id"].as_str().unwrap_or(""),
+                    h["vtep"].as_str().unwrap_or(""),
+                    h["lease_age_secs"].as_u64().unwrap_or(0)
+                ));
+            }
+            out
         });
         Ok(())
     })())

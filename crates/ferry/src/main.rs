@@ -55,6 +55,8 @@ enum Top {
     },
     /// Disconnect a sandbox from a network.
     Disconnect { network: String, sandbox: String },
+    /// The cluster's hosts (overlay networks): VTEP and lease age.
+    Hosts,
     /// Move a live sandbox from one network to another, keeping its interface name.
     Swap {
         sandbox: String,
@@ -82,5 +84,6 @@ fn main() -> ExitCode {
         } => cnm_cmd::connect(&api, network, sandbox, ifname, priority),
         Top::Disconnect { network, sandbox } => cnm_cmd::disconnect(&api, network, sandbox),
         Top::Swap { sandbox, from, to } => cnm_cmd::swap(&api, sandbox, from, to),
+        Top::Hosts => cnm_cmd::hosts(&api),
     }
 }

@@ -218,6 +218,7 @@ pub fn ferry_router(ctl: Shared) -> Router {
         }};
     }
     Router::new()
+        .merge(crate::cluster_api::router(c.clone()))
         .route(
             "/networks",
             get(with!(c, |ctl| read(&ctl, |c| json!(c
@@ -354,6 +355,7 @@ fn status_of(e: &CnmError) -> StatusCode {
     match e {
         CnmError::NotFound { .. } => StatusCode::NOT_FOUND,
         CnmError::Driver(_) | CnmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        CnmError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         CnmError::PoolOverlap { .. } | CnmError::AlreadyJoined(_) => StatusCode::CONFLICT,
         _ => StatusCode::BAD_REQUEST,
     }
