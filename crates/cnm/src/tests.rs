@@ -8,20 +8,20 @@ use crate::{wire, CnmError, Controller, ControllerConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    fake: Fake,
+pub(crate) struct Setup {
+    pub dir: tempfile::TempDir,
+    pub fake: Fake,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    pub fn new() -> Setup {
         Setup {
             dir: tempfile::tempdir().expect("temp dir"),
             fake: Fake::default(),
         }
     }
 
-    fn open(&self) -> Controller {
+    pub fn open(&self) -> Controller {
         let config = ControllerConfig {
             state_path: self.dir.path().join("ferryd.redb"),
             default_pools: vec![

@@ -5,6 +5,7 @@
 //! redb file and survives kill -9.
 
 mod agent;
+mod cni_api;
 mod log;
 mod plugin_api;
 
