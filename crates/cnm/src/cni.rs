@@ -7,8 +7,10 @@
 //! sandbox name has a ':') and its `ifname` the CNI_IFNAME. It is made by the
 //! same path as `ferry connect` (so an overlay endpoint is published to the
 //! cluster store), except that the join itself installs the network's
-//! routes and a default route via the gateway: a CNI namespace has no
-//! arbitration, the runtime owns it.
+//! routes and a default route via the gateway (a CNI namespace has no
+//! arbitration, the runtime owns it), and its traffic leaving the network
+//! is masqueraded when the network masquerades (published ports are the
+//! chained `portmap`'s).
 
 use crate::controller::{Controller, Endpoint, Network};
 use crate::error::{CnmError, Result};
@@ -156,6 +158,17 @@ impl Controller {
         let ep = self.attach(&n, &target, &req.ifname, 0, None)?;
         // The network as attach left it (an overlay may have claimed a block).
         let n = self.network(&n.id)?;
+        // Masquerade, as the bridge plugin's ipMasq; ports are portmap's.
+        let spec = n.spec();
+        let outside = self.driver(&spec).program_external_connectivity(
+            &spec,
+            &ep.link(),
+            &ferry_drivers::network::External::default(),
+        );
+        if let Err(e) = outside {
+            let _ = self.detach(&ep);
+            return Err(e.into());
+        }
         Ok(self.cni_answer(&n, &ep))
     }
 
@@ -250,19 +263,7 @@ mod tests {
     #[test]
     fn cni_attachments_are_overlay_endpoints_keyed_by_container_and_ifname() {
         let s = Setup::new();
-        let store = ferry_cluster::open(
-            None,
-            &s.dir.path().join("cluster.redb"),
-            "h1",
-            ferry_cluster::DEFAULT_TTL,
-        )
-        .expect("embedded cluster store");
-        let mut c = s.open();
-        c.set_cluster(crate::overlay::Cluster {
-            store: store.clone(),
-            host: "h1".into(),
-            vtep: "198.18.100.1".parse().expect("ip"),
-        });
+        let (mut c, store) = s.open_in_cluster();
         c.create_named_network(&NetworkCreate {
             name: "ov".into(),
             driver: Some("overlay".into()),

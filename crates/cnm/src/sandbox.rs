@@ -443,7 +443,7 @@ impl Controller {
             )));
         }
         let spec = network.spec();
-        if spec.kind == NetworkKind::Host && !self.drivers.sandboxes().is_host(&sb.path)? {
+        if spec.kind == NetworkKind::Host && !self.drivers.sandboxes().is_host(sb.path)? {
             return Err(CnmError::Invalid(format!(
                 "the host driver shares the host's stack: sandbox {} has its own namespace \
                  (create it with --path /proc/self/ns/net, ferryd's own namespace)",
@@ -453,7 +453,7 @@ impl Controller {
         let has_interface = spec.kind.has_interface();
         if has_interface
             && replacing.is_none()
-            && self.drivers.sandboxes().has_link(&sb.path, ifname)?
+            && self.drivers.sandboxes().has_link(sb.path, ifname)?
         {
             return Err(CnmError::Invalid(format!(
                 "{ifname} already exists in sandbox {}",

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub(crate) struct Setup {
-    pub dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub fake: Fake,
 }
 
@@ -30,6 +30,24 @@ impl Setup {
             ],
         };
         Controller::open(config, Arc::new(self.fake.clone())).expect("open")
+    }
+
+    /// A controller of host `h1` in a cluster on the embedded store.
+    pub fn open_in_cluster(&self) -> (Controller, Arc<dyn ferry_cluster::ClusterStore>) {
+        let store = ferry_cluster::open(
+            None,
+            &self.dir.path().join("cluster.redb"),
+            "h1",
+            ferry_cluster::DEFAULT_TTL,
+        )
+        .expect("embedded cluster store");
+        let mut c = self.open();
+        c.set_cluster(crate::overlay::Cluster {
+            store: store.clone(),
+            host: "h1".into(),
+            vtep: "198.18.100.1".parse().expect("ip"),
+        });
+        (c, store)
     }
 }
 
@@ -319,19 +337,7 @@ fn the_host_driver_refuses_a_sandbox_of_its_own() {
 #[test]
 fn overlay_networks_live_in_the_cluster_store() {
     let s = Setup::new();
-    let store = ferry_cluster::open(
-        None,
-        &s.dir.path().join("cluster.redb"),
-        "h1",
-        ferry_cluster::DEFAULT_TTL,
-    )
-    .expect("embedded cluster store");
-    let mut c = s.open();
-    c.set_cluster(crate::overlay::Cluster {
-        store: store.clone(),
-        host: "h1".into(),
-        vtep: "198.18.100.1".parse().expect("ip"),
-    });
+    let (mut c, store) = s.open_in_cluster();
     let n = c
         .create_named_network(&NetworkCreate {
             name: "ov".into(),

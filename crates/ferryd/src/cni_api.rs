@@ -29,9 +29,7 @@ fn codes(e: &CnmError) -> (StatusCode, u32) {
     match e {
         CnmError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, TRY_AGAIN_LATER),
         CnmError::NotFound { .. } => (StatusCode::NOT_FOUND, INVALID_NETWORK_CONFIG),
-        CnmError::Driver(_) | CnmError::Store(_) => {
-            (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL)
-        }
+        CnmError::Driver(_) | CnmError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, INTERNAL),
         CnmError::Unsupported(_) => (StatusCode::BAD_REQUEST, INTERNAL),
         _ => (StatusCode::BAD_REQUEST, INVALID_NETWORK_CONFIG),
     }
@@ -46,7 +44,11 @@ fn answer(status: StatusCode, body: Value) -> Response {
         .into_response()
 }
 
-fn failure(status: StatusCode, code: u32, err: Box<dyn std::error::Error + Send + Sync>) -> Response {
+fn failure(
+    status: StatusCode,
+    code: u32,
+    err: Box<dyn std::error::Error + Send + Sync>,
+) -> Response {
     let mut r = answer(status, json!({"error": err.to_string(), "code": code}));
     r.extensions_mut().insert(Failure(err.into()));
     r
@@ -105,7 +107,10 @@ pub fn router(ctl: Shared) -> Router {
         )
         .route(
             "/cni/gc",
-            route(|c, r| c.cni_gc(&decode::<CniGc>(r)?).map(|n| json!({ "removed": n }))),
+            route(|c, r| {
+                c.cni_gc(&decode::<CniGc>(r)?)
+                    .map(|n| json!({ "removed": n }))
+            }),
         )
 }
 

@@ -149,10 +149,7 @@ type Joined = (Arc<dyn ferry_cluster::ClusterStore>, String);
 /// Opens the cluster store, registers this host under its lease and
 /// publishes its overlay endpoints again. A host without an underlay
 /// address runs without overlay networks.
-fn join_cluster(
-    args: &Args,
-    controller: &mut Controller,
-) -> Result<Option<Joined>, String> {
+fn join_cluster(args: &Args, controller: &mut Controller) -> Result<Option<Joined>, String> {
     let host = match &args.node_name {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")

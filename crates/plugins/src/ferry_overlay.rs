@@ -55,16 +55,14 @@ impl OverlayConf {
 
     /// A request to `/cni/VERB`: the answer, or the CNI error ferryd chose.
     fn call(&self, verb: &str, body: &Value) -> Result<Value, Failed> {
-        let (status, v) =
-            request(self.socket(), "POST", &format!("/cni/{verb}"), Some(body)).map_err(|e| {
-                match e {
-                    CallError::Unreachable(e) => Failed::Unreachable(e),
-                    other => Failed::Cni(CniError::new(
-                        code::IO_FAILURE,
-                        format!("ferryd at {} did not answer", self.socket().display()),
-                        other.to_string(),
-                    )),
-                }
+        let (status, v) = request(self.socket(), "POST", &format!("/cni/{verb}"), Some(body))
+            .map_err(|e| match e {
+                CallError::Unreachable(e) => Failed::Unreachable(e),
+                other => Failed::Cni(CniError::new(
+                    code::IO_FAILURE,
+                    format!("ferryd at {} did not answer", self.socket().display()),
+                    other.to_string(),
+                )),
             })?;
         if (200..300).contains(&status) {
             return Ok(v);
@@ -222,5 +220,55 @@ impl Plugin for FerryOverlay {
             Err(Failed::Unreachable(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(f) => Err(f.cni(c.socket())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> CmdArgs {
+        CmdArgs {
+            command: ferry_cni::skel::Command::Add,
+            container_id: "c1".into(),
+            netns: "/run/netns/c1".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: String::new(),
+            stdin: Vec::new(),
+            config: Value::Null,
+            cni_version: "1.0.0".into(),
+        }
+    }
+
+    #[test]
+    fn ferryds_answer_becomes_a_cni_result() {
+        let answer = json!({
+            "host_veth": "veth1", "host_mac": "02:00:00:00:00:01",
+            "ifname": "eth0", "mac": "02:00:00:00:00:02", "netns": "/run/netns/c1",
+            "addresses": [
+                {"address": "198.18.97.2/24", "gateway": "198.18.97.1"},
+                {"address": "fd00:97::2/64", "gateway": null},
+            ],
+            "routes": [{"dst": "0.0.0.0/0", "gateway": "198.18.97.1"}],
+        });
+        let r = ferry_cni::result::parse_result(result(&args(), &answer), "1.1.0")
+            .expect("a valid CNI result");
+        assert_eq!(r.interfaces.len(), 2);
+        assert_eq!(r.interfaces[0].name, "veth1");
+        assert!(r.interfaces[0].sandbox.is_empty());
+        assert_eq!(r.interfaces[1].sandbox, "/run/netns/c1");
+        assert_eq!(r.ips.len(), 2);
+        assert!(r.ips.iter().all(|ip| ip.interface == Some(1)));
+        assert_eq!(r.ips[0].gateway, "198.18.97.1".parse().ok());
+        assert_eq!(r.ips[1].gateway, None);
+        assert_eq!(r.routes[0].gw, "198.18.97.1".parse().ok());
+
+        // No host end (a macvlan network): the container interface is 0.
+        let mut bare = answer.clone();
+        bare["host_veth"] = json!("");
+        let r = ferry_cni::result::parse_result(result(&args(), &bare), "1.1.0").expect("valid");
+        assert_eq!(r.interfaces.len(), 1);
+        assert!(r.ips.iter().all(|ip| ip.interface == Some(0)));
     }
 }
