@@ -112,6 +112,9 @@ pub struct Endpoint {
     pub network_id: String,
     /// The host end (a bridge port), empty when there is none.
     pub host_veth: String,
+    /// The host end's MAC, when Ferry made the endpoint in a namespace.
+    #[serde(default)]
+    pub host_mac: String,
     /// The container end's name before it joined (Docker moves it by this name).
     pub container_veth: String,
     pub address: Option<IpNet>,
@@ -553,6 +556,7 @@ impl Controller {
             id: req.endpoint_id.clone(),
             network_id: network.id.clone(),
             host_veth: link.host_ifname.clone().unwrap_or_default(),
+            host_mac: String::new(),
             container_veth: link.ifname.clone(),
             address,
             address_v6,

@@ -3,6 +3,7 @@
 //! and Docker's remote-plugin wire types. The kernel work is the shared
 //! driver layer's (`ferry_drivers`), reached through its `Drivers` trait.
 
+pub mod cni;
 pub mod controller;
 pub mod driver;
 pub mod error;

@@ -17,6 +17,7 @@ use crate::driver::{Driver, DRIVER_KEY};
 use crate::error::{CnmError, Result};
 use crate::store::Change;
 use crate::wire;
+use ferry_drivers::link::iface::{InterfaceConfig, RouteConfig};
 use ferry_drivers::network::{EndpointSpec, NetworkKind, Placement, SandboxRoute};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -76,6 +77,58 @@ pub struct Connect {
     pub ifname: Option<String>,
     #[serde(default)]
     pub priority: i32,
+}
+
+/// The namespace an endpoint is attached to: a Ferry sandbox, or a CNI
+/// attachment's namespace path (`name` is then `cni:CONTAINERID`, which no
+/// sandbox name can be). A CNI attachment has no arbitration: its join
+/// installs the network's routes and a default route via the gateway.
+pub(crate) struct Target<'a> {
+    pub path: &'a str,
+    pub name: &'a str,
+    pub routes_in_join: bool,
+}
+
+impl<'a> Target<'a> {
+    fn of(sb: &'a Sandbox) -> Self {
+        Target {
+            path: &sb.path,
+            name: &sb.name,
+            routes_in_join: false,
+        }
+    }
+
+    /// What the join configures on the interface.
+    pub(crate) fn config(&self, ep: &Endpoint, n: &Network) -> InterfaceConfig {
+        let mut cfg = interface_config(ep);
+        if self.routes_in_join {
+            cfg.routes = routes_of(n)
+                .into_iter()
+                .map(|r| RouteConfig::new(r.dst, r.gateway))
+                .collect();
+        }
+        cfg
+    }
+}
+
+/// The routes a network gives an endpoint: its own and, unless it is
+/// internal, a default route per gateway.
+fn routes_of(n: &Network) -> Vec<RouteSpec> {
+    let mut routes = n.routes.clone();
+    if !n.internal {
+        for gw in n.gateways() {
+            let dst = if gw.addr().is_ipv4() {
+                IpNet::V4(Default::default())
+            } else {
+                IpNet::V6(Default::default())
+            };
+            routes.push(RouteSpec {
+                dst,
+                gateway: Some(gw.addr()),
+            });
+        }
+    }
+    routes
 }
 
 /// One endpoint's claim on a prefix, for arbitration.
@@ -353,7 +406,7 @@ impl Controller {
         };
         ferry_drivers::check_ifname(&ifname)
             .map_err(|e| CnmError::Invalid(format!("{ifname}: {e}")))?;
-        let ep = self.attach(&network, &sb, &ifname, req.priority, None)?;
+        let ep = self.attach(&network, &Target::of(&sb), &ifname, req.priority, None)?;
         self.arbitrate(&sb.name)?;
         Ok(ep)
     }
@@ -371,14 +424,14 @@ impl Controller {
     }
 
     /// Makes the endpoint: addresses from the network's pools, the driver's
-    /// interface created in the sandbox under a temporary name, then joined
-    /// under `ifname`. With `replacing`, the old endpoint is removed between
-    /// the two, so the new interface takes its name. Undone entirely if any
-    /// step before the old endpoint's removal fails.
-    fn attach(
+    /// interface created in the target namespace under a temporary name, then
+    /// joined under `ifname`. With `replacing`, the old endpoint is removed
+    /// between the two, so the new interface takes its name. Undone entirely
+    /// if any step before the old endpoint's removal fails.
+    pub(crate) fn attach(
         &mut self,
         network: &Network,
-        sb: &Sandbox,
+        sb: &Target,
         ifname: &str,
         priority: i32,
         replacing: Option<&Endpoint>,
@@ -390,7 +443,7 @@ impl Controller {
             )));
         }
         let spec = network.spec();
-        if spec.kind == NetworkKind::Host && !self.drivers.sandboxes().is_host(&sb.path)? {
+        if spec.kind == NetworkKind::Host && !self.drivers.sandboxes().is_host(sb.path)? {
             return Err(CnmError::Invalid(format!(
                 "the host driver shares the host's stack: sandbox {} has its own namespace \
                  (create it with --path /proc/self/ns/net, ferryd's own namespace)",
@@ -400,7 +453,7 @@ impl Controller {
         let has_interface = spec.kind.has_interface();
         if has_interface
             && replacing.is_none()
-            && self.drivers.sandboxes().has_link(&sb.path, ifname)?
+            && self.drivers.sandboxes().has_link(sb.path, ifname)?
         {
             return Err(CnmError::Invalid(format!(
                 "{ifname} already exists in sandbox {}",
@@ -441,7 +494,7 @@ impl Controller {
             addresses: addrs.iter().map(|(_, a)| *a).collect(),
         };
         let place = Placement::Netns {
-            netns: &sb.path,
+            netns: sb.path,
             ifname: &temp,
         };
         let link = match self.driver(&spec).create_endpoint(&spec, &ep_spec, place) {
@@ -455,13 +508,14 @@ impl Controller {
             id: id.clone(),
             network_id: network.id.clone(),
             host_veth: link.host_ifname.clone().unwrap_or_default(),
+            host_mac: link.host_mac.map(|m| m.to_string()).unwrap_or_default(),
             container_veth: link.ifname.clone(),
             address: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv4()),
             address_v6: addrs.iter().map(|(_, a)| *a).find(|a| a.addr().is_ipv6()),
             mac: link.mac.map(|m| m.to_string()).unwrap_or_default(),
-            sandbox: Some(sb.name.clone()),
+            sandbox: Some(sb.name.to_string()),
             ifname: has_interface.then(|| ifname.to_string()),
-            netns: has_interface.then(|| sb.path.clone()),
+            netns: has_interface.then(|| sb.path.to_string()),
             priority,
             published: serde_json::Value::Null,
         };
@@ -478,7 +532,7 @@ impl Controller {
         }
         let joined = if has_interface {
             self.driver(&spec)
-                .join(&spec, &link, &sb.path, ifname, &interface_config(&ep))
+                .join(&spec, &link, sb.path, ifname, &sb.config(&ep, network))
                 .map(|l| {
                     ep.mac = l.mac.map(|m| m.to_string()).unwrap_or(ep.mac.clone());
                 })
@@ -505,7 +559,7 @@ impl Controller {
         self.endpoints.insert(id, ep.clone());
         // The other hosts learn of the endpoint from the cluster store.
         if is_overlay {
-            if let Err(e) = self.publish_endpoint(network, &ep, &sb.name) {
+            if let Err(e) = self.publish_endpoint(network, &ep, sb.name) {
                 // Nothing of it stays published; a store that is down is
                 // not asked again (the call fails within one deadline).
                 let _ = self.release_endpoint(&ep);
@@ -517,7 +571,7 @@ impl Controller {
 
     /// Withdraws an endpoint from the cluster (overlay networks), removes
     /// its interface and releases its addresses.
-    fn detach(&mut self, ep: &Endpoint) -> Result<()> {
+    pub(crate) fn detach(&mut self, ep: &Endpoint) -> Result<()> {
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
             self.withdraw_endpoint(&n, ep);
         }
@@ -576,7 +630,7 @@ impl Controller {
             )));
         }
         let ifname = old.ifname.clone().unwrap_or_else(|| "eth0".into());
-        let ep = self.attach(&to_net, &sb, &ifname, old.priority, Some(&old))?;
+        let ep = self.attach(&to_net, &Target::of(&sb), &ifname, old.priority, Some(&old))?;
         self.arbitrate(sandbox)?;
         Ok(ep)
     }
@@ -593,21 +647,7 @@ impl Controller {
                 continue;
             };
             let name = n.name.clone().unwrap_or_else(|| n.id.clone());
-            let mut routes = n.routes.clone();
-            if !n.internal {
-                for gw in n.gateways() {
-                    let dst = if gw.addr().is_ipv4() {
-                        IpNet::V4(Default::default())
-                    } else {
-                        IpNet::V6(Default::default())
-                    };
-                    routes.push(RouteSpec {
-                        dst,
-                        gateway: Some(gw.addr()),
-                    });
-                }
-            }
-            for r in routes {
+            for r in routes_of(n) {
                 wanted.entry(r.dst).or_default().push(Claim {
                     priority: ep.priority,
                     network: name.clone(),

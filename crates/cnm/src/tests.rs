@@ -8,20 +8,20 @@ use crate::{wire, CnmError, Controller, ControllerConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-struct Setup {
+pub(crate) struct Setup {
     dir: tempfile::TempDir,
-    fake: Fake,
+    pub fake: Fake,
 }
 
 impl Setup {
-    fn new() -> Setup {
+    pub fn new() -> Setup {
         Setup {
             dir: tempfile::tempdir().expect("temp dir"),
             fake: Fake::default(),
         }
     }
 
-    fn open(&self) -> Controller {
+    pub fn open(&self) -> Controller {
         let config = ControllerConfig {
             state_path: self.dir.path().join("ferryd.redb"),
             default_pools: vec![
@@ -33,7 +33,7 @@ impl Setup {
     }
 
     /// A controller of host h1 in a cluster on the embedded store.
-    fn open_clustered(&self) -> (Controller, Arc<dyn ferry_cluster::ClusterStore>) {
+    pub fn open_clustered(&self) -> (Controller, Arc<dyn ferry_cluster::ClusterStore>) {
         let store = ferry_cluster::open(
             None,
             &self.dir.path().join("cluster.redb"),

@@ -6,6 +6,7 @@
 
 mod agent;
 mod cluster_api;
+mod cni_api;
 mod log;
 mod plugin_api;
 

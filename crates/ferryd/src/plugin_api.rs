@@ -328,6 +328,7 @@ pub fn ferry_router(ctl: Shared) -> Router {
                 }
             }),
         )
+        .merge(crate::cni_api::router(c))
         .layer(from_fn_with_state(Socket::Api, log::requests))
 }
 

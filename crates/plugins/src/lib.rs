@@ -8,6 +8,8 @@ pub mod conf;
 pub mod delegate;
 pub mod dhcp;
 pub mod endpoint;
+pub mod ferry_overlay;
+pub mod ferryd_client;
 pub mod firewall;
 pub mod host_device;
 pub mod host_local;
@@ -105,6 +107,11 @@ pub static REGISTRY: &[Entry] = &[
         name: "firewall",
         about: "Ferry firewall plugin: allows forwarding to the container and isolates bridges (nftables)",
         plugin: &firewall::Firewall,
+    },
+    Entry {
+        name: "ferry-overlay",
+        about: "Ferry overlay plugin: attaches the container to a network of the local ferryd (an overlay of the cluster)",
+        plugin: &ferry_overlay::FerryOverlay,
     },
 ];
 

@@ -1,0 +1,274 @@
+//! `ferry-overlay`: attaches the container to a network of the local ferryd
+//! (an overlay network of the cluster, or any named network), through
+//! ferryd's API socket (`apiSocket`, default `/run/ferry/ferry.sock`):
+//!
+//! ```json
+//! {"cniVersion":"1.0.0","name":"pods","type":"ferry-overlay","network":"ov1"}
+//! ```
+//!
+//! ferryd makes the interface, addresses and routes (an overlay endpoint is
+//! published to the cluster store as any other); the plugin only shapes
+//! ferryd's answer into an ordinary CNI result (host veth, container
+//! interface, addresses with the host's gateway, routes), so portmap,
+//! firewall, bandwidth and tuning chain after it. Errors carry the CNI code
+//! ferryd chose (11 when the cluster store is unavailable).
+//!
+//! DEL is idempotent: an attachment ferryd does not know, or no ferryd
+//! socket at all (ferryd and its state are gone from the node), is success.
+//! STATUS answers 50 while ferryd's socket cannot be reached.
+
+use crate::conf;
+use crate::ferryd_client::{error_text, request, CallError};
+use ferry_cni::skel::{CmdArgs, Plugin};
+use ferry_cni::{code, CniError, CniResult};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const DEFAULT_API_SOCKET: &str = "/run/ferry/ferry.sock";
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OverlayConf {
+    #[serde(default)]
+    network: String,
+    #[serde(default)]
+    api_socket: Option<PathBuf>,
+}
+
+impl OverlayConf {
+    fn load(args: &CmdArgs) -> CniResult<OverlayConf> {
+        let c: OverlayConf = conf::parse(args)?;
+        if c.network.is_empty() {
+            return Err(CniError::invalid_config(
+                "missing \"network\": the name of a ferryd network (ferry network create NAME -d overlay)",
+            ));
+        }
+        Ok(c)
+    }
+
+    fn socket(&self) -> &Path {
+        self.api_socket
+            .as_deref()
+            .unwrap_or(Path::new(DEFAULT_API_SOCKET))
+    }
+
+    /// A request to `/cni/VERB`: the answer, or the CNI error ferryd chose.
+    fn call(&self, verb: &str, body: &Value) -> Result<Value, Failed> {
+        let (status, v) = request(self.socket(), "POST", &format!("/cni/{verb}"), Some(body))
+            .map_err(|e| match e {
+                CallError::Unreachable(e) => Failed::Unreachable(e),
+                other => Failed::Cni(CniError::new(
+                    code::IO_FAILURE,
+                    format!("ferryd at {} did not answer", self.socket().display()),
+                    other.to_string(),
+                )),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(v);
+        }
+        let code = v["code"]
+            .as_u64()
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(code::INTERNAL);
+        Err(Failed::Cni(CniError::new(
+            code,
+            format!("ferryd refused {verb} on network {:?}", self.network),
+            error_text(status, &v),
+        )))
+    }
+
+    fn attachment(&self, args: &CmdArgs) -> Value {
+        json!({
+            "network": self.network,
+            "container_id": args.container_id,
+            "ifname": args.ifname,
+            "netns": args.netns,
+        })
+    }
+}
+
+/// Why a call to ferryd failed.
+enum Failed {
+    /// ferryd's socket could not be connected.
+    Unreachable(std::io::Error),
+    /// ferryd, or the exchange with it, failed: the CNI error to print.
+    Cni(CniError),
+}
+
+impl Failed {
+    /// As a CNI error: an unreachable ferryd is worth another try later.
+    fn cni(self, socket: &Path) -> CniError {
+        match self {
+            Failed::Unreachable(e) => CniError::new(
+                code::TRY_AGAIN_LATER,
+                format!("cannot reach ferryd at {}", socket.display()),
+                format!("{e} (is ferryd running? see apiSocket)"),
+            ),
+            Failed::Cni(e) => e,
+        }
+    }
+}
+
+/// ferryd's answer to ADD as a CNI 1.x result: the host veth (when there is
+/// one) and the container interface, addresses on the latter.
+fn result(args: &CmdArgs, a: &Value) -> Value {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut interfaces = Vec::new();
+    let host = text(&a["host_veth"]);
+    if !host.is_empty() {
+        interfaces.push(json!({"name": host, "mac": text(&a["host_mac"])}));
+    }
+    let container = interfaces.len();
+    interfaces.push(json!({
+        "name": text(&a["ifname"]),
+        "mac": text(&a["mac"]),
+        "sandbox": args.netns,
+    }));
+    let empty = Vec::new();
+    let list = |k: &str| a[k].as_array().unwrap_or(&empty).clone();
+    let ips: Vec<Value> = list("addresses")
+        .iter()
+        .map(|ip| {
+            let mut v = json!({"address": ip["address"], "interface": container});
+            if !ip["gateway"].is_null() {
+                v["gateway"] = ip["gateway"].clone();
+            }
+            v
+        })
+        .collect();
+    let routes: Vec<Value> = list("routes")
+        .iter()
+        .map(|r| {
+            let mut v = json!({"dst": r["dst"]});
+            if !r["gateway"].is_null() {
+                v["gw"] = r["gateway"].clone();
+            }
+            v
+        })
+        .collect();
+    json!({
+        "cniVersion": "1.1.0",
+        "interfaces": interfaces,
+        "ips": ips,
+        "routes": routes,
+        "dns": {},
+    })
+}
+
+pub struct FerryOverlay;
+
+impl Plugin for FerryOverlay {
+    fn add(&self, args: &CmdArgs) -> CniResult<Value> {
+        let c = OverlayConf::load(args)?;
+        // Code 3 for a namespace that is not there, before ferryd is asked.
+        conf::open_netns(&args.netns)?;
+        let a = c
+            .call("add", &c.attachment(args))
+            .map_err(|f| f.cni(c.socket()))?;
+        Ok(result(args, &a))
+    }
+
+    fn del(&self, args: &CmdArgs) -> CniResult<()> {
+        let c = OverlayConf::load(args)?;
+        match c.call("del", &c.attachment(args)) {
+            Ok(_) => Ok(()),
+            // No socket: ferryd and its attachments are gone from the node.
+            Err(Failed::Unreachable(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(f) => Err(f.cni(c.socket())),
+        }
+    }
+
+    fn check(&self, args: &CmdArgs) -> CniResult<()> {
+        let c = OverlayConf::load(args)?;
+        conf::required_prev_result(args, "ferry-overlay")?;
+        c.call("check", &c.attachment(args))
+            .map(|_| ())
+            .map_err(|f| f.cni(c.socket()))
+    }
+
+    fn status(&self, args: &CmdArgs) -> CniResult<()> {
+        let c: OverlayConf = conf::parse(args)?;
+        std::os::unix::net::UnixStream::connect(c.socket())
+            .map(|_| ())
+            .map_err(|e| {
+                CniError::new(
+                    code::PLUGIN_NOT_AVAILABLE,
+                    format!("ferryd is not reachable at {}", c.socket().display()),
+                    e.to_string(),
+                )
+            })
+    }
+
+    fn gc(&self, args: &CmdArgs) -> CniResult<()> {
+        let c = OverlayConf::load(args)?;
+        let valid: Vec<Value> = args
+            .config
+            .get("cni.dev/valid-attachments")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .map(|v| {
+                        let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                        json!({"container_id": text("containerID"), "ifname": text("ifname")})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        match c.call("gc", &json!({"network": c.network, "valid": valid})) {
+            Ok(_) => Ok(()),
+            Err(Failed::Unreachable(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(f) => Err(f.cni(c.socket())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> CmdArgs {
+        CmdArgs {
+            command: ferry_cni::skel::Command::Add,
+            container_id: "c1".into(),
+            netns: "/run/netns/c1".into(),
+            ifname: "eth0".into(),
+            args: String::new(),
+            path: String::new(),
+            stdin: Vec::new(),
+            config: Value::Null,
+            cni_version: "1.0.0".into(),
+        }
+    }
+
+    #[test]
+    fn ferryds_answer_becomes_a_cni_result() {
+        let answer = json!({
+            "host_veth": "veth1", "host_mac": "02:00:00:00:00:01",
+            "ifname": "eth0", "mac": "02:00:00:00:00:02", "netns": "/run/netns/c1",
+            "addresses": [
+                {"address": "198.18.97.2/24", "gateway": "198.18.97.1"},
+                {"address": "fd00:97::2/64", "gateway": null},
+            ],
+            "routes": [{"dst": "0.0.0.0/0", "gateway": "198.18.97.1"}],
+        });
+        let r = ferry_cni::result::parse_result(result(&args(), &answer), "1.1.0")
+            .expect("a valid CNI result");
+        assert_eq!(r.interfaces.len(), 2);
+        assert_eq!(r.interfaces[0].name, "veth1");
+        assert!(r.interfaces[0].sandbox.is_empty());
+        assert_eq!(r.interfaces[1].sandbox, "/run/netns/c1");
+        assert_eq!(r.ips.len(), 2);
+        assert!(r.ips.iter().all(|ip| ip.interface == Some(1)));
+        assert_eq!(r.ips[0].gateway, "198.18.97.1".parse().ok());
+        assert_eq!(r.ips[1].gateway, None);
+        assert_eq!(r.routes[0].gw, "198.18.97.1".parse().ok());
+
+        // No host end (a macvlan network): the container interface is 0.
+        let mut bare = answer.clone();
+        bare["host_veth"] = json!("");
+        let r = ferry_cni::result::parse_result(result(&args(), &bare), "1.1.0").expect("valid");
+        assert_eq!(r.interfaces.len(), 1);
+        assert!(r.ips.iter().all(|ip| ip.interface == Some(0)));
+    }
+}
