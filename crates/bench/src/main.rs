@@ -362,7 +362,7 @@ fn run(opts: Opts) -> i32 {
         opts.only.is_empty() || opts.only.contains(&num) || (num == 1 && opts.only.contains(&8))
     };
     let mut s7_notes = Vec::new();
-    let ferryd = if wanted(7) || wanted(9) {
+    let ferryd = if wanted(7) || wanted(9) || wanted(10) {
         match sibling_binary(opts.ferryd.as_ref(), "--ferryd", "ferryd", "ferryd") {
             Ok(p) => Some(p),
             Err(e) => {
