@@ -64,6 +64,10 @@ pub trait ClusterStore: Send + Sync {
     fn claim_block(&self, network: &str, v6: bool) -> Result<Option<IpNet>>;
     /// Releases a block of this host; idempotent; `Conflict` if another
     /// host holds it.
+    /// Claims `block` again for this host, as after a restart (its record
+    /// may have gone with the previous lease): true when the block is this
+    /// host's now, false when another host holds it.
+    fn reclaim_block(&self, network: &str, block: IpNet) -> Result<bool>;
     fn release_block(&self, network: &str, block: IpNet) -> Result<()>;
     fn blocks(&self, network: &str) -> Result<Vec<BlockRecord>>;
     /// Publishes an endpoint of this host (`rec.host` must be the store's

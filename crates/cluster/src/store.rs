@@ -207,6 +207,35 @@ impl<K: Kv> ClusterStore for Store<K> {
         Ok(None)
     }
 
+    fn reclaim_block(&self, network: &str, block: IpNet) -> Result<bool> {
+        let key = keys::block(network, block);
+        let rec = BlockRecord {
+            network: network.to_string(),
+            block,
+            host: self.0.host_id().to_string(),
+        };
+        // Twice at most: the block may come free between the read and the create.
+        for _ in 0..2 {
+            match self.0.get(&key)? {
+                Some(value) => {
+                    let held: BlockRecord = decode(&key, &value)?;
+                    if held.host != self.0.host_id() {
+                        return Ok(false);
+                    }
+                    // Ours: written again under this process's lease.
+                    self.0.put(key, encode(&rec), true)?;
+                    return Ok(true);
+                }
+                None => {
+                    if self.0.create(vec![(key.clone(), encode(&rec))], true)? {
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        Ok(false)
+    }
+
     fn release_block(&self, network: &str, block: IpNet) -> Result<()> {
         let key = keys::block(network, block);
         let Some(value) = self.0.get(&key)? else {

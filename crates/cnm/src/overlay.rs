@@ -404,10 +404,27 @@ impl Controller {
 }
 
 impl Controller {
-    /// Publishes every endpoint this host holds on overlay networks again:
-    /// after a restart its store records may have expired with the old
-    /// lease. Returns how many were published; failures are logged by the caller.
+    /// Claims this host's blocks again and publishes every endpoint it holds
+    /// on overlay networks again: after a restart their store records may
+    /// have expired with the old lease. A block another host took meanwhile
+    /// is an error naming it. Returns how many endpoints were published.
     pub fn republish_overlay(&self) -> Result<usize> {
+        if let Some(cluster) = &self.cluster {
+            for net in self.networks.values() {
+                if !matches!(net.driver, Driver::Overlay { .. }) {
+                    continue;
+                }
+                let name = net.name.clone().unwrap_or_default();
+                for b in &net.blocks {
+                    if !cluster.store.reclaim_block(&name, *b)? {
+                        return Err(CnmError::Invalid(format!(
+                            "block {b} of overlay network {name:?} is held by another host now: \
+                             this host's addresses in it may be used twice (disconnect them)"
+                        )));
+                    }
+                }
+            }
+        }
         let mut n = 0;
         for ep in self.endpoints.values() {
             let Some(net) = self.networks.get(&ep.network_id) else {

@@ -493,3 +493,31 @@ fn docker_networks_join_overlay_networks() {
         "the cluster's network stays"
     );
 }
+
+#[test]
+fn a_restart_claims_its_blocks_and_publishes_its_endpoints_again() {
+    let s = Setup::new();
+    let (mut c, store) = s.open_clustered();
+    c.create_named_network(&NetworkCreate {
+        name: "ovr".into(),
+        driver: Some("overlay".into()),
+        subnets: vec!["198.18.97.0/24".into()],
+        ..NetworkCreate::default()
+    })
+    .expect("overlay network");
+    c.create_sandbox("app", None).expect("sandbox");
+    let ep = connect(&mut c, "ovr", "app", 0);
+    // What an expired lease takes: this host's block and endpoint records.
+    let block = store.blocks("ovr").expect("blocks")[0].block;
+    store.release_block("ovr", block).expect("release");
+    let ip = ep.address.expect("address").addr();
+    store.withdraw_endpoint("ovr", ip).expect("withdraw");
+    assert_eq!(c.republish_overlay().expect("republish"), 1);
+    let blocks = store.blocks("ovr").expect("blocks");
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].block, block, "the same block, not another one");
+    assert_eq!(blocks[0].host, "h1");
+    let eps = store.endpoints(Some("ovr")).expect("endpoints");
+    assert_eq!(eps.len(), 1);
+    assert_eq!(eps[0].ip, ip);
+}
