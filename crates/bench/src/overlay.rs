@@ -8,7 +8,9 @@
 //!   and after, minus the blocks claimed meanwhile);
 //! - throughput of one TCP stream (iperf3, 3 s) container to container
 //!   across the hosts, against raw VXLAN between the two host namespaces
-//!   (a VXLAN pair made by hand on the same underlay).
+//!   (a VXLAN pair made by hand on the same underlay);
+//! - a CNI ADD through `ferry-overlay` (the plugin asks host A's ferryd)
+//!   against a CNI ADD of Ferry's bridge + host-local, alternating.
 
 use crate::ctx::Ctx;
 use crate::scenarios::S10;
@@ -102,6 +104,7 @@ pub fn overlay(ctx: &Ctx) -> Result<(), String> {
         &format!("ip netns exec {client}"),
     )?;
     ctx.record(S10, "ferry", "iperf3", 0, 0, overlay_gbit, "Gbit/s");
+    cni_adds(ctx, &c)?;
     raw_vxlan(&c)?;
     let raw_gbit = iperf(
         &format!("ip netns exec {}", c.hosts[1].ns),
@@ -175,6 +178,62 @@ fn raw_vxlan(c: &Cluster) -> Result<(), String> {
         ));
         if !made {
             return Err(format!("cannot make the raw VXLAN pair on {}", h.ns));
+        }
+    }
+    Ok(())
+}
+
+/// ADD (timed) and DEL of `ferry-overlay` and of Ferry's bridge +
+/// host-local, alternating, each in a new namespace.
+fn cni_adds(ctx: &Ctx, c: &Cluster) -> Result<(), String> {
+    use ferry_cni::runtime::{CniConfig, RuntimeConf};
+    let Some(dir) = ctx.ferry_dir.clone() else {
+        ctx.note(S10, "Ferry's plugins not available: CNI ADDs not measured");
+        return Ok(());
+    };
+    let cache = ctx.work.join("cache-10");
+    let data = ctx.work.join("data-10");
+    for d in [&cache, &data] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    let cni = CniConfig::new(vec![dir], cache);
+    let overlay = crate::scenarios::conflist(
+        &ctx.name("10o"),
+        vec![json!({"type": "ferry-overlay", "network": "bov",
+                    "apiSocket": c.hosts[0].api()})],
+    )?;
+    let bridge = ctx.name("b10");
+    crate::util::own_link(&ctx.janitor, &bridge);
+    let plain = crate::scenarios::conflist(
+        &ctx.name("10b"),
+        vec![
+            json!({"type": "bridge", "bridge": bridge, "isGateway": true,
+                    "ipam": {"type": "host-local", "subnet": "198.18.255.0/24",
+                             "dataDir": data}}),
+        ],
+    )?;
+    for i in 0..ctx.sizes.overlay_attachments.min(50) {
+        crate::cleanup::check_stop()?;
+        for (part, list) in [("ferry", &overlay), ("bridge", &plain)] {
+            let ns = ctx.name(&format!("n10{}", &part[..1]));
+            if !sh_ok(&format!("ip netns add {ns}")) {
+                return Err(format!("cannot create namespace {ns}"));
+            }
+            let rt = RuntimeConf {
+                container_id: format!("{}-10-{i}", ctx.tag),
+                netns: format!("/run/netns/{ns}"),
+                ifname: "eth0".into(),
+                args: Vec::new(),
+                capability_args: serde_json::Map::new(),
+            };
+            let t = Instant::now();
+            let added = cni.add_network_list(list, &rt);
+            let took = t.elapsed();
+            let deleted = cni.del_network_list(&list.name, Some(list), &rt);
+            let _ = sh_ok(&format!("ip netns del {ns}"));
+            added.map_err(|e| format!("{part} ADD: {e}"))?;
+            deleted.map_err(|e| format!("{part} DEL: {e}"))?;
+            ctx.record(S10, part, "cni-ADD", i, 1, ms(took), "ms");
         }
     }
     Ok(())

@@ -202,6 +202,15 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             how: "raw VXLAN / overlay Gbit/s (≤ 1.11 means overlay ≥ 0.9× raw)".into(),
         },
         Target {
+            what: "CNI ferry-overlay ADD p50 ≤ 1.3× Ferry's bridge ADD",
+            limit: 1.3,
+            measured: ratio(
+                p50(rows, S10, "ferry", "cni-ADD"),
+                p50(rows, S10, "bridge", "cni-ADD"),
+            ),
+            how: "ferry-overlay / bridge+host-local, CNI ADD p50".into(),
+        },
+        Target {
             what: "etcd writes per attachment ≤ 1 (block claims aside)",
             limit: 1.0,
             measured: p50(rows, S10, "ferry", "etcd-writes"),
@@ -407,6 +416,16 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
             w,
             "| 10 overlay: attach on host A to first ping from host B | converge | {} | — | — | — | — | — | — | — |",
             cell(rows, S10, "ferry", "convergence"),
+        );
+        let _ = writeln!(
+            w,
+            "| 10 overlay: CNI `ferry-overlay` ADD (reference: Ferry's bridge ADD) | ADD | {} | {} | {} | — | — | — | — | — |",
+            cell(rows, S10, "ferry", "cni-ADD"),
+            cell(rows, S10, "bridge", "cni-ADD"),
+            fmt_ratio(ratio(
+                p50(rows, S10, "ferry", "cni-ADD"),
+                p50(rows, S10, "bridge", "cni-ADD")
+            )),
         );
     }
 

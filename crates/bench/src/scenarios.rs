@@ -105,7 +105,7 @@ fn chained_plugins() -> Vec<Value> {
     ]
 }
 
-fn conflist(name: &str, plugins: Vec<Value>) -> Result<NetworkConfigList, String> {
+pub(crate) fn conflist(name: &str, plugins: Vec<Value>) -> Result<NetworkConfigList, String> {
     let v = json!({"cniVersion": "1.0.0", "name": name, "plugins": plugins});
     let bytes = serde_json::to_vec(&v).map_err(|e| e.to_string())?;
     NetworkConfigList::from_bytes(&bytes).map_err(|e| format!("conflist {name}: {e}"))
