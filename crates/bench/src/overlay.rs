@@ -10,7 +10,10 @@
 //!   across the hosts, against raw VXLAN between the two host namespaces
 //!   (a VXLAN pair made by hand on the same underlay);
 //! - a CNI ADD through `ferry-overlay` (the plugin asks host A's ferryd)
-//!   against a CNI ADD of Ferry's bridge + host-local, alternating.
+//!   against a CNI ADD of Ferry's bridge + host-local, alternating;
+//! - programming one remote endpoint (the overlay driver's `add_peer`: one
+//!   FDB and one neighbour entry) on host A's network, from the first to
+//!   the 3,000th peer (3 hosts × 1,000 endpoints), first 100 against last 100.
 
 use crate::ctx::Ctx;
 use crate::scenarios::S10;
@@ -105,6 +108,7 @@ pub fn overlay(ctx: &Ctx) -> Result<(), String> {
     )?;
     ctx.record(S10, "ferry", "iperf3", 0, 0, overlay_gbit, "Gbit/s");
     cni_adds(ctx, &c)?;
+    peers_at_scale(ctx, &c)?;
     raw_vxlan(&c)?;
     let raw_gbit = iperf(
         &format!("ip netns exec {}", c.hosts[1].ns),
@@ -235,6 +239,67 @@ fn cni_adds(ctx: &Ctx, c: &Cluster) -> Result<(), String> {
             deleted.map_err(|e| format!("{part} DEL: {e}"))?;
             ctx.record(S10, part, "cni-ADD", i, 1, ms(took), "ms");
         }
+    }
+    Ok(())
+}
+
+/// `add_peer` timed for 3,000 remote endpoints on host A's overlay network,
+/// in host A's namespace (addresses 198.19.160.0/20: kernel entries only,
+/// no traffic; they go with the host's namespace).
+fn peers_at_scale(ctx: &Ctx, c: &Cluster) -> Result<(), String> {
+    use ferry_drivers::link::detach::Deleter;
+    use ferry_drivers::network::overlay::{OverlayDriver, Peer};
+    use ferry_drivers::network::{NetworkKind, NetworkSpec, OverlayConfig};
+    let (_, n) = c.hosts[0].call("GET", "/networks/bov", &Value::Null)?;
+    let vni = n["driver"]["vni"]
+        .as_u64()
+        .ok_or_else(|| format!("no VNI in {n}"))? as u32;
+    let spec = NetworkSpec {
+        id: n["id"].as_str().unwrap_or("bov").to_string(),
+        kind: NetworkKind::Overlay(OverlayConfig {
+            vni,
+            bridge: n["bridge"].as_str().unwrap_or_default().to_string(),
+            vxlan: format!("fx-{vni}"),
+            local: c.hosts[0]
+                .ip
+                .parse()
+                .map_err(|e| format!("host address: {e}"))?,
+            port: ferry_drivers::network::VXLAN_PORT,
+        }),
+        mtu: None,
+        gateways: Vec::new(),
+        forwarding: false,
+        masquerade: false,
+    };
+    let vtep: std::net::IpAddr = c.hosts[1].ip.parse().map_err(|e| format!("{e}"))?;
+    let state_dir = ctx.work.join("state-10");
+    let ns = ferry_linux::Netns::open(format!("/run/netns/{}", c.hosts[0].ns))
+        .map_err(|e| format!("host namespace: {e}"))?;
+    let times = ns
+        .run(|| -> Result<Vec<f64>, String> {
+            let driver = OverlayDriver::new(Deleter::Thread, state_dir);
+            let mut times = Vec::with_capacity(3000);
+            for i in 0u32..3000 {
+                let ip = std::net::Ipv4Addr::from(
+                    u32::from(std::net::Ipv4Addr::new(198, 19, 160, 0)) + i,
+                );
+                let b = (i + 1).to_be_bytes();
+                let peer = Peer {
+                    ip: ip.into(),
+                    mac: ferry_linux::MacAddr([0x02, 0xfe, b[0], b[1], b[2], b[3]]),
+                    vtep,
+                };
+                let t = Instant::now();
+                driver
+                    .add_peer(&spec, &peer)
+                    .map_err(|e| format!("add_peer {i}: {e}"))?;
+                times.push(ms(t.elapsed()));
+            }
+            Ok(times)
+        })
+        .map_err(|e| format!("enter host namespace: {e}"))??;
+    for (i, t) in times.iter().enumerate() {
+        ctx.record(S10, "ferry", "add-peer", i, i, *t, "ms");
     }
     Ok(())
 }

@@ -211,6 +211,15 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             how: "ferry-overlay / bridge+host-local, CNI ADD p50".into(),
         },
         Target {
+            what: "one remote endpoint at 3 hosts × 1,000 endpoints ≤ 1.2× the first",
+            limit: 1.2,
+            measured: ratio(
+                window(rows, S10, "ferry", "add-peer", false, 100),
+                window(rows, S10, "ferry", "add-peer", true, 100),
+            ),
+            how: "add_peer p50, peers 2,901-3,000 / 1-100".into(),
+        },
+        Target {
             what: "etcd writes per attachment ≤ 1 (block claims aside)",
             limit: 1.0,
             measured: p50(rows, S10, "ferry", "etcd-writes"),
