@@ -15,13 +15,7 @@ use std::time::{Duration, Instant};
 
 /// A binary of the workspace, beside ferryd.
 fn workspace_bin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_ferryd")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
+    ferry_testkit::workspace_bin(env!("CARGO_BIN_EXE_ferryd"), name)
 }
 
 /// A ferryd with everything in a temp dir and its metrics on a free port;
