@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod invoke;
 pub mod oplog;
+pub mod report;
 pub mod result;
 pub mod runtime;
 pub mod skel;

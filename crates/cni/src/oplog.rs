@@ -102,7 +102,7 @@ pub fn append(path: &str, entry: &Entry) -> std::io::Result<()> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` in UTC.
-fn rfc3339_millis(t: SystemTime) -> String {
+pub fn rfc3339_millis(t: SystemTime) -> String {
     let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);

@@ -2,10 +2,11 @@
 //! and stdin, check the version and the variables each verb needs, dispatch,
 //! and print the result, or the error JSON with the spec's code and exit non-zero.
 //! stdout carries only the result or the error; stderr stays empty unless
-//! something fails; each invocation can be logged to a file ([`crate::oplog`]).
+//! something fails; each invocation can be logged to a file ([`crate::oplog`])
+//! and is reported to ferryd's metrics ([`crate::report`]).
 
 use crate::error::{code, CniError, CniResult};
-use crate::{oplog, validate, version};
+use crate::{oplog, report, validate, version};
 use serde_json::Value;
 use std::io::{Read, Write};
 
@@ -149,6 +150,9 @@ pub fn plugin_main(name: &str, plugin: &dyn Plugin, about: &str) -> ! {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&outcome.stdout);
     let _ = out.flush();
+    if let Some(socket) = report::target(env) {
+        report::send(&socket, &run_report(name, env, &stdin, duration, &outcome));
+    }
     if let Some(path) = oplog::target(env, &stdin) {
         let var = |k: &str| env(k).unwrap_or_default();
         let entry = oplog::Entry {
@@ -166,6 +170,31 @@ pub fn plugin_main(name: &str, plugin: &dyn Plugin, about: &str) -> ! {
         }
     }
     std::process::exit(outcome.exit_code)
+}
+
+/// This run's report to ferryd: the verb, the attachment and the outcome.
+fn run_report(
+    name: &str,
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    duration: std::time::Duration,
+    outcome: &Outcome,
+) -> report::Report {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: Option<String>,
+    }
+    let var = |k: &str| env(k).unwrap_or_default();
+    report::Report {
+        network: serde_json::from_slice::<Named>(stdin)
+            .ok()
+            .and_then(|n| n.name)
+            .unwrap_or_default(),
+        container_id: var("CNI_CONTAINERID"),
+        ifname: var("CNI_IFNAME"),
+        error: outcome.error.as_ref().map(|e| e.to_string()),
+        ..report::Report::new(name, &var("CNI_COMMAND"), duration)
+    }
 }
 
 fn error_outcome(err: CniError, cni_version: &str) -> Outcome {

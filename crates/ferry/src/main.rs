@@ -3,6 +3,7 @@
 mod api;
 mod cni_cmd;
 mod cnm_cmd;
+mod events_cmd;
 mod plugins_cmd;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,12 @@ enum Top {
         from: String,
         to: String,
     },
+    /// Stream ferryd's events (networks, endpoints, sandboxes, CNI attachments) as they happen.
+    Events {
+        /// Also show the events of this long ago (e.g. 10m; ferryd keeps the last 1024).
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,5 +92,6 @@ fn main() -> ExitCode {
         Top::Disconnect { network, sandbox } => cnm_cmd::disconnect(&api, network, sandbox),
         Top::Swap { sandbox, from, to } => cnm_cmd::swap(&api, sandbox, from, to),
         Top::Hosts => cnm_cmd::hosts(&api),
+        Top::Events { since } => events_cmd::run(&api.api_socket, since, api.json),
     }
 }

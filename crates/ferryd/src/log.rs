@@ -1,9 +1,11 @@
 //! ferryd's logs: `tracing` events on stderr (stdout stays empty), and one
 //! event per request on either socket, written by one middleware: the
 //! method, the IDs the request names, the status, how long it took and the
-//! outcome, with the error's cause chain when it failed.
+//! outcome, with the error's cause chain when it failed. The same
+//! middleware counts the request in the metrics and makes its event.
 
-use axum::body::{Body, Bytes};
+use crate::metrics::Door;
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
@@ -47,12 +49,20 @@ pub enum Socket {
     Api,
 }
 
+/// What the middleware feeds besides the log: the metrics and the events.
+#[derive(Clone)]
+pub struct Hooks {
+    pub socket: Socket,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub events: Arc<crate::events::Events>,
+}
+
 /// Bodies above this are refused, as axum's `Bytes` extractor does by default.
 const BODY_LIMIT: usize = 2 << 20;
 
 /// The middleware (`axum::middleware::from_fn_with_state`) behind both routers.
-pub async fn requests(State(socket): State<Socket>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
+pub async fn requests(State(hooks): State<Hooks>, req: Request, next: Next) -> Response {
+    let (start, socket) = (Instant::now(), hooks.socket);
     let method = match (socket, req.extensions().get::<MatchedPath>()) {
         (Socket::Docker, _) => req.uri().path().trim_start_matches('/').to_string(),
         (Socket::Api, Some(route)) => format!("{} {}", req.method(), route.as_str()),
@@ -67,14 +77,33 @@ pub async fn requests(State(socket): State<Socket>, req: Request, next: Next) ->
             return (StatusCode::PAYLOAD_TOO_LARGE, e.to_string()).into_response();
         }
     };
-    let ids = Ids::of(&method, &path, &body);
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let ids = Ids::of(&method, &path, &json);
     let resp = next.run(Request::from_parts(parts, Body::from(body))).await;
-    log(
+    let (status, duration) = (resp.status(), start.elapsed());
+    let failure: Option<&Failure> = resp.extensions().get();
+    log(&method, &ids, status, duration, failure);
+    let ok = failure.is_none() && status.is_success();
+    // Docker's methods are `Driver.Verb`; Ferry's API is ferryd's own.
+    let (door, plugin, verb) = match socket {
+        Socket::Docker => {
+            let (driver, verb) = method.split_once('.').unwrap_or(("", &method));
+            (Door::Docker, driver, verb)
+        }
+        Socket::Api => (Door::Api, "ferryd", method.as_str()),
+    };
+    hooks.metrics.observe(door, plugin, verb, ok, duration);
+    let error = match failure {
+        Some(Failure(e)) => Some(e.to_string()),
+        None if !ok => Some(status.to_string()),
+        None => None,
+    };
+    hooks.events.request(
         &method,
-        &ids,
-        resp.status(),
-        start.elapsed(),
-        resp.extensions().get(),
+        ids.network.as_deref(),
+        ids.sandbox.as_deref(),
+        &json,
+        error,
     );
     resp
 }
@@ -91,8 +120,7 @@ struct Ids {
 }
 
 impl Ids {
-    fn of(method: &str, path: &str, body: &Bytes) -> Ids {
-        let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    fn of(method: &str, path: &str, body: &Value) -> Ids {
         let key = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
         // `/networks/{name}` names one in the path, `POST /networks` in the body.
         let named = |collection: &str| {
@@ -153,7 +181,11 @@ mod tests {
     use super::*;
 
     fn ids(method: &str, path: &str, body: &str) -> Ids {
-        Ids::of(method, path, &Bytes::copy_from_slice(body.as_bytes()))
+        Ids::of(
+            method,
+            path,
+            &serde_json::from_str(body).unwrap_or(Value::Null),
+        )
     }
 
     #[test]

@@ -2,12 +2,15 @@
 //! IpamDriver (plugin protocol v1.2) on `/run/docker/plugins/ferry.sock`, so
 //! `docker network create -d ferry --ipam-driver ferry` uses Ferry networks,
 //! and Ferry's own read API on a root-only socket. State lives in an embedded
-//! redb file and survives kill -9.
+//! redb file and survives kill -9. Metrics (`/metrics`, OpenMetrics) are
+//! served on a TCP address, the CNI plugins report to a datagram socket.
 
 mod agent;
 mod cluster_api;
 mod cni_api;
+mod events;
 mod log;
+mod metrics;
 mod plugin_api;
 
 use clap::Parser;
@@ -56,6 +59,14 @@ struct Args {
     /// `cluster.redb` beside --state).
     #[arg(long)]
     cluster_state: Option<PathBuf>,
+    /// Where `/metrics` is served (OpenMetrics text, TCP; default
+    /// 127.0.0.1:9641, served only when free: a busy address given here is an error).
+    #[arg(long)]
+    metrics_address: Option<std::net::SocketAddr>,
+    /// The datagram socket the CNI plugins report their runs to
+    /// (the plugins read `FERRY_METRICS_SOCKET`).
+    #[arg(long, default_value = ferry_cni::report::DEFAULT_SOCKET)]
+    metrics_socket: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,17 +119,39 @@ fn run(args: Args) -> Result<(), String> {
     runtime.block_on(async move {
         let plugin = plugin_api::bind(&args.plugin_socket, 0o600)?;
         let api = plugin_api::bind(&args.api_socket, 0o600)?;
+        let reports = metrics::bind(&args.metrics_socket)?;
+        let scrape = metrics_listener(args.metrics_address).await?;
+        let hooks = log::Hooks {
+            socket: log::Socket::Api,
+            metrics: Arc::new(metrics::Metrics::new()),
+            events: Arc::new(events::Events::default()),
+        };
         tracing::info!(
             plugin_socket = %args.plugin_socket.display(),
             api_socket = %args.api_socket.display(),
             state = %args.state.display(),
+            metrics_address = ?scrape.as_ref().and_then(|l| l.local_addr().ok()),
+            metrics_socket = %args.metrics_socket.display(),
             "serving Docker's plugin protocol and Ferry's API"
         );
         let p = tokio::spawn(plugin_api::serve(
             plugin,
-            plugin_api::docker_router(shared.clone()),
+            plugin_api::docker_router(shared.clone(), hooks.clone()),
         ));
-        let a = tokio::spawn(plugin_api::serve(api, plugin_api::ferry_router(shared)));
+        let a = tokio::spawn(plugin_api::serve(
+            api,
+            plugin_api::ferry_router(shared.clone(), hooks.clone()),
+        ));
+        let served = hooks.metrics.clone();
+        let m = tokio::spawn(async move {
+            match scrape {
+                Some(l) => axum::serve(l, metrics::router(served, shared))
+                    .await
+                    .map_err(|e| e.to_string()),
+                None => std::future::pending().await,
+            }
+        });
+        let r = tokio::spawn(metrics::receive(reports, hooks.metrics, hooks.events));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;
         let stopped = tokio::select! {
@@ -126,13 +159,32 @@ fn run(args: Args) -> Result<(), String> {
             _ = term.recv() => Ok("SIGTERM"),
             r = p => Err(server_stopped("plugin", r)),
             r = a => Err(server_stopped("API", r)),
+            r = m => Err(server_stopped("metrics", r)),
+            r = r => Err(server_stopped("plugin reports", r)),
         };
         let _ = std::fs::remove_file(&args.plugin_socket);
         let _ = std::fs::remove_file(&args.api_socket);
+        let _ = std::fs::remove_file(&args.metrics_socket);
         let signal = stopped?;
         tracing::info!(signal, "shutting down");
         Ok(())
     })
+}
+
+/// The metrics listener: the address asked for, or else the default one
+/// when it is free (a second ferryd on the host, in a test say, goes without).
+async fn metrics_listener(
+    asked: Option<std::net::SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    let addr = asked.unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 9641)));
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if asked.is_some() => Err(format!("metrics address {addr}: {e}")),
+        Err(e) => {
+            tracing::warn!(%addr, error = %e, "no /metrics: the default address is busy");
+            Ok(None)
+        }
+    }
 }
 
 /// Why a server task ended (it only ends on failure).

@@ -5,7 +5,7 @@
 //! Both routers log every request through [`log::requests`]; a failed
 //! response carries its error ([`Failure`]) for that event.
 
-use crate::log::{self, Failure, Socket};
+use crate::log::{self, Failure, Hooks, Socket};
 use axum::body::Bytes;
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
@@ -25,15 +25,24 @@ const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
 /// Binds a unix socket, replacing a stale one, with the given mode.
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    bind_with(path, mode, |p| UnixListener::bind(p))
+}
+
+/// Binds a unix socket of any kind with `bind`, as [`bind`] does.
+pub fn bind_with<T>(
+    path: &Path,
+    mode: u32,
+    bind: impl FnOnce(&Path) -> std::io::Result<T>,
+) -> Result<T, String> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
-    let l = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let s = bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(l)
+    Ok(s)
 }
 
 pub async fn serve(listener: UnixListener, router: Router) -> Result<(), String> {
@@ -195,17 +204,23 @@ async fn docker(ctl: Shared, uri: Uri, body: Bytes) -> Response {
 }
 
 /// Docker's plugin protocol: every method is a POST to `/<Method>`.
-pub fn docker_router(ctl: Shared) -> Router {
+pub fn docker_router(ctl: Shared, hooks: Hooks) -> Router {
     Router::new()
         .fallback(post(move |uri: Uri, body: Bytes| {
             docker(ctl.clone(), uri, body)
         }))
-        .layer(from_fn_with_state(Socket::Docker, log::requests))
+        .layer(from_fn_with_state(
+            Hooks {
+                socket: Socket::Docker,
+                ..hooks
+            },
+            log::requests,
+        ))
 }
 
 /// Ferry's own API (root-only socket): networks by name, sandboxes, connect,
-/// disconnect and swap. Errors are `{"error": ...}` with a fitting status.
-pub fn ferry_router(ctl: Shared) -> Router {
+/// disconnect, swap and the event stream. Errors are `{"error": ...}` with a fitting status.
+pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
     use axum::extract::Path as P;
     let c = ctl;
     macro_rules! with {
@@ -329,7 +344,14 @@ pub fn ferry_router(ctl: Shared) -> Router {
             }),
         )
         .merge(crate::cni_api::router(c))
-        .layer(from_fn_with_state(Socket::Api, log::requests))
+        .merge(crate::events::router(hooks.events.clone()))
+        .layer(from_fn_with_state(
+            Hooks {
+                socket: Socket::Api,
+                ..hooks
+            },
+            log::requests,
+        ))
 }
 
 #[derive(serde::Deserialize)]

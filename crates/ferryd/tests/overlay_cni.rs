@@ -16,7 +16,7 @@
 use ferry_testkit::docker::http;
 use ferry_testkit::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,13 +30,7 @@ fn host_ip(i: usize) -> String {
 
 /// A binary of the workspace, beside ferryd.
 fn workspace_bin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_ferryd")).with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} missing: build the workspace first (cargo build --workspace)",
-        p.display()
-    );
-    p
+    ferry_testkit::workspace_bin(env!("CARGO_BIN_EXE_ferryd"), name)
 }
 
 struct Host {

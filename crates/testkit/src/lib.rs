@@ -19,6 +19,18 @@ pub fn unique(prefix: &str) -> String {
     name
 }
 
+/// A binary of the workspace beside `exe` (a test's `CARGO_BIN_EXE_*`):
+/// `cargo build --workspace` puts them all in one directory.
+pub fn workspace_bin(exe: &str, name: &str) -> PathBuf {
+    let p = Path::new(exe).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} missing: build the workspace first (cargo build --workspace)",
+        p.display()
+    );
+    p
+}
+
 /// Runs a command line through sh and returns stdout; panics with its stderr on failure.
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh")

@@ -1,0 +1,230 @@
+//! ferryd's metrics: `/metrics` in the OpenMetrics text format on a TCP
+//! address (`--metrics-address`). Operations come in through three doors:
+//! Docker's plugin protocol and Ferry's API (recorded by the request
+//! middleware, [`crate::log::requests`]) and the CNI plugins, which send one
+//! datagram per run ([`ferry_cni::report`]) to `--metrics-socket`. Counts of
+//! networks, endpoints and sandboxes and pool use are read from the
+//! controller at scrape time.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use ferry_cnm::Controller;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+type Shared = Arc<Mutex<Controller>>;
+
+/// Where an operation came in.
+#[derive(Clone, Copy, Debug)]
+pub enum Door {
+    Cni,
+    Docker,
+    Api,
+}
+
+impl Door {
+    fn as_str(self) -> &'static str {
+        match self {
+            Door::Cni => "cni",
+            Door::Docker => "docker",
+            Door::Api => "api",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Operation {
+    door: &'static str,
+    /// The CNI plugin, Docker's driver (`NetworkDriver`, `IpamDriver`) or `ferryd`.
+    plugin: String,
+    verb: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    network: String,
+    subnet: String,
+}
+
+type HistogramFamily = Family<Operation, Histogram, fn() -> Histogram>;
+
+/// The registry and the metrics ferryd keeps.
+pub struct Metrics {
+    registry: Registry,
+    durations: HistogramFamily,
+    operations: Family<Operation, Counter>,
+    networks: Gauge,
+    endpoints: Gauge,
+    sandboxes: Gauge,
+    pool_utilisation: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 0.5 ms to ~16 s: a CNI ADD is milliseconds, a stuck one seconds.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let durations: HistogramFamily = Family::new_with_constructor(duration_histogram);
+        let operations = Family::<Operation, Counter>::default();
+        let (networks, endpoints, sandboxes) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let pool_utilisation = Family::<PoolLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "ferry_operation_duration_seconds",
+            "Duration of operations by door (cni, docker, api), plugin or driver, verb and outcome",
+            durations.clone(),
+        );
+        // The encoder adds `_total`.
+        registry.register(
+            "ferry_operations",
+            "Operations by door, plugin or driver, verb and outcome",
+            operations.clone(),
+        );
+        registry.register("ferry_networks", "Networks ferryd knows", networks.clone());
+        registry.register(
+            "ferry_endpoints",
+            "Endpoints ferryd knows",
+            endpoints.clone(),
+        );
+        registry.register(
+            "ferry_sandboxes",
+            "Sandboxes ferryd knows",
+            sandboxes.clone(),
+        );
+        registry.register(
+            "ferry_pool_utilisation_ratio",
+            "Addresses allocated from a network's pool over the pool's size",
+            pool_utilisation.clone(),
+        );
+        Metrics {
+            registry,
+            durations,
+            operations,
+            networks,
+            endpoints,
+            sandboxes,
+            pool_utilisation,
+        }
+    }
+
+    /// Counts one operation and its duration.
+    pub fn observe(&self, door: Door, plugin: &str, verb: &str, ok: bool, duration: Duration) {
+        let labels = Operation {
+            door: door.as_str(),
+            plugin: plugin.to_string(),
+            verb: verb.to_string(),
+            outcome: if ok { "ok" } else { "error" },
+        };
+        self.durations
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
+        self.operations.get_or_create(&labels).inc();
+    }
+
+    /// The exposition, with the controller's counts as they are now.
+    pub fn render(&self, c: &Controller) -> Result<String, std::fmt::Error> {
+        self.networks.set(c.networks().count() as i64);
+        self.endpoints.set(c.endpoints().count() as i64);
+        self.sandboxes.set(c.sandboxes().count() as i64);
+        // Removed networks must not linger: the family is rebuilt each time.
+        self.pool_utilisation.clear();
+        for n in c.networks() {
+            let network = n.name.clone().unwrap_or_else(|| n.id.clone());
+            for data in n.ipv4.iter().chain(&n.ipv6) {
+                let pool = c.ipam().pools.values().find(|p| {
+                    p.subnet.to_string() == data.pool
+                        && (data.address_space.is_empty() || p.space == data.address_space)
+                });
+                if let Some(p) = pool {
+                    let host_bits = u32::from(p.subnet.max_prefix_len() - p.subnet.prefix_len());
+                    let size = 2f64.powi(host_bits as i32);
+                    self.pool_utilisation
+                        .get_or_create(&PoolLabels {
+                            network: network.clone(),
+                            subnet: data.pool.clone(),
+                        })
+                        .set(p.allocated.len() as f64 / size);
+                }
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// The metrics server's routes: `/metrics`.
+pub fn router(metrics: Arc<Metrics>, ctl: Shared) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || async move {
+            let scraped = tokio::task::spawn_blocking(move || {
+                let c = ctl.lock().map_err(|_| "controller poisoned".to_string())?;
+                metrics.render(&c).map_err(|e| e.to_string())
+            })
+            .await;
+            match scraped {
+                Ok(Ok(body)) => (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+                    .into_response(),
+                Ok(Err(e)) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+                Err(e) => {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+                }
+            }
+        }),
+    )
+}
+
+/// Receives the plugins' reports for good: each is counted under door
+/// `cni` and becomes an attachment event. A malformed datagram is logged
+/// and dropped.
+pub async fn receive(
+    socket: tokio::net::UnixDatagram,
+    metrics: Arc<Metrics>,
+    events: Arc<crate::events::Events>,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = socket
+            .recv(&mut buf)
+            .await
+            .map_err(|e| format!("metrics socket: {e}"))?;
+        match serde_json::from_slice::<ferry_cni::report::Report>(&buf[..n]) {
+            Ok(r) => {
+                metrics.observe(
+                    Door::Cni,
+                    &r.plugin,
+                    &r.command,
+                    r.error.is_none(),
+                    Duration::from_secs_f64(r.duration_seconds.max(0.0)),
+                );
+                events.cni(&r);
+            }
+            Err(e) => tracing::warn!(error = %e, "malformed plugin report"),
+        }
+    }
+}
+
+/// Binds the plugins' datagram socket, replacing a stale one.
+pub fn bind(path: &std::path::Path) -> Result<tokio::net::UnixDatagram, String> {
+    crate::plugin_api::bind_with(path, 0o600, |p| tokio::net::UnixDatagram::bind(p))
+}
