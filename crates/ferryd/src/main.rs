@@ -7,6 +7,7 @@
 mod agent;
 mod cluster_api;
 mod cni_api;
+mod dns;
 mod log;
 mod plugin_api;
 
@@ -56,6 +57,12 @@ struct Args {
     /// `cluster.redb` beside --state).
     #[arg(long)]
     cluster_state: Option<PathBuf>,
+    /// TTL in seconds of the DNS records of Ferry's names.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
+    /// The upstream DNS servers for names outside Ferry.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    dns_resolv_conf: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,7 +125,17 @@ fn run(args: Args) -> Result<(), String> {
             plugin,
             plugin_api::docker_router(shared.clone()),
         ));
-        let a = tokio::spawn(plugin_api::serve(api, plugin_api::ferry_router(shared)));
+        let dns = dns::Dns::start(
+            shared.clone(),
+            dns::Config {
+                ttl: args.dns_ttl,
+                resolv_conf: args.dns_resolv_conf.clone(),
+            },
+        )
+        .await;
+        let ferry = plugin_api::ferry_router(shared)
+            .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
+        let a = tokio::spawn(plugin_api::serve(api, ferry));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;
         let stopped = tokio::select! {
