@@ -17,7 +17,8 @@ packages=(
   netavark                    # a peer of the benchmark's smoke run
   protobuf-compiler           # protoc, to build the etcd client (ferry-cluster)
   etcd-server                 # etcd for ferry-cluster's tests (started by the tests)
-  dnsmasq-base                # the DHCP server of the dhcp IPAM tests
+  dnsmasq-base                # the DHCP server of the dhcp IPAM tests; the DNS tests' upstream
+  bind9-dnsutils              # dig, the client of ferryd's DNS tests
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -155,7 +155,7 @@ impl Controller {
             name: &name,
             routes_in_join: true,
         };
-        let ep = self.attach(&n, &target, &req.ifname, 0, None)?;
+        let ep = self.attach(&n, &target, &req.ifname, 0, &[], None)?;
         // The network as attach left it (an overlay may have claimed a block).
         let n = self.network(&n.id)?;
         // Masquerade, as the bridge plugin's ipMasq; ports are portmap's.

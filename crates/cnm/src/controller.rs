@@ -134,6 +134,10 @@ pub struct Endpoint {
     /// The port bindings Docker asked to publish (its own JSON, echoed in oper info).
     #[serde(default)]
     pub published: Value,
+    /// Names besides the sandbox's under which the network's DNS server
+    /// answers for this endpoint (`ferry connect --alias`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 impl Endpoint {
@@ -566,6 +570,7 @@ impl Controller {
             netns: None,
             priority: 0,
             published: Value::Null,
+            aliases: Vec::new(),
         };
         if let Err(e) = self.store.apply(vec![put(ep_key(&ep.id), &ep)?]) {
             if let Ok(p) = self.driver(&spec).delete_endpoint(&spec, &link) {

@@ -77,6 +77,25 @@ pub struct Connect {
     pub ifname: Option<String>,
     #[serde(default)]
     pub priority: i32,
+    /// More names for the endpoint in the network's DNS (each a DNS label).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// Checks that a name is one DNS label (RFC 1123): 1 to 63 letters, digits
+/// and hyphens, neither first nor last a hyphen.
+pub fn check_dns_label(name: &str) -> Result<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CnmError::Invalid(format!(
+            "alias {name:?} is not a DNS label (1 to 63 letters, digits and inner hyphens)"
+        )))
+    }
 }
 
 /// The namespace an endpoint is attached to: a Ferry sandbox, or a CNI
@@ -406,7 +425,11 @@ impl Controller {
         };
         ferry_drivers::check_ifname(&ifname)
             .map_err(|e| CnmError::Invalid(format!("{ifname}: {e}")))?;
-        let ep = self.attach(&network, &Target::of(&sb), &ifname, req.priority, None)?;
+        for a in &req.aliases {
+            check_dns_label(a)?;
+        }
+        let target = Target::of(&sb);
+        let ep = self.attach(&network, &target, &ifname, req.priority, &req.aliases, None)?;
         self.arbitrate(&sb.name)?;
         Ok(ep)
     }
@@ -434,6 +457,7 @@ impl Controller {
         sb: &Target,
         ifname: &str,
         priority: i32,
+        aliases: &[String],
         replacing: Option<&Endpoint>,
     ) -> Result<Endpoint> {
         if network.name.is_none() {
@@ -518,6 +542,7 @@ impl Controller {
             netns: has_interface.then(|| sb.path.to_string()),
             priority,
             published: serde_json::Value::Null,
+            aliases: aliases.to_vec(),
         };
         // Past this point the sandbox changes: the old endpoint goes away and
         // the new interface takes its name.
@@ -630,7 +655,14 @@ impl Controller {
             )));
         }
         let ifname = old.ifname.clone().unwrap_or_else(|| "eth0".into());
-        let ep = self.attach(&to_net, &Target::of(&sb), &ifname, old.priority, Some(&old))?;
+        let ep = self.attach(
+            &to_net,
+            &Target::of(&sb),
+            &ifname,
+            old.priority,
+            &old.aliases,
+            Some(&old),
+        )?;
         self.arbitrate(sandbox)?;
         Ok(ep)
     }

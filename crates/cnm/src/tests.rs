@@ -66,6 +66,7 @@ fn connect(c: &mut Controller, network: &str, sandbox: &str, priority: i32) -> c
         sandbox: sandbox.into(),
         ifname: None,
         priority,
+        aliases: Vec::new(),
     })
     .expect("connect")
 }
@@ -520,4 +521,36 @@ fn a_restart_claims_its_blocks_and_publishes_its_endpoints_again() {
     let eps = store.endpoints(Some("ovr")).expect("endpoints");
     assert_eq!(eps.len(), 1);
     assert_eq!(eps[0].ip, ip);
+}
+
+#[test]
+fn aliases_are_dns_labels_kept_on_the_endpoint() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "web", "198.18.71.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    let with = |aliases: &[&str]| Connect {
+        network: "web".into(),
+        sandbox: "app".into(),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        ..Connect::default()
+    };
+    for bad in ["", "-db", "db-", "a.b", "db_1", &"x".repeat(64)] {
+        let e = c.connect(&with(&[bad])).expect_err(bad);
+        assert!(matches!(e, CnmError::Invalid(_)), "{bad:?}: {e}");
+    }
+    assert!(
+        c.sandbox_endpoints("app").is_empty(),
+        "a refused alias attaches nothing"
+    );
+    let ep = c.connect(&with(&["db", "Primary-1"])).expect("connect");
+    assert_eq!(ep.aliases, ["db", "Primary-1"]);
+    drop(c);
+    let c = s.open();
+    let kept = c.endpoints().find(|e| e.id == ep.id).expect("endpoint");
+    assert_eq!(
+        kept.aliases,
+        ["db", "Primary-1"],
+        "aliases survive a restart"
+    );
 }

@@ -234,10 +234,11 @@ pub fn connect(
     sandbox: String,
     ifname: Option<String>,
     priority: i32,
+    aliases: Vec<String>,
 ) -> ExitCode {
     finish((|| {
-        let body =
-            json!({"network": network, "sandbox": sandbox, "ifname": ifname, "priority": priority});
+        let body = json!({"network": network, "sandbox": sandbox, "ifname": ifname,
+            "priority": priority, "aliases": aliases});
         let ep = api::call(&api.api_socket, "POST", "/connect", Some(&body))?;
         print(&ep, api.json, |e| {
             format!(

@@ -53,6 +53,9 @@ enum Top {
         /// Route arbitration priority: the highest wins a contested prefix.
         #[arg(long, default_value_t = 0)]
         priority: i32,
+        /// Another name for the sandbox in the network's DNS (repeatable).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
     },
     /// Disconnect a sandbox from a network.
     Disconnect { network: String, sandbox: String },
@@ -88,7 +91,8 @@ fn main() -> ExitCode {
             sandbox,
             ifname,
             priority,
-        } => cnm_cmd::connect(&api, network, sandbox, ifname, priority),
+            aliases,
+        } => cnm_cmd::connect(&api, network, sandbox, ifname, priority, aliases),
         Top::Disconnect { network, sandbox } => cnm_cmd::disconnect(&api, network, sandbox),
         Top::Swap { sandbox, from, to } => cnm_cmd::swap(&api, sandbox, from, to),
         Top::Hosts => cnm_cmd::hosts(&api),

@@ -156,7 +156,8 @@ fn networks_sandboxes_connect_arbitrate_swap_and_clean_up() {
     let s1 = d.sandbox("cs1");
     let s2 = d.sandbox("cs2");
     let e1 = d.json(&format!("connect {na} {s1}"));
-    let e2 = d.json(&format!("connect {na} {s2}"));
+    let e2 = d.json(&format!("connect {na} {s2} --alias api --alias Db-1"));
+    assert_eq!(e2["aliases"], serde_json::json!(["api", "Db-1"]), "{e2}");
     assert!(ping(&s1, &addr(&e2)), "s1 cannot reach s2 on {na}");
 
     // Two networks contest the default route: the higher priority wins...

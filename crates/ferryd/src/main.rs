@@ -8,6 +8,7 @@
 mod agent;
 mod cluster_api;
 mod cni_api;
+mod dns;
 mod events;
 mod log;
 mod metrics;
@@ -67,6 +68,12 @@ struct Args {
     /// (the plugins read `FERRY_METRICS_SOCKET`).
     #[arg(long, default_value = ferry_cni::report::DEFAULT_SOCKET)]
     metrics_socket: PathBuf,
+    /// TTL in seconds of the DNS records of Ferry's names.
+    #[arg(long, default_value_t = 5)]
+    dns_ttl: u32,
+    /// The upstream DNS servers for names outside Ferry.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    dns_resolv_conf: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -138,10 +145,17 @@ fn run(args: Args) -> Result<(), String> {
             plugin,
             plugin_api::docker_router(shared.clone(), hooks.clone()),
         ));
-        let a = tokio::spawn(plugin_api::serve(
-            api,
-            plugin_api::ferry_router(shared.clone(), hooks.clone()),
-        ));
+        let dns = dns::Dns::start(
+            shared.clone(),
+            dns::Config {
+                ttl: args.dns_ttl,
+                resolv_conf: args.dns_resolv_conf.clone(),
+            },
+        )
+        .await;
+        let ferry = plugin_api::ferry_router(shared.clone(), hooks.clone())
+            .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
+        let a = tokio::spawn(plugin_api::serve(api, ferry));
         let served = hooks.metrics.clone();
         let m = tokio::spawn(async move {
             match scrape {
