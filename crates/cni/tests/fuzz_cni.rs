@@ -154,7 +154,9 @@ proptest! {
         if let Ok(list) = NetworkConfigList::from_bytes(&bytes) {
             // What loads can be run: its effective form loads again.
             let _ = list.effective();
-            let _ = list.plugins.iter().map(|p| (p.capabilities(), p.ipam_type())).count();
+            for p in &list.plugins {
+                let _ = (p.capabilities(), p.ipam_type());
+            }
         }
         let _ = NetworkConfigList::from_single_conf(&bytes);
     }
@@ -206,7 +208,7 @@ proptest! {
     /// A 1.x result written as 1.x and read back is unchanged.
     #[test]
     fn result_round_trip_1x(r in canonical_result(), to in prop::sample::select(vec!["1.0.0", "1.1.0"])) {
-        let back = result::parse_result(&r.to_version(to).unwrap(), "").unwrap();
+        let back = result::parse_result(r.to_version(to).unwrap(), "").unwrap();
         prop_assert_eq!(back, Result_{ cni_version: to.to_string(), ..r });
     }
 
@@ -244,7 +246,7 @@ proptest! {
             prop_assert!(converted.is_err());
             return Ok(());
         }
-        let back = result::parse_result(&converted.unwrap(), "").unwrap();
+        let back = result::parse_result(converted.unwrap(), "").unwrap();
         let ips: Vec<IpConfig> = v4.iter().chain(v6.iter())
             .map(|i| IpConfig::new(i.address, i.gateway)).collect();
         let fam = |v4wanted: bool| r.routes.iter()
