@@ -22,4 +22,6 @@ pub use error::{CnmError, Result};
 #[cfg(test)]
 mod fake;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
