@@ -9,6 +9,7 @@
 use crate::driver::Driver;
 use crate::error::{CnmError, Result};
 use crate::ipam::{DefaultPool, Ipam};
+use crate::limits;
 use crate::store::{Change, Store};
 use crate::wire::{self, keys};
 use ferry_drivers::link::iface::{Address, InterfaceConfig};
@@ -388,6 +389,10 @@ impl Controller {
     // ---- Network driver ----
 
     pub fn create_network(&mut self, req: &wire::CreateNetwork) -> Result<()> {
+        limits::id("NetworkID", &req.network_id)?;
+        limits::docker_options("Options", &req.options)?;
+        limits::count("IPv4Data", req.ipv4_data.len(), limits::MAX_SUBNETS)?;
+        limits::count("IPv6Data", req.ipv6_data.len(), limits::MAX_SUBNETS)?;
         if crate::overlay_docker::wants_overlay(&req.options) {
             return self.docker_overlay_network(req);
         }
@@ -522,6 +527,8 @@ impl Controller {
             });
         }
         short(&req.endpoint_id, 11)?;
+        limits::id("EndpointID", &req.endpoint_id)?;
+        limits::docker_options("Options", &req.options)?;
         // Refuse bindings Ferry cannot publish before anything is made.
         crate::publish::parse_portmap(req.options.get(keys::PORT_MAP))?;
         let parse = |s: &str, what: &str| -> Result<Option<IpNet>> {

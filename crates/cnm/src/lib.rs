@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod ipam;
 pub mod ipam_store;
+pub mod limits;
 pub mod overlay;
 pub mod overlay_docker;
 pub mod publish;
