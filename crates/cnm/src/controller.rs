@@ -316,6 +316,7 @@ impl Controller {
     // ---- IPAM driver ----
 
     pub fn request_pool(&mut self, req: &wire::RequestPool) -> Result<wire::RequestPoolResponse> {
+        limits::string_options("RequestPool Options", &req.options)?;
         self.adopt_overlay_of_pool(&req.pool);
         let pool = self.new_pool(&req.address_space, &req.pool, &req.sub_pool, req.v6)?;
         self.store.apply(vec![self.ipam.take_changes()?])?;
@@ -349,6 +350,8 @@ impl Controller {
         &mut self,
         req: &wire::RequestAddress,
     ) -> Result<wire::RequestAddressResponse> {
+        limits::id("PoolID", &req.pool_id)?;
+        limits::string_options("RequestAddress Options", &req.options)?;
         let wanted = if req.address.is_empty() {
             None
         } else {
@@ -642,6 +645,7 @@ impl Controller {
     }
 
     pub fn join(&mut self, req: &wire::Join) -> Result<wire::JoinResponse> {
+        limits::docker_options("Join Options", &req.options)?;
         let network = self.network(&req.network_id)?;
         let mut ep = self
             .endpoints

@@ -201,6 +201,48 @@ mod tests {
             .collect();
         refused(c.create_network(&create(at, id)), "Options", true);
 
+        let pool = |o| crate::wire::RequestPool {
+            address_space: "local".into(),
+            pool: "198.18.92.0/24".into(),
+            sub_pool: String::new(),
+            options: o,
+            v6: false,
+        };
+        refused(
+            c.request_pool(&pool(options(MAX_OPTIONS + 1, 1))),
+            "RequestPool Options",
+            false,
+        );
+        refused(
+            c.request_pool(&pool(options(MAX_OPTIONS, MAX_OPTION_LEN))),
+            "RequestPool Options",
+            true,
+        );
+        let addr = |o| crate::wire::RequestAddress {
+            pool_id: "p".into(),
+            address: String::new(),
+            options: o,
+        };
+        refused(
+            c.request_address(&addr(options(1, MAX_OPTION_LEN + 1))),
+            "RequestAddress Options",
+            false,
+        );
+        refused(
+            c.request_address(&addr(options(MAX_OPTIONS, 1))),
+            "RequestAddress Options",
+            true,
+        );
+        let join = crate::wire::Join {
+            network_id: "x".into(),
+            endpoint_id: "y".into(),
+            sandbox_key: String::new(),
+            options: (0..=MAX_OPTIONS)
+                .map(|i| (format!("k{i}"), json!(i)))
+                .collect(),
+        };
+        refused(c.join(&join), "Join Options", false);
+
         let port = json!({"Proto": 6, "Port": 80, "HostPort": 8080});
         refused(
             crate::publish::parse_portmap(Some(&json!(vec![port.clone(); MAX_PORTS + 1]))),
