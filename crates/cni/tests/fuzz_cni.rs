@@ -171,17 +171,6 @@ proptest! {
         let _ = NetworkConfigList::from_bytes(&bytes);
     }
 
-    #[test]
-    fn config_directory_of_arbitrary_files(files in prop::collection::vec(
-        (prop::sample::select(vec!["a.conflist", "b.conf", "c.json", "d.txt"]),
-         prop::collection::vec(any::<u8>(), 0..256)), 0..4)) {
-        let dir = tempfile::tempdir().unwrap();
-        for (name, bytes) in &files {
-            std::fs::write(dir.path().join(name), bytes).unwrap();
-        }
-        let _ = config::load_all(dir.path());
-        let _ = config::load_network(dir.path(), "net1");
-    }
 
     #[test]
     fn result_from_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512),
@@ -280,6 +269,32 @@ proptest! {
         }
     }
 
+
+}
+
+/// Properties that write files (and fsync) run a fiftieth of the cases
+/// (at least 64): the disk, not the parser, would bound a long run.
+fn disk_config() -> ProptestConfig {
+    ProptestConfig {
+        cases: (ferry_testkit::fuzz_cases() / 50).max(64),
+        ..config()
+    }
+}
+
+proptest! {
+    #![proptest_config(disk_config())]
+
+    #[test]
+    fn config_directory_of_arbitrary_files(files in prop::collection::vec(
+        (prop::sample::select(vec!["a.conflist", "b.conf", "c.json", "d.txt"]),
+         prop::collection::vec(any::<u8>(), 0..256)), 0..4)) {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, bytes) in &files {
+            std::fs::write(dir.path().join(name), bytes).unwrap();
+        }
+        let _ = config::load_all(dir.path());
+        let _ = config::load_network(dir.path(), "net1");
+    }
     #[test]
     fn cache_file_of_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512),
                                      entry in cache_like()) {
@@ -293,7 +308,6 @@ proptest! {
         let _ = cache.list(None);
         let _ = cache.list(Some("c2"));
     }
-
     /// What `put` writes, `get` reads back unchanged.
     #[test]
     fn cache_round_trip(config in prop::collection::vec(any::<u8>(), 0..128),
