@@ -146,12 +146,10 @@ fn decode(bytes: &[u8]) -> Option<CachedAttachment> {
     (entry.kind == CACHE_KIND).then_some(entry)
 }
 
+/// The results directory: private, and not a link or a directory another
+/// user planted.
 fn create_private_dir(dir: &Path) -> CniResult<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    ferry_linux::fs::create_state_dir(dir, 0o700)
         .map_err(|e| CniError::io(format!("creating {}: {e}", dir.display())))
 }
 
@@ -163,6 +161,25 @@ pub fn encode_config(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The results directory planted as a link (say by a user who can write
+    /// to the cache directory): `put` refuses and writes nothing behind it.
+    #[test]
+    fn results_directory_planted_as_a_link_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let cache_dir = root.path().join("cni");
+        std::fs::create_dir(&cache_dir).unwrap();
+        std::os::unix::fs::symlink(&target, cache_dir.join("results")).unwrap();
+        let e = Cache::new(&cache_dir).put(&entry()).unwrap_err();
+        assert!(e.details.contains("symbolic link"), "{}", e.details);
+        assert_eq!(
+            std::fs::read_dir(&target).unwrap().count(),
+            0,
+            "written behind the link"
+        );
+    }
 
     fn entry() -> CachedAttachment {
         CachedAttachment {

@@ -123,6 +123,7 @@ impl Controller {
     /// CNI ADD: attaches `netns` to the network as `ifname`. A replay of
     /// the same attachment answers as the first time.
     pub fn cni_add(&mut self, req: &CniRequest) -> Result<CniAttachment> {
+        crate::limits::id("container ID", &req.container_id)?;
         let n = self.network_by_name(&req.network)?.clone();
         if !n.driver.has_interface() {
             return Err(CnmError::Invalid(format!(
@@ -218,6 +219,11 @@ impl Controller {
     /// CNI GC: detaches the network's CNI attachments not in `valid`.
     /// Returns how many went (none for a network this host does not have).
     pub fn cni_gc(&mut self, req: &CniGc) -> Result<usize> {
+        crate::limits::count(
+            "valid attachments",
+            req.valid.len(),
+            crate::limits::MAX_GC_VALID,
+        )?;
         let Ok(n) = self.network_by_name(&req.network).cloned() else {
             return Ok(0);
         };

@@ -9,6 +9,7 @@
 use crate::driver::Driver;
 use crate::error::{CnmError, Result};
 use crate::ipam::{DefaultPool, Ipam};
+use crate::limits;
 use crate::store::{Change, Store};
 use crate::wire::{self, keys};
 use ferry_drivers::link::iface::{Address, InterfaceConfig};
@@ -319,6 +320,7 @@ impl Controller {
     // ---- IPAM driver ----
 
     pub fn request_pool(&mut self, req: &wire::RequestPool) -> Result<wire::RequestPoolResponse> {
+        limits::string_options("RequestPool Options", &req.options)?;
         self.adopt_overlay_of_pool(&req.pool);
         let pool = self.new_pool(&req.address_space, &req.pool, &req.sub_pool, req.v6)?;
         self.store.apply(vec![self.ipam.take_changes()?])?;
@@ -352,6 +354,8 @@ impl Controller {
         &mut self,
         req: &wire::RequestAddress,
     ) -> Result<wire::RequestAddressResponse> {
+        limits::id("PoolID", &req.pool_id)?;
+        limits::string_options("RequestAddress Options", &req.options)?;
         let wanted = if req.address.is_empty() {
             None
         } else {
@@ -392,6 +396,10 @@ impl Controller {
     // ---- Network driver ----
 
     pub fn create_network(&mut self, req: &wire::CreateNetwork) -> Result<()> {
+        limits::id("NetworkID", &req.network_id)?;
+        limits::docker_options("Options", &req.options)?;
+        limits::count("IPv4Data", req.ipv4_data.len(), limits::MAX_SUBNETS)?;
+        limits::count("IPv6Data", req.ipv6_data.len(), limits::MAX_SUBNETS)?;
         if crate::overlay_docker::wants_overlay(&req.options) {
             return self.docker_overlay_network(req);
         }
@@ -526,6 +534,8 @@ impl Controller {
             });
         }
         short(&req.endpoint_id, 11)?;
+        limits::id("EndpointID", &req.endpoint_id)?;
+        limits::docker_options("Options", &req.options)?;
         // Refuse bindings Ferry cannot publish before anything is made.
         crate::publish::parse_portmap(req.options.get(keys::PORT_MAP))?;
         let parse = |s: &str, what: &str| -> Result<Option<IpNet>> {
@@ -640,6 +650,7 @@ impl Controller {
     }
 
     pub fn join(&mut self, req: &wire::Join) -> Result<wire::JoinResponse> {
+        limits::docker_options("Join Options", &req.options)?;
         let network = self.network(&req.network_id)?;
         let mut ep = self
             .endpoints

@@ -9,6 +9,7 @@ pub mod driver;
 pub mod error;
 pub mod ipam;
 pub mod ipam_store;
+pub mod limits;
 pub mod overlay;
 pub mod overlay_docker;
 pub mod publish;
@@ -21,5 +22,7 @@ pub use error::{CnmError, Result};
 
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

@@ -13,6 +13,7 @@ pub fn parse_portmap(v: Option<&Value>) -> Result<Vec<Mapping>> {
     let Some(Value::Array(items)) = v else {
         return Ok(Vec::new());
     };
+    crate::limits::count("published ports", items.len(), crate::limits::MAX_PORTS)?;
     let mut out = Vec::new();
     for b in items {
         let proto = match b["Proto"].as_u64() {

@@ -15,6 +15,7 @@ use crate::controller::{
 };
 use crate::driver::{Driver, DRIVER_KEY};
 use crate::error::{CnmError, Result};
+use crate::limits;
 use crate::store::Change;
 use crate::wire;
 use ferry_drivers::link::iface::{InterfaceConfig, RouteConfig};
@@ -225,6 +226,9 @@ impl Controller {
     /// Creates a bridge network by name, with pools from the given subnets or the defaults.
     pub fn create_named_network(&mut self, req: &NetworkCreate) -> Result<Network> {
         valid_name("network", &req.name)?;
+        limits::string_options("network options", &req.options)?;
+        limits::count("routes", req.routes.len(), limits::MAX_ROUTES)?;
+        limits::count("subnets", req.subnets.len(), limits::MAX_SUBNETS)?;
         if self.network_by_name(&req.name).is_ok() {
             return Err(CnmError::Invalid(format!(
                 "network {:?} already exists",

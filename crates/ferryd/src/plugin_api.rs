@@ -7,6 +7,7 @@
 
 use crate::log::{self, Failure, Hooks, Socket};
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +24,13 @@ type Shared = Arc<Mutex<Controller>>;
 
 const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
-/// Binds a unix socket, replacing a stale one, with the given mode.
+/// The largest request body either socket reads (Docker's biggest, a port
+/// map of thousands of ports, is a few hundred KiB); beyond it: 413.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Binds a unix socket, replacing a stale one, with the given mode. The
+/// socket is bound under a temporary name, given its mode, then renamed
+/// into place: it is never reachable with the umask's wider mode.
 pub fn bind(path: &Path, mode: u32) -> Result<UnixListener, String> {
     bind_with(path, mode, |p| UnixListener::bind(p))
 }
@@ -35,14 +42,26 @@ pub fn bind_with<T>(
     bind: impl FnOnce(&Path) -> std::io::Result<T>,
 ) -> Result<T, String> {
     use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let at = |e: std::io::Error| format!("{}: {e}", path.display());
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let l = bind(&tmp).map_err(at)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(at(e));
     }
-    let _ = std::fs::remove_file(path);
-    let s = bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(s)
+    Ok(l)
 }
 
 pub async fn serve(listener: UnixListener, router: Router) -> Result<(), String> {
@@ -209,6 +228,7 @@ pub fn docker_router(ctl: Shared, hooks: Hooks) -> Router {
         .fallback(post(move |uri: Uri, body: Bytes| {
             docker(ctl.clone(), uri, body)
         }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn_with_state(
             Hooks {
                 socket: Socket::Docker,
@@ -345,6 +365,7 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
         )
         .merge(crate::cni_api::router(c))
         .merge(crate::events::router(hooks.events.clone()))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(from_fn_with_state(
             Hooks {
                 socket: Socket::Api,

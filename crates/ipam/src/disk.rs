@@ -1,9 +1,9 @@
 #![doc = include_str!("disk/DESIGN.md")]
 
 use std::cell::{Cell, OnceCell};
-use std::fs::{self, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -44,10 +44,9 @@ impl DiskStore {
             return Err(IpamError::InvalidNetworkName(network.to_string()));
         }
         let dir = data_dir.join(network);
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&dir)
+        // Not through a link or a directory another user planted in a
+        // world-writable dataDir.
+        ferry_linux::fs::create_state_dir(&dir, 0o755)
             .map_err(|e| IpamError::io("create directory", &dir, e))?;
         Ok(DiskStore { dir })
     }
@@ -127,7 +126,34 @@ fn not_found_ok<T>(r: std::io::Result<T>) -> std::io::Result<Option<T>> {
 mod tests {
     use super::*;
     use stamp::{Stamp, STAMP_FILE};
+    use std::fs;
     use std::net::IpAddr;
+
+    /// In a world-writable dataDir another user may plant the network's
+    /// directory as a link, or as a directory of their own: both refused,
+    /// nothing created behind them.
+    #[test]
+    fn network_directory_planted_in_data_dir_is_refused() {
+        let data = tempfile::tempdir().unwrap();
+        let target = data.path().join("target");
+        fs::create_dir(&target).unwrap();
+        std::os::unix::fs::symlink(&target, data.path().join("net1")).unwrap();
+        let e = DiskStore::open("net1", data.path()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "written behind the link"
+        );
+        if nix::unistd::geteuid().is_root() {
+            let theirs = data.path().join("net2");
+            fs::create_dir(&theirs).unwrap();
+            nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let e = DiskStore::open("net2", data.path()).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+        DiskStore::open("net3", data.path()).unwrap();
+    }
 
     #[test]
     fn holder_parsing_matches_the_reference_trimming() {

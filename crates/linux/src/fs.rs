@@ -51,10 +51,86 @@ pub fn write_atomic(
     Ok(())
 }
 
+/// Creates the state directory `path` (and missing parents) with `mode`,
+/// less the umask, and checks that it is safe to keep state in: a real
+/// directory, not a symbolic link; owned by this process's user; not
+/// writable by others. An unprivileged user who can write to a parent
+/// (a world-writable `dataDir`, say) could otherwise plant a link to a
+/// directory of their choice, or a directory of their own, and have root
+/// write files there. A refusal is `PermissionDenied` naming the path and why.
+pub fn create_state_dir(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)?;
+    let m = std::fs::symlink_metadata(path)?;
+    let refuse = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("refusing to keep state in {}: {why}", path.display()),
+        )
+    };
+    if m.file_type().is_symlink() {
+        return Err(refuse(
+            "it is a symbolic link (planted by someone who can write to its parent?)".into(),
+        ));
+    }
+    if !m.is_dir() {
+        return Err(refuse("it is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if m.uid() != me {
+        return Err(refuse(format!(
+            "it is owned by uid {}, not by this process's uid {me}",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o002 != 0 {
+        return Err(refuse(format!(
+            "any user can write to it (mode {:o})",
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn state_dirs_planted_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fine = dir.path().join("a/b");
+        create_state_dir(&fine, 0o700).unwrap();
+        create_state_dir(&fine, 0o700).unwrap(); // again: it exists
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+        let e = create_state_dir(&link, 0o700).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, Permissions::from_mode(0o777)).unwrap();
+        let e = create_state_dir(&open, 0o700).unwrap_err();
+        assert!(e.to_string().contains("any user can write"), "{e}");
+        if nix::unistd::geteuid().is_root() {
+            let theirs = dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            let e = create_state_dir(&theirs, 0o700).unwrap_err();
+            assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+        // A file planted under the name.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(create_state_dir(&file, 0o700).is_err());
+    }
 
     #[test]
     fn replaces_the_file_with_its_mode_and_leaves_nothing_else() {

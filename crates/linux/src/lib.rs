@@ -20,6 +20,8 @@
 mod addr;
 mod error;
 pub mod fs;
+#[cfg(test)]
+mod fuzz;
 mod link;
 mod mac;
 mod neigh;

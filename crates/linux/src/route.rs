@@ -192,7 +192,7 @@ impl Route {
         Ok(m)
     }
 
-    fn from_message(m: RouteMessage) -> Option<Route> {
+    pub(crate) fn from_message(m: RouteMessage) -> Option<Route> {
         let zero = match m.header.address_family {
             AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),

@@ -122,7 +122,7 @@ impl Rule {
         Ok(m)
     }
 
-    fn from_message(m: RuleMessage) -> Option<Rule> {
+    pub(crate) fn from_message(m: RuleMessage) -> Option<Rule> {
         let ipv6 = match m.header.family {
             AddressFamily::Inet => false,
             AddressFamily::Inet6 => true,

@@ -35,7 +35,7 @@ pub struct Netlink {
 }
 
 /// One message of a reply.
-enum Reply {
+pub(crate) enum Reply {
     Message(NetlinkMessage<RouteNetlinkMessage>),
     Undecodable { flags: u16, error: String },
 }
@@ -114,42 +114,7 @@ impl Netlink {
                 message: format!("reply of {n} bytes truncated to {}", self.buf.len()),
             });
         }
-        let mut out = Vec::new();
-        let mut off = 0usize;
-        while off + NLMSG_HDRLEN <= n {
-            let data = &self.buf[off..n];
-            let word = |i: usize| [data[i], data[i + 1], data[i + 2], data[i + 3]];
-            let len = u32::from_ne_bytes(word(0)) as usize;
-            let kind = u16::from_ne_bytes([data[4], data[5]]);
-            let flags = u16::from_ne_bytes([data[6], data[7]]);
-            let msg_seq = u32::from_ne_bytes(word(8));
-            if len < NLMSG_HDRLEN || len > data.len() {
-                return Err(Error::Decode {
-                    op: op.to_string(),
-                    message: format!("bad netlink message length {len}"),
-                });
-            }
-            off += (len + 3) & !3;
-            if msg_seq != seq {
-                continue;
-            }
-            match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]) {
-                Ok(msg) => out.push(Reply::Message(msg)),
-                // Control messages must decode; an object this library
-                // cannot parse is reported to the caller to decide.
-                Err(e) if kind == NLMSG_ERROR || kind == NLMSG_DONE => {
-                    return Err(Error::Decode {
-                        op: op.to_string(),
-                        message: e.to_string(),
-                    })
-                }
-                Err(e) => out.push(Reply::Undecodable {
-                    flags,
-                    error: e.to_string(),
-                }),
-            }
-        }
-        Ok(out)
+        split(&self.buf[..n], seq, op)
     }
 
     /// How many objects in dumps were skipped so far because they could
@@ -294,6 +259,46 @@ impl Netlink {
     }
 }
 
+/// Splits one datagram into the messages carrying `seq`.
+pub(crate) fn split(buf: &[u8], seq: u32, op: &str) -> Result<Vec<Reply>> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let data = &buf[off..];
+        let word = |i: usize| [data[i], data[i + 1], data[i + 2], data[i + 3]];
+        let len = u32::from_ne_bytes(word(0)) as usize;
+        let kind = u16::from_ne_bytes([data[4], data[5]]);
+        let flags = u16::from_ne_bytes([data[6], data[7]]);
+        let msg_seq = u32::from_ne_bytes(word(8));
+        if len < NLMSG_HDRLEN || len > data.len() {
+            return Err(Error::Decode {
+                op: op.to_string(),
+                message: format!("bad netlink message length {len}"),
+            });
+        }
+        off += (len + 3) & !3;
+        if msg_seq != seq {
+            continue;
+        }
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]) {
+            Ok(msg) => out.push(Reply::Message(msg)),
+            // Control messages must decode; an object this library
+            // cannot parse is reported to the caller to decide.
+            Err(e) if kind == NLMSG_ERROR || kind == NLMSG_DONE => {
+                return Err(Error::Decode {
+                    op: op.to_string(),
+                    message: e.to_string(),
+                })
+            }
+            Err(e) => out.push(Reply::Undecodable {
+                flags,
+                error: e.to_string(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
 /// Waits a little longer after each interrupted dump (1, 2, 4 ... 32 ms),
 /// so a burst of changes can pass.
 fn dump_backoff(attempt: usize) {
@@ -311,7 +316,7 @@ fn dump_interrupted(op: &str) -> Error {
 
 /// Builds an [`Error::Kernel`] from a negative netlink error code, decoding
 /// the extended ack message when present.
-fn kernel_error(op: &str, code: i32, flags: u16, payload: &[u8]) -> Error {
+pub(crate) fn kernel_error(op: &str, code: i32, flags: u16, payload: &[u8]) -> Error {
     let mut detail = String::new();
     if flags & NLM_F_ACK_TLVS != 0 && payload.len() >= NLMSG_HDRLEN {
         // With capped acks the payload is the original header followed by

@@ -309,7 +309,7 @@ impl Qdisc {
         self.handle & 0xFFFF_0000 == 0
     }
 
-    fn from_message(m: TcMessage) -> Qdisc {
+    pub(crate) fn from_message(m: TcMessage) -> Qdisc {
         let mut q = Qdisc {
             ifindex: u32::try_from(m.header.index).unwrap_or(0),
             handle: m.header.handle.into(),
@@ -382,7 +382,7 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn from_message(m: TcMessage) -> Filter {
+    pub(crate) fn from_message(m: TcMessage) -> Filter {
         let info = m.header.info;
         let mut f = Filter {
             ifindex: u32::try_from(m.header.index).unwrap_or(0),

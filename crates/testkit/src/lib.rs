@@ -231,3 +231,12 @@ impl Drop for ForwardRuleGuard {
         }
     }
 }
+
+/// Cases per property/fuzz test: a short CI budget by default, raised with
+/// `FERRY_FUZZ_CASES` for a long run (see README, Testing).
+pub fn fuzz_cases() -> u32 {
+    std::env::var("FERRY_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}

@@ -35,6 +35,8 @@
 
 mod batch;
 mod expr;
+#[cfg(test)]
+mod fuzz;
 mod list;
 mod nla;
 mod socket;

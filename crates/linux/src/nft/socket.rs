@@ -58,11 +58,11 @@ impl std::fmt::Debug for Socket {
 }
 
 /// One netlink message of a reply.
-struct Reply {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: Vec<u8>,
+pub(super) struct Reply {
+    pub(super) kind: u16,
+    pub(super) flags: u16,
+    pub(super) seq: u32,
+    pub(super) payload: Vec<u8>,
 }
 
 impl Socket {
@@ -179,26 +179,7 @@ impl Socket {
                 message: format!("reply of {n} bytes truncated to {}", self.buf.len()),
             });
         }
-        let mut out = Vec::new();
-        let mut off = 0usize;
-        while off + NLMSG_HDRLEN <= n {
-            let d = &self.buf[off..n];
-            let len = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]) as usize;
-            if len < NLMSG_HDRLEN || len > d.len() {
-                return Err(Error::Decode {
-                    op: op.to_string(),
-                    message: format!("bad netlink message length {len}"),
-                });
-            }
-            out.push(Reply {
-                kind: u16::from_ne_bytes([d[4], d[5]]),
-                flags: u16::from_ne_bytes([d[6], d[7]]),
-                seq: u32::from_ne_bytes([d[8], d[9], d[10], d[11]]),
-                payload: d[NLMSG_HDRLEN..len].to_vec(),
-            });
-            off += align4(len);
-        }
-        Ok(Some(out))
+        split(&self.buf[..n], op).map(Some)
     }
 
     /// Sends `batch` as one `BATCH_BEGIN … BATCH_END` transaction and
@@ -558,9 +539,33 @@ fn put_msg(
     out.resize(align4(out.len()), 0);
 }
 
+/// Splits one datagram into its netlink messages.
+pub(super) fn split(buf: &[u8], op: &str) -> Result<Vec<Reply>> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let d = &buf[off..];
+        let len = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > d.len() {
+            return Err(Error::Decode {
+                op: op.to_string(),
+                message: format!("bad netlink message length {len}"),
+            });
+        }
+        out.push(Reply {
+            kind: u16::from_ne_bytes([d[4], d[5]]),
+            flags: u16::from_ne_bytes([d[6], d[7]]),
+            seq: u32::from_ne_bytes([d[8], d[9], d[10], d[11]]),
+            payload: d[NLMSG_HDRLEN..len].to_vec(),
+        });
+        off += align4(len);
+    }
+    Ok(out)
+}
+
 /// Decodes an `NLMSG_ERROR` reply: the (negative) code, 0 for an ack, and
 /// the extended-ack text if any.
-fn parse_error(r: &Reply) -> Result<(i32, String, Option<usize>), String> {
+pub(super) fn parse_error(r: &Reply) -> Result<(i32, String, Option<usize>), String> {
     let p = &r.payload;
     if p.len() < 4 {
         return Err(format!("error message of {} bytes", p.len()));

@@ -70,18 +70,14 @@ pub(super) fn backup_path(dir: &Path, container_id: &str, ifname: &str) -> PathB
 }
 
 pub(super) fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
-    use std::os::unix::fs::DirBuilderExt;
     if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                CniError::io(format!(
-                    "failed to create backup directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
+        // Not through a link or a directory another user planted.
+        ferry_linux::fs::create_state_dir(dir, 0o700).map_err(|e| {
+            CniError::io(format!(
+                "failed to create backup directory {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     let data = b.to_json()?;
     write_atomic(path, &data, 0o600, Durability::Synced)
@@ -113,6 +109,35 @@ pub(super) fn link_backup(link: &Link, w: &Wanted) -> Backup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A link planted where the backup directory goes (a directory an
+    /// unprivileged user could write to): refused, nothing written behind it.
+    #[test]
+    fn backup_directory_planted_as_a_link_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let dir = root.path().join("tuning");
+        std::os::unix::fs::symlink(&target, &dir).unwrap();
+        let path = backup_path(&dir, "c1", "eth0");
+        let e = write_backup(
+            &path,
+            &Backup {
+                mtu: 1500,
+                ..Backup::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.details.contains("symbolic link"), "{}", e.details);
+        assert_eq!(
+            std::fs::read_dir(&target).unwrap().count(),
+            0,
+            "written behind the link"
+        );
+        // A real directory of ours is fine.
+        let ok = root.path().join("ours/tuning");
+        write_backup(&backup_path(&ok, "c1", "eth0"), &Backup::default()).unwrap();
+    }
 
     #[test]
     fn backup_json_is_the_references() {
