@@ -28,8 +28,14 @@ pub fn target(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> Option<Stri
         #[serde(rename = "ferryLogFile")]
         file: Option<String>,
     }
-    serde_json::from_slice::<Conf>(stdin)
-        .ok()
+    // Most configs have no such key: skip the second parse of stdin then
+    // (every plugin run comes through here).
+    let named = stdin
+        .windows(CONFIG_KEY.len())
+        .any(|w| w == CONFIG_KEY.as_bytes());
+    named
+        .then(|| serde_json::from_slice::<Conf>(stdin).ok())
+        .flatten()
         .and_then(|c| c.file)
         .or_else(|| env(ENV))
         .filter(|f| !f.is_empty())

@@ -104,6 +104,11 @@ impl Error {
     }
 }
 
+/// [`Error::kernel`], the shorthand every driver module uses.
+pub(crate) fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
+    Error::kernel(context)
+}
+
 /// A `Result` with [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -25,6 +25,7 @@
 //! to go with the veth) the tbf, the filter and an ingress qdisc left empty
 //! on the host veth.
 
+use crate::kernel;
 use crate::link::detach::{self, Deleter};
 use crate::{Error, Result};
 use ferry_linux::tc::{self, Mode, Qdisc, QdiscSpec, Tbf};
@@ -39,10 +40,6 @@ pub const LATENCY_USEC: u64 = 25_000;
 const FILTER_PRIO: u16 = 1;
 /// The handle of the root tbf.
 const TBF_HANDLE: u32 = tc::handle(1, 0);
-
-fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
-    Error::kernel(context)
-}
 
 /// The limits of one attachment, in bits per second and bits.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -3,15 +3,12 @@
 //! doors describe what they want as an [`InterfaceConfig`]; a CNI result and
 //! a CNM endpoint both convert to one.
 
+use crate::kernel;
 use crate::{Error, Result};
 use ferry_linux::{AddrOptions, Family, Netlink, Netns, Route};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-
-fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
-    Error::kernel(context)
-}
 
 /// An address of the interface, and the gateway reached through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

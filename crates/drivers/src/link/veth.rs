@@ -3,12 +3,9 @@
 //! Docker to move), the host end in the host namespace under a random
 //! `vethXXXXXXXX` name, as the reference names it.
 
+use crate::kernel;
 use crate::{Error, Result};
 use ferry_linux::{Link, LinkSpec, MacAddr, Netlink, Netns};
-
-fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
-    Error::kernel(context)
-}
 
 fn exists(ifname: &str) -> Error {
     Error::Exists(format!(

@@ -40,11 +40,7 @@ impl BridgeDriver {
 fn config(net: &NetworkSpec) -> Result<&BridgeConfig> {
     match &net.kind {
         NetworkKind::Bridge(c) => Ok(c),
-        other => Err(Error::Invalid(format!(
-            "network {} is a {} network, not a bridge",
-            net.id,
-            other.name()
-        ))),
+        _ => Err(net.wrong_kind("a bridge")),
     }
 }
 

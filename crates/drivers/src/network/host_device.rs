@@ -9,6 +9,7 @@ use super::single::{self, JoinOptions};
 use super::{
     Endpoint, EndpointSpec, HostDeviceConfig, NetworkDriver, NetworkKind, NetworkSpec, Placement,
 };
+use crate::kernel;
 use crate::link::attr;
 use crate::link::detach::{Deleter, Pending};
 use crate::link::iface::InterfaceConfig;
@@ -34,18 +35,10 @@ pub struct Original {
     pub up: bool,
 }
 
-fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
-    Error::kernel(context)
-}
-
 fn config(net: &NetworkSpec) -> Result<&HostDeviceConfig> {
     match &net.kind {
         NetworkKind::HostDevice(c) => Ok(c),
-        other => Err(Error::Invalid(format!(
-            "network {} is a {} network, not host-device",
-            net.id,
-            other.name()
-        ))),
+        _ => Err(net.wrong_kind("host-device")),
     }
 }
 

@@ -13,6 +13,7 @@
 use super::single::{self, JoinOptions};
 use super::Placement;
 use super::{Endpoint, EndpointSpec, MacvlanConfig, NetworkDriver, NetworkKind, NetworkSpec};
+use crate::kernel;
 use crate::link::attr;
 use crate::link::detach::{Deleter, Pending};
 use crate::link::iface::InterfaceConfig;
@@ -32,18 +33,10 @@ impl MacvlanDriver {
     }
 }
 
-fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
-    Error::kernel(context)
-}
-
 fn config(net: &NetworkSpec) -> Result<&MacvlanConfig> {
     match &net.kind {
         NetworkKind::Macvlan(c) => Ok(c),
-        other => Err(Error::Invalid(format!(
-            "network {} is a {} network, not macvlan",
-            net.id,
-            other.name()
-        ))),
+        _ => Err(net.wrong_kind("macvlan")),
     }
 }
 

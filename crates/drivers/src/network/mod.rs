@@ -222,6 +222,18 @@ pub struct NetworkSpec {
     pub masquerade: bool,
 }
 
+impl NetworkSpec {
+    /// The error of a driver handed a network of another kind; `expected`
+    /// names its own kind as the message reads ("a bridge", "tap").
+    pub(crate) fn wrong_kind(&self, expected: &str) -> crate::Error {
+        crate::Error::Invalid(format!(
+            "network {} is a {} network, not {expected}",
+            self.id,
+            self.kind.name()
+        ))
+    }
+}
+
 /// An endpoint to create.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndpointSpec {

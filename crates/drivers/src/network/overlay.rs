@@ -56,11 +56,7 @@ pub struct Reconciled {
 fn config(net: &NetworkSpec) -> Result<&OverlayConfig> {
     match &net.kind {
         NetworkKind::Overlay(c) => Ok(c),
-        other => Err(Error::Invalid(format!(
-            "network {} is a {} network, not an overlay",
-            net.id,
-            other.name()
-        ))),
+        _ => Err(net.wrong_kind("an overlay")),
     }
 }
 

@@ -37,11 +37,7 @@ fn host_prefix(ip: IpAddr) -> IpNet {
 fn ensure_ptp(net: &NetworkSpec) -> Result<()> {
     match &net.kind {
         NetworkKind::Ptp => Ok(()),
-        other => Err(Error::Invalid(format!(
-            "network {} is a {} network, not ptp",
-            net.id,
-            other.name()
-        ))),
+        _ => Err(net.wrong_kind("ptp")),
     }
 }
 

@@ -10,6 +10,7 @@ use super::single::{self, JoinOptions};
 use super::{
     Endpoint, EndpointSpec, NetworkDriver, NetworkKind, NetworkSpec, Placement, TapConfig,
 };
+use crate::kernel;
 use crate::link::attr;
 use crate::link::detach::{Deleter, Pending};
 use crate::link::iface::{self, InterfaceConfig};
@@ -29,18 +30,10 @@ impl TapDriver {
     }
 }
 
-fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> Error {
-    Error::kernel(context)
-}
-
 fn config(net: &NetworkSpec) -> Result<&TapConfig> {
     match &net.kind {
         NetworkKind::Tap(c) => Ok(c),
-        other => Err(Error::Invalid(format!(
-            "network {} is a {} network, not tap",
-            net.id,
-            other.name()
-        ))),
+        _ => Err(net.wrong_kind("tap")),
     }
 }
 
