@@ -3,6 +3,7 @@
 //! is back and can be connected, swapped, disconnected and removed, and
 //! nothing leaks. 198.19.200.0/21 and fd00:1920::/48.
 
+use ferry_testkit::cluster::endpoint_addrs;
 use ferry_testkit::docker::{http, Dockerd, Ferryd};
 use ferry_testkit::*;
 use serde_json::{json, Value};
@@ -108,13 +109,8 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
         "/connect",
         json!({"network": "rweb", "sandbox": sb2}),
     );
-    let ip2 = e2["address"]
-        .as_str()
-        .expect("address")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let (ip2, _, _) = endpoint_addrs(&e2);
+    assert!(!ip2.is_empty(), "no address in {e2}");
     assert!(
         sh_ok(&format!("ip netns exec {sb1} ping -c1 -W2 {ip2}")),
         "sandboxes on rweb cannot talk"
@@ -176,13 +172,8 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
         "/connect",
         json!({"network": "rdb", "sandbox": sb2}),
     );
-    let ip3 = e3["address"]
-        .as_str()
-        .expect("address")
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
+    let (ip3, _, _) = endpoint_addrs(&e3);
+    assert!(!ip3.is_empty(), "no address in {e3}");
     assert!(
         sh_ok(&format!("ip netns exec {sb1} ping -c1 -W2 {ip3}")),
         "rdb after restart"
