@@ -13,135 +13,65 @@
 //! Needs the workspace's binaries (`ferry`, `ferry-plugin`) built beside
 //! ferryd: `cargo build --workspace` first.
 
-use ferry_testkit::docker::http;
+use ferry_testkit::cluster::{self, fdb_has, Spec};
 use ferry_testkit::*;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const HOSTS: usize = 2;
-const ETCD: &str = "198.18.104.1:2379";
 const HOST_PORT: u16 = 18520;
-
-fn host_ip(i: usize) -> String {
-    format!("198.18.104.{}", i + 1)
-}
 
 /// A binary of the workspace, beside ferryd.
 fn workspace_bin(name: &str) -> PathBuf {
     ferry_testkit::workspace_bin(env!("CARGO_BIN_EXE_ferryd"), name)
 }
 
-struct Host {
-    ns: String,
-    dir: PathBuf,
-    ferryd: Option<Child>,
-}
-
-impl Host {
-    fn api(&self) -> PathBuf {
-        self.dir.join("api.sock")
-    }
-
-    fn call(&self, verb: &str, path: &str, body: Value) -> (u16, Value) {
-        http(&self.api(), verb, path, &body.to_string())
-    }
-
-    fn ok(&self, verb: &str, path: &str, body: Value) -> Value {
-        let (status, v) = self.call(verb, path, body.clone());
-        assert_eq!(status, 200, "{} {verb} {path} {body}: {v}", self.ns);
-        v
-    }
-
-    fn start_ferryd(&mut self, i: usize) {
-        let log = std::fs::File::create(self.dir.join("ferryd.log")).expect("log");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.ns))
-            .arg(env!("CARGO_BIN_EXE_ferryd"))
-            .arg("--plugin-socket")
-            .arg(self.dir.join("plugin.sock"))
-            .arg("--api-socket")
-            .arg(self.api())
-            .arg("--state")
-            .arg(self.dir.join("state.redb"))
-            .arg("--cluster-store")
-            .arg(format!("etcd://{ETCD}"))
-            .arg("--advertise-address")
-            .arg(host_ip(i))
-            .arg("--node-name")
-            .arg(format!("h{i}"))
-            .args(["--default-address-pool", "base=198.19.232.0/24,size=24"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ferryd");
-        self.ferryd = Some(child);
-        wait_for(
-            &format!("ferryd on {}", self.ns),
-            Duration::from_secs(15),
-            || std::os::unix::net::UnixStream::connect(self.api()).is_ok(),
-        );
-    }
-
-    fn kill_ferryd(&mut self) {
-        if let Some(mut c) = self.ferryd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Everything the test made, removed on drop (also when it fails).
-struct Cluster {
-    hosts: Vec<Host>,
-    etcd: Option<Child>,
+/// The hosts (`ferry_testkit::cluster`) and what this test adds to them,
+/// removed on drop (also when it fails).
+struct World {
+    cluster: cluster::Cluster,
     servers: Vec<Child>,
-    underlay: String,
     namespaces: Vec<String>,
     dir: tempfile::TempDir,
     cni_path: tempfile::TempDir,
 }
 
-impl Drop for Cluster {
+impl std::ops::Deref for World {
+    type Target = cluster::Cluster;
+    fn deref(&self) -> &cluster::Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut cluster::Cluster {
+        &mut self.cluster
+    }
+}
+
+impl Drop for World {
     fn drop(&mut self) {
         for s in &mut self.servers {
             let _ = s.kill();
             let _ = s.wait();
         }
-        for h in &mut self.hosts {
-            h.kill_ferryd();
-        }
-        self.kill_etcd();
         for s in &self.namespaces {
             let _ = sh_ok(&format!("ip netns del {s}"));
         }
-        for h in &self.hosts {
-            // The host's links, nftables tables and routes go with it.
-            let _ = sh_ok(&format!("ip netns del {}", h.ns));
-        }
-        let _ = sh_ok(&format!("ip link del {}", self.underlay));
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, limit: Duration, ok: impl FnMut() -> bool) {
+    cluster::wait_for(limit, ok).unwrap_or_else(|t| panic!("{what}: not within {t:?}"));
 }
 
-impl Cluster {
-    fn kill_etcd(&mut self) {
-        if let Some(mut c) = self.etcd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+fn pings(from: &str, to: &str) -> bool {
+    cluster::pings(from, to, 1000)
+}
 
-    /// A namespace removed with the cluster, `lo` up.
+impl World {
+    /// A namespace removed with the world, `lo` up.
     fn namespace(&mut self, prefix: &str) -> String {
         let name = unique(prefix);
         sh(&format!(
@@ -192,80 +122,36 @@ impl Cluster {
     }
 }
 
-fn setup() -> Cluster {
+fn setup() -> World {
     require_root();
-    for bin in ["etcd", "nsenter", "curl", "python3"] {
+    for bin in ["curl", "python3"] {
         assert!(
             sh_ok(&format!("command -v {bin}")),
-            "{bin} is missing (Debian packages etcd-server, util-linux, curl, python3)"
+            "{bin} is missing (Debian packages curl, python3)"
         );
     }
     let plugin = workspace_bin("ferry-plugin");
-    let dir = tempfile::Builder::new()
-        .prefix("ferry-ovcni")
-        .tempdir_in("/var/tmp")
-        .expect("temp dir");
-    let underlay = unique("ocul");
-    let mut c = Cluster {
-        hosts: Vec::new(),
-        etcd: None,
+    let cluster = cluster::Cluster::start(&Spec {
+        underlay: "198.18.104",
+        hosts: 2,
+        members: 1,
+        ferryd: Path::new(env!("CARGO_BIN_EXE_ferryd")),
+        pool: "base=198.19.232.0/24,size=24",
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let c = World {
+        cluster,
         servers: Vec::new(),
-        underlay: underlay.clone(),
         namespaces: Vec::new(),
         cni_path: cni_path(
             plugin.to_str().expect("utf-8 path"),
             ["ferry-overlay", "portmap"],
         ),
-        dir,
+        dir: tempfile::Builder::new()
+            .prefix("ferry-ovcni")
+            .tempdir_in("/var/tmp")
+            .expect("temp dir"),
     };
-    sh(&format!(
-        "ip link add {underlay} type bridge && ip link set {underlay} up"
-    ));
-    for i in 0..HOSTS {
-        let ns = unique(&format!("och{i}"));
-        let hdir = c.dir.path().join(format!("h{i}"));
-        std::fs::create_dir_all(&hdir).expect("host dir");
-        // Pushed before it exists, so a failure below still removes it.
-        c.hosts.push(Host {
-            ns: ns.clone(),
-            dir: hdir,
-            ferryd: None,
-        });
-        let peer = unique("ocp");
-        sh(&format!(
-            "ip netns add {ns} && ip link add {peer} type veth peer name ul0 netns {ns} && \
-             ip link set {peer} master {underlay} up && \
-             ip -n {ns} addr add {}/24 dev ul0 && ip -n {ns} link set ul0 up && \
-             ip -n {ns} link set lo up",
-            host_ip(i)
-        ));
-    }
-    let ip = host_ip(0);
-    let log = std::fs::File::create(c.dir.path().join("etcd.log")).expect("etcd log");
-    c.etcd = Some(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", c.hosts[0].ns))
-            .arg("etcd")
-            .args(["--name", "m0"])
-            .arg("--data-dir")
-            .arg(c.dir.path().join("etcd"))
-            .args(["--listen-client-urls", &format!("http://{ip}:2379")])
-            .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
-            .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://{ip}:2380"),
-            ])
-            .args(["--initial-cluster", &format!("m0=http://{ip}:2380")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd"),
-    );
-    for i in 0..HOSTS {
-        c.hosts[i].start_ferryd(i);
-    }
     let netd = c.dir.path().join("net.d");
     std::fs::create_dir_all(&netd).expect("net.d");
     std::fs::write(
@@ -284,17 +170,6 @@ fn setup() -> Cluster {
     c
 }
 
-fn pings(from: &str, to: &str) -> bool {
-    let six = if to.contains(':') { "-6 " } else { "" };
-    sh_ok(&format!("ip netns exec {from} ping {six}-c1 -W1 {to}"))
-}
-
-fn fdb_has(host_ns: &str, mac: &str) -> bool {
-    sh(&format!("ip netns exec {host_ns} bridge fdb show"))
-        .lines()
-        .any(|l| l.starts_with(mac) && l.contains("dst"))
-}
-
 fn addr(v: &Value) -> String {
     v.as_str()
         .unwrap_or("")
@@ -310,11 +185,14 @@ fn a_cni_container_joins_the_overlay_and_publishes_a_port() {
     c.hosts[0].ok(
         "POST",
         "/networks",
-        json!({"name": "ovc", "driver": "overlay",
+        &json!({"name": "ovc", "driver": "overlay",
                "subnets": ["198.19.232.0/24", "fd00:232:1::/64"]}),
     );
     wait_for("ovc on h1", Duration::from_secs(10), || {
-        c.hosts[1].call("GET", "/networks/ovc", Value::Null).0 == 200
+        matches!(
+            c.hosts[1].call("GET", "/networks/ovc", &Value::Null),
+            Ok((200, _))
+        )
     });
     c.cni_ok(0, &["status", "ovcnet"]);
 
@@ -386,7 +264,7 @@ fn a_cni_container_joins_the_overlay_and_publishes_a_port() {
             .spawn()
             .expect("http server"),
     );
-    let url = format!("http://{}:{HOST_PORT}/", host_ip(0));
+    let url = format!("http://{}:{HOST_PORT}/", c.hosts[0].ip);
     wait_for(
         "HTTP on h0's published port from h1",
         Duration::from_secs(10),
@@ -401,8 +279,12 @@ fn a_cni_container_joins_the_overlay_and_publishes_a_port() {
     // Over the overlay to a Ferry sandbox on host 1, both ways.
     let sb = unique("ocs");
     c.namespaces.push(sb.clone());
-    c.hosts[1].ok("POST", "/sandboxes", json!({"name": sb}));
-    let ep = c.hosts[1].ok("POST", "/connect", json!({"network": "ovc", "sandbox": sb}));
+    c.hosts[1].ok("POST", "/sandboxes", &json!({"name": sb}));
+    let ep = c.hosts[1].ok(
+        "POST",
+        "/connect",
+        &json!({"network": "ovc", "sandbox": sb}),
+    );
     let sb_ip = addr(&ep["address"]);
     wait_for(
         "CNI container -> h1 sandbox",
@@ -444,7 +326,7 @@ fn a_cni_container_joins_the_overlay_and_publishes_a_port() {
     let del = ["del", "ovcnet", netns.as_str(), "--container-id", "ctr1"];
     c.cni_ok(0, &del);
     c.cni_ok(0, &del);
-    let eps = c.hosts[0].ok("GET", "/endpoints", Value::Null);
+    let eps = c.hosts[0].ok("GET", "/endpoints", &Value::Null);
     assert!(
         eps.as_array().expect("endpoints").is_empty(),
         "h0 still has endpoints: {eps}"
@@ -458,7 +340,7 @@ fn a_cni_container_joins_the_overlay_and_publishes_a_port() {
     });
 
     // The store down: ADD is worth another try later (11).
-    c.kill_etcd();
+    c.hosts[0].kill_etcd();
     let late = c.namespace("occ");
     let late_ns = format!("/run/netns/{late}");
     assert_eq!(
