@@ -136,8 +136,11 @@ fn run(args: Args) -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("overlay agent: {e}"))?;
     }
+    // Handlers that touch the controller run on the blocking pool; the
+    // workers parse, answer reads from the snapshot and write: one per core.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
