@@ -303,6 +303,63 @@ impl Controller {
         Ok(c)
     }
 
+    /// Brings the host in line with the state after a crash: deletes the
+    /// links and driver bookkeeping of endpoints that were made but never
+    /// committed (ferryd killed in between; Docker's retry then failed, so
+    /// it never deletes them). Run before serving. Returns what went, per network.
+    pub fn reconcile(&self) -> Vec<(String, Result<Vec<String>>)> {
+        self.networks
+            .values()
+            .map(|n| {
+                let spec = n.spec();
+                let mine = self.endpoints.values().filter(|e| e.network_id == n.id);
+                let ids: Vec<String> = mine.clone().map(|e| e.id.clone()).collect();
+                let keep: Vec<String> = mine.map(|e| e.host_veth.clone()).collect();
+                let driver = self.driver(&spec);
+                let done = driver
+                    .gc(&spec, &ids)
+                    .and_then(|()| driver.prune_links(&spec, &keep))
+                    .map_err(CnmError::from);
+                (n.id.clone(), done)
+            })
+            .collect()
+    }
+
+    /// Addresses of Docker's networks' pools that no endpoint, gateway or
+    /// auxiliary address holds, as `(pool ID, address)`. Docker requests an
+    /// address just before CreateEndpoint and releases it after
+    /// DeleteEndpoint; an address that stays unclaimed was handed out or
+    /// kept by a request whose answer was lost (ferryd killed; dockerd's
+    /// retry sends an empty body and fails), and Docker will never release it.
+    pub fn unclaimed_addresses(&self) -> Vec<(String, IpAddr)> {
+        let mut claimed = std::collections::BTreeSet::new();
+        let mut pools = std::collections::BTreeSet::new();
+        for n in self.networks.values().filter(|n| n.name.is_none()) {
+            for d in n.ipv4.iter().chain(&n.ipv6) {
+                pools.insert(d.pool.clone());
+                let aux = d.aux_addresses.values();
+                for a in std::iter::once(&d.gateway).chain(aux) {
+                    if let Some(ip) = a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
+                        claimed.insert(ip);
+                    }
+                }
+            }
+        }
+        claimed.extend(
+            self.endpoints
+                .values()
+                .flat_map(|e| e.addresses())
+                .map(|a| a.addr()),
+        );
+        self.ipam
+            .pools
+            .values()
+            .filter(|p| pools.contains(&p.subnet.to_string()))
+            .flat_map(|p| p.allocated.iter().map(move |ip| (p.id.clone(), *ip)))
+            .filter(|(_, ip)| !claimed.contains(ip))
+            .collect()
+    }
+
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
         self.networks.values()
     }
@@ -389,8 +446,34 @@ impl Controller {
             .unwrap_or_default()
             .parse()
             .map_err(|e| CnmError::Invalid(format!("address {:?}: {e}", req.address)))?;
+        self.forget_failed_endpoint(&req.pool_id, ip)?;
         self.ipam.release_address(&req.pool_id, ip)?;
         self.store.apply(vec![self.ipam.take_changes()?])
+    }
+
+    /// Docker releases an endpoint's address after DeleteEndpoint, or after
+    /// a CreateEndpoint that failed for it. A Docker endpoint still holding
+    /// the address was made by a CreateEndpoint whose answer Docker never
+    /// got (ferryd killed after its commit; dockerd 20.10 retries with an
+    /// empty body, which fails): Docker will never delete it, so it goes now.
+    fn forget_failed_endpoint(&mut self, pool_id: &str, ip: IpAddr) -> Result<()> {
+        let Some(pool) = self.ipam.pools.get(pool_id).map(|p| p.subnet.to_string()) else {
+            return Ok(());
+        };
+        let orphan = self.endpoints.values().find(|ep| {
+            ep.netns.is_none()
+                && ep.addresses().iter().any(|a| a.addr() == ip)
+                && self.networks.get(&ep.network_id).is_some_and(|n| {
+                    n.name.is_none() && n.ipv4.iter().chain(&n.ipv6).any(|d| d.pool == pool)
+                })
+        });
+        match orphan.map(|ep| (ep.network_id.clone(), ep.id.clone())) {
+            Some((network_id, endpoint_id)) => self.delete_endpoint(&wire::EndpointRef {
+                network_id,
+                endpoint_id,
+            }),
+            None => Ok(()),
+        }
     }
 
     // ---- Network driver ----

@@ -22,7 +22,7 @@ use ferry_drivers::NetworkSpec;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the kernel is compared with the store when nothing happens.
@@ -59,7 +59,7 @@ pub struct Agent {
     store: Arc<dyn ClusterStore>,
     host: String,
     vtep: IpAddr,
-    ctl: Arc<Mutex<Controller>>,
+    ctl: crate::state::Shared,
     drivers: Arc<LinuxDrivers>,
     view: View,
 }
@@ -69,7 +69,7 @@ impl Agent {
         store: Arc<dyn ClusterStore>,
         host: String,
         vtep: IpAddr,
-        ctl: Arc<Mutex<Controller>>,
+        ctl: crate::state::Shared,
         drivers: Arc<LinuxDrivers>,
     ) -> Agent {
         Agent {

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ferry_cnm::overlay::Cluster;
-use ferry_cnm::{CnmError, Controller};
+use ferry_cnm::CnmError;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Merged into `plugin_api::ferry_router` (its logging layer covers these routes).
-pub fn router(ctl: Arc<Mutex<Controller>>) -> Router {
+pub fn router(ctl: crate::state::Shared) -> Router {
     let hosts = ctl.clone();
     Router::new()
         .route(
@@ -34,7 +34,7 @@ pub fn router(ctl: Arc<Mutex<Controller>>) -> Router {
 }
 
 /// Runs `f` against this host's cluster, off the controller's lock.
-async fn read<F>(ctl: Arc<Mutex<Controller>>, f: F) -> Response
+async fn read<F>(ctl: crate::state::Shared, f: F) -> Response
 where
     F: FnOnce(&Cluster) -> Result<Value, CnmError> + Send + 'static,
 {

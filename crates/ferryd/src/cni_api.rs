@@ -14,9 +14,8 @@ use ferry_cnm::cni::{CniGc, CniRequest};
 use ferry_cnm::{CnmError, Controller};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
 
-type Shared = Arc<Mutex<Controller>>;
+use crate::state::Shared;
 
 /// CNI's well-known codes (the plugin's side has them as `ferry_cni::code`).
 const INVALID_NETWORK_CONFIG: u32 = 7;

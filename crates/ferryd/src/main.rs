@@ -13,6 +13,8 @@ mod events;
 mod log;
 mod metrics;
 mod plugin_api;
+mod state;
+mod sweep;
 
 use clap::Parser;
 use ferry_cnm::ipam::{default_pools, DefaultPool};
@@ -20,7 +22,7 @@ use ferry_cnm::{Controller, ControllerConfig};
 use ferry_drivers::link::detach::Deleter;
 use ferry_drivers::network::registry::LinuxDrivers;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +76,10 @@ struct Args {
     /// The upstream DNS servers for names outside Ferry.
     #[arg(long, default_value = "/etc/resolv.conf")]
     dns_resolv_conf: PathBuf,
+    /// Seconds an address of a Docker network's pool may stay held by no
+    /// endpoint before ferryd releases it (a request lost to a crash).
+    #[arg(long, default_value_t = 120)]
+    unclaimed_address_grace: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -106,8 +112,20 @@ fn run(args: Args) -> Result<(), String> {
     let drivers = Arc::new(LinuxDrivers::new(Deleter::Thread, config.driver_root()));
     ferry_drivers::network::keep_nft_socket_open();
     let mut controller = Controller::open(config, drivers.clone()).map_err(|e| e.to_string())?;
+    for (network, done) in controller.reconcile() {
+        match done {
+            Ok(links) if links.is_empty() => {}
+            Ok(links) => tracing::warn!(network, ?links, "deleted links no endpoint owns"),
+            Err(e) => tracing::warn!(network, error = %e, "reconcile failed"),
+        }
+    }
     let cluster = join_cluster(&args, &mut controller)?;
-    let shared = Arc::new(Mutex::new(controller));
+    let shared = state::State::new(controller);
+    sweep::spawn(
+        shared.clone(),
+        std::time::Duration::from_secs(args.unclaimed_address_grace),
+    )
+    .map_err(|e| format!("address sweep: {e}"))?;
     if let Some((store, host)) = cluster {
         let vtep = shared
             .lock()
@@ -118,8 +136,11 @@ fn run(args: Args) -> Result<(), String> {
             .spawn()
             .map_err(|e| format!("overlay agent: {e}"))?;
     }
+    // Handlers that touch the controller run on the blocking pool; the
+    // workers parse, answer reads from the snapshot and write: one per core.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;

@@ -18,10 +18,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-type Shared = Arc<Mutex<Controller>>;
+use crate::state::Shared;
 
 /// Where an operation came in.
 #[derive(Clone, Copy, Debug)]

@@ -17,10 +17,9 @@ use ferry_cnm::{wire, CnmError, Controller};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use tokio::net::UnixListener;
 
-type Shared = Arc<Mutex<Controller>>;
+use crate::state::{Shared, View};
 
 const CONTENT_TYPE: &str = "application/vnd.docker.plugins.v1.2+json";
 
@@ -160,9 +159,15 @@ fn handle(ctl: &Shared, method: &str, body: &[u8]) -> Result<Value, (StatusCode,
         "NetworkDriver.DeleteEndpoint" => call(ctl, body, |c, r: wire::EndpointRef| {
             c.delete_endpoint(&r).map(|_| json!({}))
         }),
-        "NetworkDriver.EndpointOperInfo" => call(ctl, body, |c, r: wire::EndpointRef| {
-            c.endpoint_oper_info(&r).map(|v| json!({ "Value": v }))
-        }),
+        // A read: from the snapshot, never behind a write.
+        "NetworkDriver.EndpointOperInfo" => {
+            let r: wire::EndpointRef =
+                decode(body).map_err(|e| (StatusCode::BAD_REQUEST, e.into()))?;
+            ctl.view()
+                .oper_info(&r.endpoint_id)
+                .map(|v| json!({ "Value": v }))
+                .map_err(|e| (StatusCode::OK, e.into()))
+        }
         "NetworkDriver.Join" => call(ctl, body, |c, r: wire::Join| c.join(&r).map(|v| json!(v))),
         "NetworkDriver.Leave" => call(ctl, body, |c, r: wire::EndpointRef| {
             c.leave(&r).map(|_| json!({}))
@@ -256,10 +261,7 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
         .merge(crate::cluster_api::router(c.clone()))
         .route(
             "/networks",
-            get(with!(c, |ctl| read(&ctl, |c| json!(c
-                .networks()
-                .collect::<Vec<_>>()))))
-            .post({
+            get(with!(c, |ctl| read(&ctl, |v| v.networks.clone()))).post({
                 let ctl = c.clone();
                 move |body: Bytes| {
                     write(ctl, body, |c, r: ferry_cnm::sandbox::NetworkCreate| {
@@ -272,9 +274,7 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
             "/networks/{name}",
             get({
                 let ctl = c.clone();
-                move |P(name): P<String>| async move {
-                    read_result(&ctl, |c| c.network_by_name(&name).map(|n| json!(n)))
-                }
+                move |P(name): P<String>| async move { read_result(&ctl, |v| v.network(&name)) }
             })
             .delete({
                 let ctl = c.clone();
@@ -287,20 +287,15 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
         )
         .route(
             "/endpoints",
-            get(with!(c, |ctl| read(&ctl, |c| json!(c
-                .endpoints()
-                .collect::<Vec<_>>())))),
+            get(with!(c, |ctl| read(&ctl, |v| v.endpoints.clone()))),
         )
         .route(
             "/pools",
-            get(with!(c, |ctl| read(&ctl, |c| json!(c.ipam().pools)))),
+            get(with!(c, |ctl| read(&ctl, |v| v.pools.clone()))),
         )
         .route(
             "/sandboxes",
-            get(with!(c, |ctl| read(&ctl, |c| json!(c
-                .sandboxes()
-                .collect::<Vec<_>>()))))
-            .post({
+            get(with!(c, |ctl| read(&ctl, |v| v.sandboxes.clone()))).post({
                 let ctl = c.clone();
                 move |body: Bytes| {
                     write(ctl, body, |c, r: SandboxCreate| {
@@ -314,12 +309,7 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
             "/sandboxes/{name}",
             get({
                 let ctl = c.clone();
-                move |P(name): P<String>| async move {
-                    read_result(&ctl, |c| {
-                        let sb = c.sandbox(&name)?;
-                        Ok(json!({"sandbox": sb, "endpoints": c.sandbox_endpoints(&name)}))
-                    })
-                }
+                move |P(name): P<String>| async move { read_result(&ctl, |v| v.sandbox(&name)) }
             })
             .delete({
                 let ctl = c.clone();
@@ -405,17 +395,15 @@ fn status_of(e: &CnmError) -> StatusCode {
     }
 }
 
-fn read(ctl: &Shared, f: impl FnOnce(&Controller) -> Value) -> Response {
-    read_result(ctl, |c| Ok(f(c)))
+fn read(ctl: &Shared, f: impl FnOnce(&View) -> Value) -> Response {
+    read_result(ctl, |v| Ok(f(v)))
 }
 
-fn read_result(ctl: &Shared, f: impl FnOnce(&Controller) -> Result<Value, CnmError>) -> Response {
-    match ctl.lock() {
-        Ok(c) => match f(&c) {
-            Ok(v) => reply(StatusCode::OK, v),
-            Err(e) => failed(status_of(&e), "error", e.into()),
-        },
-        Err(_) => failed(StatusCode::INTERNAL_SERVER_ERROR, "error", POISONED.into()),
+/// A read answers from the snapshot of the last write: it takes no lock.
+fn read_result(ctl: &Shared, f: impl FnOnce(&View) -> Result<Value, CnmError>) -> Response {
+    match f(&ctl.view()) {
+        Ok(v) => reply(StatusCode::OK, v),
+        Err(e) => failed(status_of(&e), "error", e.into()),
     }
 }
 

@@ -222,6 +222,8 @@ fn sigterm(pid: u32) -> nix::Result<()> {
 pub struct Ferryd {
     bin: PathBuf,
     pools: Vec<String>,
+    /// More ferryd arguments, given at every (re)start.
+    args: Vec<String>,
     child: Option<Child>,
     pub plugin_socket: PathBuf,
     pub api_socket: PathBuf,
@@ -237,10 +239,22 @@ impl Ferryd {
 
     /// [`Ferryd::start`], returning errors.
     pub fn try_start(bin: &Path, dir: &Path, name: &str, pools: &[&str]) -> Result<Ferryd, String> {
+        Ferryd::try_start_with(bin, dir, name, pools, &[])
+    }
+
+    /// [`Ferryd::try_start`] with more ferryd arguments, kept for restarts.
+    pub fn try_start_with(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        pools: &[&str],
+        args: &[&str],
+    ) -> Result<Ferryd, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let mut f = Ferryd {
             bin: bin.to_path_buf(),
             pools: pools.iter().map(|p| p.to_string()).collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             plugin_socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
             api_socket: dir.join("api.sock"),
@@ -273,6 +287,7 @@ impl Ferryd {
         for p in &self.pools {
             cmd.args(["--default-address-pool", p]);
         }
+        cmd.args(&self.args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log2)

@@ -398,4 +398,27 @@ impl NetworkDriver for BridgeDriver {
         }
         Ok(())
     }
+
+    fn prune_links(&self, net: &NetworkSpec, keep: &[String]) -> Result<Vec<String>> {
+        let c = config(net)?;
+        let mut nl = ve::host_netlink()?;
+        let br = match nl.link_by_name(&c.bridge) {
+            Ok(br) => br,
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(Error::kernel(format!("failed to look up {}", c.bridge))(e)),
+        };
+        let stray: Vec<String> = nl
+            .links()
+            .map_err(Error::kernel("failed to list links"))?
+            .into_iter()
+            .filter(|l| l.master == Some(br.index) && l.kind.as_deref() == Some("veth"))
+            .map(|l| l.name)
+            .filter(|n| !keep.contains(n))
+            .collect();
+        let host = ve::host_netns()?;
+        for name in &stray {
+            detach::start_by_name(self.deleter, &host, name)?.finish();
+        }
+        Ok(stray)
+    }
 }

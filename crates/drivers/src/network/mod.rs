@@ -405,6 +405,14 @@ pub trait NetworkDriver: Send + Sync {
         let _ = (net, valid);
         Ok(())
     }
+
+    /// Deletes the host links of `net` that are none of `keep` (host
+    /// interface names): what a daemon killed between making an endpoint
+    /// and committing it left. Returns their names.
+    fn prune_links(&self, net: &NetworkSpec, keep: &[String]) -> Result<Vec<String>> {
+        let _ = (net, keep);
+        Ok(Vec::new())
+    }
 }
 
 /// The namespaces sandboxes live in.

@@ -17,7 +17,6 @@ use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use ferry_cnm::Controller;
 use forward::Upstream;
 use hickory_proto::op::{Edns, Message, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -33,10 +32,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-type Shared = Arc<Mutex<Controller>>;
+use crate::state::Shared;
 
 /// How often the table is rebuilt without a write (changes made elsewhere,
 /// e.g. resolv.conf or the overlay agent).
