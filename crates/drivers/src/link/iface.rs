@@ -178,6 +178,68 @@ pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
     }
 }
 
+/// Moves an interface to a changed lease (a DHCP renewal that brought
+/// another address or router): `new` replaces `old` on `ifname` in the
+/// namespace at `netns`, and each of `routes` (without a gateway: via the
+/// new router) is replaced; with no router any more, the default route via
+/// the old one goes. Safe to repeat.
+pub fn follow_lease(
+    netns: &str,
+    ifname: &str,
+    old: Address,
+    new: Address,
+    routes: &[RouteConfig],
+) -> Result<()> {
+    let ns = super::veth::open_netns(netns)?;
+    let mut nl = ns
+        .netlink()
+        .map_err(kernel(format!("failed to open netlink in {netns}")))?;
+    let link = nl
+        .link_by_name(ifname)
+        .map_err(kernel(format!("failed to look up {ifname} in {netns}")))?;
+    // Already gone is fine: the kernel drops routes with their address.
+    let gone = |r: ferry_linux::Result<()>| match r {
+        Err(e) if !e.is_not_found() && e.errno() != Some(libc::EADDRNOTAVAIL) => Err(e),
+        _ => Ok(()),
+    };
+    if old.net != new.net {
+        // The old one first: deleting a primary IPv4 address also deletes
+        // the secondaries of its subnet, which the new one would be.
+        gone(nl.del_address(link.index, old.net)).map_err(kernel(format!(
+            "failed to remove {} from {ifname}",
+            old.net
+        )))?;
+        match nl.add_address(link.index, new.net, AddrOptions::default()) {
+            Err(e) if !e.is_exists() => {
+                return Err(kernel(format!("failed to add {} to {ifname}", new.net))(e))
+            }
+            _ => {}
+        }
+    }
+    for r in routes {
+        let mut route = Route::new(r.dst).oif(link.index);
+        if let Some(gw) = r.gw.or(new.gateway) {
+            route = route.gateway(gw);
+        }
+        nl.replace_route(&route).map_err(kernel(format!(
+            "failed to replace the route to {} on {ifname}",
+            r.dst
+        )))?;
+    }
+    if let (Some(gw), None) = (old.gateway, new.gateway) {
+        let any: IpNet = if gw.is_ipv4() {
+            IpNet::V4(Default::default())
+        } else {
+            IpNet::V6(Default::default())
+        };
+        let default = Route::new(any).oif(link.index).gateway(gw);
+        gone(nl.del_route(&default)).map_err(kernel(format!(
+            "failed to remove the default route via {gw} on {ifname}"
+        )))?;
+    }
+    Ok(())
+}
+
 /// CHECK: every address `cfg` gives `ifname` is on it, and every route
 /// exists (the reference's `ip.ValidateExpectedInterfaceIPs` / `ValidateExpectedRoute`).
 pub fn check(nl: &mut Netlink, ifname: &str, cfg: &InterfaceConfig) -> Result<()> {

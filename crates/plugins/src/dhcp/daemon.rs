@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,7 +19,10 @@ use std::time::Duration;
 use ferry_cni::error::code;
 use sha2::{Digest, Sha256};
 
-use super::client::{self, unix_now, Params};
+use ferry_drivers::link::iface::{self, Address, RouteConfig};
+use ipnet::IpNet;
+
+use super::client::{self, unix_now, Params, Renewed};
 use super::proto::{Lease, Reply, Request};
 use super::{parse_duration, DEFAULT_SOCKET};
 
@@ -199,11 +203,7 @@ impl Daemon {
             }
             let now = unix_now();
             let timeout = Duration::from_millis(l.timeout_ms.max(1000));
-            let outcome = if now < l.t2 {
-                client::renew(&l, false, timeout.min(Duration::from_secs(5)))
-            } else if now < l.expires {
-                client::renew(&l, true, timeout.min(Duration::from_secs(5)))
-            } else {
+            let acquire = || {
                 client::acquire(&Params {
                     netns: &l.netns,
                     ifname: &l.ifname,
@@ -211,6 +211,23 @@ impl Daemon {
                     provide: &l.provide,
                     timeout,
                 })
+            };
+            let outcome = if now < l.expires {
+                let rebind = now >= l.t2;
+                match client::renew(&l, rebind, timeout.min(Duration::from_secs(5))) {
+                    Ok(Renewed::Ack(ack)) => Ok(ack),
+                    // RFC 2131 4.4.5: a NAK sends the client back to INIT.
+                    Ok(Renewed::Nak(why)) => {
+                        log(&format!(
+                            "{key}: renewing {}: {why}; acquiring anew",
+                            l.address
+                        ));
+                        acquire()
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                acquire()
             };
             if stop.wait_until(0) {
                 return;
@@ -220,11 +237,7 @@ impl Daemon {
                     let mut next = l.clone();
                     ack.apply(&mut next);
                     if next.address != l.address || next.router != l.router {
-                        log(&format!(
-                            "{key}: the server changed the lease from {} to {} (router {:?}); \
-                             the container keeps its configuration",
-                            l.address, next.address, next.router
-                        ));
+                        follow(key, &l, &next);
                     }
                     if let Err(e) = self.persist(key, &next) {
                         log(&e);
@@ -433,6 +446,30 @@ impl Daemon {
             bytes.push(b'\n');
             let _ = w.write_all(&bytes);
         }
+    }
+}
+
+/// A renewal brought another address or router: the container's interface
+/// follows (address replaced, routes via the new router).
+fn follow(key: &str, old: &Lease, new: &Lease) {
+    let addr = |l: &Lease| Address {
+        net: IpNet::V4(l.address),
+        gateway: l.router.map(IpAddr::V4),
+    };
+    let routes: Vec<RouteConfig> = super::result_of(new)
+        .routes
+        .iter()
+        .map(|r| RouteConfig::new(r.dst, r.gw))
+        .collect();
+    match iface::follow_lease(&new.netns, &new.ifname, addr(old), addr(new), &routes) {
+        Ok(()) => log(&format!(
+            "{key}: the lease changed from {} (router {:?}) to {} (router {:?}); {} follows",
+            old.address, old.router, new.address, new.router, new.ifname
+        )),
+        Err(e) => log(&format!(
+            "{key}: the lease changed to {}, but {} could not follow: {e}",
+            new.address, new.ifname
+        )),
     }
 }
 
