@@ -1,7 +1,9 @@
 //! `dhcp daemon`: holds the leases of every attachment, renews them at T1,
-//! rebinds at T2, acquires again after expiry, and keeps each lease in a
-//! file of its state directory so that a restarted daemon reloads and keeps
-//! renewing them. One thread per connection and one per lease.
+//! rebinds at T2, acquires again after a NAK or expiry, moves the
+//! container's interface when the lease's address or router changes, and
+//! keeps each lease in a file of its state directory so that a restarted
+//! daemon reloads and keeps renewing them. One thread per connection and one
+//! per lease. Run by `contrib/systemd/ferry-dhcp.service`.
 //!
 //! Flags, as the reference's: `-socketpath PATH` (default
 //! `/run/cni/dhcp.sock`), `-timeout DURATION` (acquisition, default 10s),
@@ -538,6 +540,23 @@ mod tests {
         assert!(s.broadcast);
         assert!(Settings::parse(&["-bogus".to_string()]).is_err());
         assert!(Settings::parse(&["-socketpath".to_string()]).is_err());
+    }
+
+    /// The systemd unit runs the daemon with flags it accepts, on the
+    /// reference's socket.
+    #[test]
+    fn systemd_unit_flags() {
+        let unit = include_str!("../../../../contrib/systemd/ferry-dhcp.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart");
+        let words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
+        assert_eq!(words[..2], ["/opt/cni/bin/dhcp", "daemon"]);
+        let s = Settings::parse(&words[2..]).unwrap();
+        assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(unit.contains("StateDirectory=cni/dhcp"));
     }
 
     #[test]
