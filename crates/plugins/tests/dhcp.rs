@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ferry_cni::runtime::RuntimeConf;
 use nodecommon::*;
 use serde_json::{json, Value};
 
@@ -298,6 +299,23 @@ fn addrs(c: &Netns) -> Vec<String> {
         .collect()
 }
 
+/// DEL, and the RELEASE reached the server: `addr` left its lease file.
+fn del_releases(net: &Net, att: &RuntimeConf, lan: &Lan, addr: &str) {
+    net.del(att);
+    assert!(
+        wait_for(|| lan.expiry(addr).is_none()),
+        "DEL released {addr}: {}",
+        lan.lease_file()
+    );
+}
+
+fn reaches_server(c: &Netns) {
+    assert!(
+        ping(c, "198.18.160.2".parse().unwrap()),
+        "the server answers ping"
+    );
+}
+
 #[test]
 fn short_lease_is_renewed_across_a_daemon_kill_and_released() {
     let node = node(&[]);
@@ -338,12 +356,7 @@ fn short_lease_is_renewed_across_a_daemon_kill_and_released() {
     renewed_after(restarted, "after the daemon was killed and restarted");
     assert_eq!(addrs(&c), vec![format!("{addr}/24")]);
 
-    net.del(&att);
-    assert!(
-        wait_for(|| lan.expiry(&addr).is_none()),
-        "DEL released {addr}: {}",
-        lan.lease_file()
-    );
+    del_releases(&net, &att, &lan, &addr);
     assert!(d.lease_files().is_empty(), "{:?}", d.lease_files());
     net.del(&att);
 
@@ -396,18 +409,10 @@ fn macvlan_container_gets_its_lease_and_reaches_the_server() {
             .contains("via 198.18.160.1"),
         "default route via the server's router"
     );
-    assert!(
-        ping(&c, "198.18.160.2".parse().unwrap()),
-        "the server answers ping"
-    );
+    reaches_server(&c);
     assert!(lan.expiry(&addr).is_some(), "{}", lan.lease_file());
 
-    net.del(&att);
-    assert!(
-        wait_for(|| lan.expiry(&addr).is_none()),
-        "DEL released {addr}: {}",
-        lan.lease_file()
-    );
+    del_releases(&net, &att, &lan, &addr);
     assert!(
         !c.exec_ok("ip link show eth0"),
         "eth0 left in the container"
@@ -455,18 +460,10 @@ fn container_follows_a_lease_that_changes() {
         !route.contains("198.18.160.1 "),
         "old default route left: {route}"
     );
-    assert!(
-        ping(&c, "198.18.160.2".parse().unwrap()),
-        "the server answers ping"
-    );
+    reaches_server(&c);
     assert!(lan.expiry(&new).is_some(), "{}", lan.lease_file());
 
-    net.del(&att);
-    assert!(
-        wait_for(|| lan.expiry(&new).is_none()),
-        "DEL released {new}: {}",
-        lan.lease_file()
-    );
+    del_releases(&net, &att, &lan, &new);
     assert!(d.lease_files().is_empty(), "{:?}", d.lease_files());
 }
 
