@@ -423,7 +423,12 @@ fn macvlan_container_gets_its_lease_and_reaches_the_server() {
 fn container_follows_a_lease_that_changes() {
     let node = node(&[]);
     let mut lan = Lan::new(&node);
-    lan.serve(&[SERVE, SHORT_T1]);
+    // At first also a route to 198.19.17.0/24 via .4 (option 121).
+    lan.serve(&[
+        SERVE,
+        SHORT_T1,
+        &["--dhcp-option=option:classless-static-route,198.19.17.0/24,198.18.160.4,0.0.0.0/0,198.18.160.1"],
+    ]);
     let d = Daemon::start(node.dir.path());
     let net = node.net("dhcpnet", plugins(&lan, &d, "10s"));
     let c = node.container();
@@ -432,9 +437,15 @@ fn container_follows_a_lease_that_changes() {
     assert!(c
         .exec("ip -4 route show default")
         .contains("via 198.18.160.1"));
+    let extra = c.exec("ip -4 route show 198.19.17.0/24");
+    assert!(
+        extra.contains("via 198.18.160.4"),
+        "option 121 route: {extra}"
+    );
 
-    // The server now hands out .110-.150 with router .3: it refuses the next
-    // renewal (NAK), the daemon acquires anew, and eth0 follows.
+    // The server now hands out .110-.150 with router .3 and no option 121:
+    // it refuses the next renewal (NAK), the daemon acquires anew, and eth0
+    // follows.
     lan.serve(&[
         &[
             "--dhcp-range=198.18.160.110,198.18.160.150,255.255.255.0,2m",
@@ -459,6 +470,11 @@ fn container_follows_a_lease_that_changes() {
     assert!(
         !route.contains("198.18.160.1 "),
         "old default route left: {route}"
+    );
+    let gone = c.exec("ip -4 route show 198.19.17.0/24");
+    assert!(
+        gone.is_empty(),
+        "the old lease's option 121 route is left: {gone}"
     );
     reaches_server(&c);
     assert!(lan.expiry(&new).is_some(), "{}", lan.lease_file());

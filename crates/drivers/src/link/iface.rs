@@ -178,17 +178,16 @@ pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
     }
 }
 
-/// Moves an interface to a changed lease (a DHCP renewal that brought
-/// another address or router): `new` replaces `old` on `ifname` in the
-/// namespace at `netns`, and each of `routes` (without a gateway: via the
-/// new router) is replaced; with no router any more, the default route via
-/// the old one goes. Safe to repeat.
+/// Moves an interface from `old` to `new` (a DHCP renewal that brought
+/// another address or router) in the namespace at `netns`: addresses only
+/// in `old` go and those only in `new` come; routes whose destination is
+/// only in `old` go and every route of `new` is replaced (without a gateway:
+/// via the first gateway of its family in `new`). Safe to repeat.
 pub fn follow_lease(
     netns: &str,
     ifname: &str,
-    old: Address,
-    new: Address,
-    routes: &[RouteConfig],
+    old: &InterfaceConfig,
+    new: &InterfaceConfig,
 ) -> Result<()> {
     let ns = super::veth::open_netns(netns)?;
     let mut nl = ns
@@ -202,39 +201,54 @@ pub fn follow_lease(
         Err(e) if !e.is_not_found() && e.errno() != Some(libc::EADDRNOTAVAIL) => Err(e),
         _ => Ok(()),
     };
-    if old.net != new.net {
-        // The old one first: deleting a primary IPv4 address also deletes
-        // the secondaries of its subnet, which the new one would be.
-        gone(nl.del_address(link.index, old.net)).map_err(kernel(format!(
-            "failed to remove {} from {ifname}",
-            old.net
-        )))?;
-        match nl.add_address(link.index, new.net, AddrOptions::default()) {
+    let route = |r: &RouteConfig, cfg: &InterfaceConfig| {
+        let gw = r.gw.or_else(|| {
+            cfg.addresses
+                .iter()
+                .find_map(|a| a.gateway.filter(|g| g.is_ipv4() == r.dst.addr().is_ipv4()))
+        });
+        let route = Route::new(r.dst).oif(link.index);
+        match gw {
+            Some(gw) => route.gateway(gw),
+            None => route,
+        }
+    };
+    // The old ones first: deleting a primary IPv4 address also deletes the
+    // secondaries of its subnet, which a new one would be.
+    for a in old
+        .addresses
+        .iter()
+        .filter(|a| !new.addresses.iter().any(|n| n.net == a.net))
+    {
+        gone(nl.del_address(link.index, a.net))
+            .map_err(kernel(format!("failed to remove {} from {ifname}", a.net)))?;
+    }
+    for a in new
+        .addresses
+        .iter()
+        .filter(|a| !old.addresses.iter().any(|o| o.net == a.net))
+    {
+        match nl.add_address(link.index, a.net, AddrOptions::default()) {
             Err(e) if !e.is_exists() => {
-                return Err(kernel(format!("failed to add {} to {ifname}", new.net))(e))
+                return Err(kernel(format!("failed to add {} to {ifname}", a.net))(e))
             }
             _ => {}
         }
     }
-    for r in routes {
-        let mut route = Route::new(r.dst).oif(link.index);
-        if let Some(gw) = r.gw.or(new.gateway) {
-            route = route.gateway(gw);
-        }
-        nl.replace_route(&route).map_err(kernel(format!(
-            "failed to replace the route to {} on {ifname}",
+    for r in old
+        .routes
+        .iter()
+        .filter(|r| !new.routes.iter().any(|n| n.dst == r.dst))
+    {
+        gone(nl.del_route(&route(r, old))).map_err(kernel(format!(
+            "failed to remove the route to {} on {ifname}",
             r.dst
         )))?;
     }
-    if let (Some(gw), None) = (old.gateway, new.gateway) {
-        let any: IpNet = if gw.is_ipv4() {
-            IpNet::V4(Default::default())
-        } else {
-            IpNet::V6(Default::default())
-        };
-        let default = Route::new(any).oif(link.index).gateway(gw);
-        gone(nl.del_route(&default)).map_err(kernel(format!(
-            "failed to remove the default route via {gw} on {ifname}"
+    for r in &new.routes {
+        nl.replace_route(&route(r, new)).map_err(kernel(format!(
+            "failed to replace the route to {} on {ifname}",
+            r.dst
         )))?;
     }
     Ok(())

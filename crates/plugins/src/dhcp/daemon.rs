@@ -21,7 +21,7 @@ use std::time::Duration;
 use ferry_cni::error::code;
 use sha2::{Digest, Sha256};
 
-use ferry_drivers::link::iface::{self, Address, RouteConfig};
+use ferry_drivers::link::iface::{self, Address, InterfaceConfig, RouteConfig};
 use ipnet::IpNet;
 
 use super::client::{self, unix_now, Params, Renewed};
@@ -454,16 +454,18 @@ impl Daemon {
 /// A renewal brought another address or router: the container's interface
 /// follows (address replaced, routes via the new router).
 fn follow(key: &str, old: &Lease, new: &Lease) {
-    let addr = |l: &Lease| Address {
-        net: IpNet::V4(l.address),
-        gateway: l.router.map(IpAddr::V4),
+    let iface = |l: &Lease| InterfaceConfig {
+        addresses: vec![Address {
+            net: IpNet::V4(l.address),
+            gateway: l.router.map(IpAddr::V4),
+        }],
+        routes: super::result_of(l)
+            .routes
+            .iter()
+            .map(|r| RouteConfig::new(r.dst, r.gw))
+            .collect(),
     };
-    let routes: Vec<RouteConfig> = super::result_of(new)
-        .routes
-        .iter()
-        .map(|r| RouteConfig::new(r.dst, r.gw))
-        .collect();
-    match iface::follow_lease(&new.netns, &new.ifname, addr(old), addr(new), &routes) {
+    match iface::follow_lease(&new.netns, &new.ifname, &iface(old), &iface(new)) {
         Ok(()) => log(&format!(
             "{key}: the lease changed from {} (router {:?}) to {} (router {:?}); {} follows",
             old.address, old.router, new.address, new.router, new.ifname
