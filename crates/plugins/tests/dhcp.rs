@@ -478,6 +478,11 @@ fn container_follows_a_lease_that_changes() {
     );
     reaches_server(&c);
     assert!(lan.expiry(&new).is_some(), "{}", lan.lease_file());
+    // prevResult still has the old address (README says so).
+    assert!(
+        net.check(&att).is_err(),
+        "CHECK against the stale prevResult"
+    );
 
     del_releases(&net, &att, &lan, &new);
     assert!(d.lease_files().is_empty(), "{:?}", d.lease_files());
