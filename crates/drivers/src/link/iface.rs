@@ -178,6 +178,82 @@ pub fn settle_ipv6(nl: &mut Netlink, index: u32, ifname: &str) -> Result<()> {
     }
 }
 
+/// Moves an interface from `old` to `new` (a DHCP renewal that brought
+/// another address or router) in the namespace at `netns`: addresses only
+/// in `old` go and those only in `new` come; routes whose destination is
+/// only in `old` go and every route of `new` is replaced (without a gateway:
+/// via the first gateway of its family in `new`). Safe to repeat.
+pub fn follow_lease(
+    netns: &str,
+    ifname: &str,
+    old: &InterfaceConfig,
+    new: &InterfaceConfig,
+) -> Result<()> {
+    let ns = super::veth::open_netns(netns)?;
+    let mut nl = ns
+        .netlink()
+        .map_err(kernel(format!("failed to open netlink in {netns}")))?;
+    let link = nl
+        .link_by_name(ifname)
+        .map_err(kernel(format!("failed to look up {ifname} in {netns}")))?;
+    // Already gone is fine: the kernel drops routes with their address.
+    let gone = |r: ferry_linux::Result<()>| match r {
+        Err(e) if !e.is_not_found() && e.errno() != Some(libc::EADDRNOTAVAIL) => Err(e),
+        _ => Ok(()),
+    };
+    let route = |r: &RouteConfig, cfg: &InterfaceConfig| {
+        let gw = r.gw.or_else(|| {
+            cfg.addresses
+                .iter()
+                .find_map(|a| a.gateway.filter(|g| g.is_ipv4() == r.dst.addr().is_ipv4()))
+        });
+        let route = Route::new(r.dst).oif(link.index);
+        match gw {
+            Some(gw) => route.gateway(gw),
+            None => route,
+        }
+    };
+    // The old ones first: deleting a primary IPv4 address also deletes the
+    // secondaries of its subnet, which a new one would be.
+    for a in old
+        .addresses
+        .iter()
+        .filter(|a| !new.addresses.iter().any(|n| n.net == a.net))
+    {
+        gone(nl.del_address(link.index, a.net))
+            .map_err(kernel(format!("failed to remove {} from {ifname}", a.net)))?;
+    }
+    for a in new
+        .addresses
+        .iter()
+        .filter(|a| !old.addresses.iter().any(|o| o.net == a.net))
+    {
+        match nl.add_address(link.index, a.net, AddrOptions::default()) {
+            Err(e) if !e.is_exists() => {
+                return Err(kernel(format!("failed to add {} to {ifname}", a.net))(e))
+            }
+            _ => {}
+        }
+    }
+    for r in old
+        .routes
+        .iter()
+        .filter(|r| !new.routes.iter().any(|n| n.dst == r.dst))
+    {
+        gone(nl.del_route(&route(r, old))).map_err(kernel(format!(
+            "failed to remove the route to {} on {ifname}",
+            r.dst
+        )))?;
+    }
+    for r in &new.routes {
+        nl.replace_route(&route(r, new)).map_err(kernel(format!(
+            "failed to replace the route to {} on {ifname}",
+            r.dst
+        )))?;
+    }
+    Ok(())
+}
+
 /// CHECK: every address `cfg` gives `ifname` is on it, and every route
 /// exists (the reference's `ip.ValidateExpectedInterfaceIPs` / `ValidateExpectedRoute`).
 pub fn check(nl: &mut Netlink, ifname: &str, cfg: &InterfaceConfig) -> Result<()> {

@@ -221,9 +221,16 @@ pub fn acquire(p: &Params) -> Result<Ack, String> {
     Ack::parse(&ack, server)
 }
 
-/// RENEWING (unicast to the server) or REBINDING (broadcast): the lease
-/// extended, maybe changed.
-pub fn renew(l: &Lease, rebind: bool, timeout: Duration) -> Result<Ack, String> {
+/// A server's answer to a renewal.
+pub enum Renewed {
+    /// The lease extended, maybe changed.
+    Ack(Ack),
+    /// Refused (the address is no longer ours): acquire a new lease.
+    Nak(String),
+}
+
+/// RENEWING (unicast to the server) or REBINDING (broadcast).
+pub fn renew(l: &Lease, rebind: bool, timeout: Duration) -> Result<Renewed, String> {
     let conn = open(&l.netns, &l.ifname)?;
     let mut m = conn.message(rand_xid(), MessageType::Request, l.address.addr());
     conn.with_options(&mut m, &l.request, &l.provide);
@@ -238,7 +245,10 @@ pub fn renew(l: &Lease, rebind: bool, timeout: Duration) -> Result<Ack, String> 
         &[MessageType::Ack, MessageType::Nak],
         Instant::now() + timeout,
     )?;
-    Ack::parse(&ack, l.server)
+    match Ack::parse(&ack, l.server) {
+        Err(e) if ack.opts().has_msg_type(MessageType::Nak) => Ok(Renewed::Nak(e)),
+        r => r.map(Renewed::Ack),
+    }
 }
 
 /// RELEASE: the server may give the address to someone else.

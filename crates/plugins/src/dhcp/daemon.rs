@@ -1,7 +1,9 @@
 //! `dhcp daemon`: holds the leases of every attachment, renews them at T1,
-//! rebinds at T2, acquires again after expiry, and keeps each lease in a
-//! file of its state directory so that a restarted daemon reloads and keeps
-//! renewing them. One thread per connection and one per lease.
+//! rebinds at T2, acquires again after a NAK or expiry, moves the
+//! container's interface when the lease's address or router changes, and
+//! keeps each lease in a file of its state directory so that a restarted
+//! daemon reloads and keeps renewing them. One thread per connection and one
+//! per lease. Run by `contrib/systemd/ferry-dhcp.service`.
 //!
 //! Flags, as the reference's: `-socketpath PATH` (default
 //! `/run/cni/dhcp.sock`), `-timeout DURATION` (acquisition, default 10s),
@@ -10,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,7 +21,10 @@ use std::time::Duration;
 use ferry_cni::error::code;
 use sha2::{Digest, Sha256};
 
-use super::client::{self, unix_now, Params};
+use ferry_drivers::link::iface::{self, Address, InterfaceConfig, RouteConfig};
+use ipnet::IpNet;
+
+use super::client::{self, unix_now, Params, Renewed};
 use super::proto::{Lease, Reply, Request};
 use super::{parse_duration, DEFAULT_SOCKET};
 
@@ -199,11 +205,7 @@ impl Daemon {
             }
             let now = unix_now();
             let timeout = Duration::from_millis(l.timeout_ms.max(1000));
-            let outcome = if now < l.t2 {
-                client::renew(&l, false, timeout.min(Duration::from_secs(5)))
-            } else if now < l.expires {
-                client::renew(&l, true, timeout.min(Duration::from_secs(5)))
-            } else {
+            let acquire = || {
                 client::acquire(&Params {
                     netns: &l.netns,
                     ifname: &l.ifname,
@@ -211,6 +213,23 @@ impl Daemon {
                     provide: &l.provide,
                     timeout,
                 })
+            };
+            let outcome = if now < l.expires {
+                let rebind = now >= l.t2;
+                match client::renew(&l, rebind, timeout.min(Duration::from_secs(5))) {
+                    Ok(Renewed::Ack(ack)) => Ok(ack),
+                    // RFC 2131 4.4.5: a NAK sends the client back to INIT.
+                    Ok(Renewed::Nak(why)) => {
+                        log(&format!(
+                            "{key}: renewing {}: {why}; acquiring anew",
+                            l.address
+                        ));
+                        acquire()
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                acquire()
             };
             if stop.wait_until(0) {
                 return;
@@ -220,11 +239,7 @@ impl Daemon {
                     let mut next = l.clone();
                     ack.apply(&mut next);
                     if next.address != l.address || next.router != l.router {
-                        log(&format!(
-                            "{key}: the server changed the lease from {} to {} (router {:?}); \
-                             the container keeps its configuration",
-                            l.address, next.address, next.router
-                        ));
+                        follow(key, &l, &next);
                     }
                     if let Err(e) = self.persist(key, &next) {
                         log(&e);
@@ -436,6 +451,32 @@ impl Daemon {
     }
 }
 
+/// A renewal brought another address or router: the container's interface
+/// follows (address replaced, routes via the new router).
+fn follow(key: &str, old: &Lease, new: &Lease) {
+    let iface = |l: &Lease| InterfaceConfig {
+        addresses: vec![Address {
+            net: IpNet::V4(l.address),
+            gateway: l.router.map(IpAddr::V4),
+        }],
+        routes: super::result_of(l)
+            .routes
+            .iter()
+            .map(|r| RouteConfig::new(r.dst, r.gw))
+            .collect(),
+    };
+    match iface::follow_lease(&new.netns, &new.ifname, &iface(old), &iface(new)) {
+        Ok(()) => log(&format!(
+            "{key}: the lease changed from {} (router {:?}) to {} (router {:?}); {} follows",
+            old.address, old.router, new.address, new.router, new.ifname
+        )),
+        Err(e) => log(&format!(
+            "{key}: the lease changed to {}, but {} could not follow: {e}",
+            new.address, new.ifname
+        )),
+    }
+}
+
 /// Runs the daemon until killed.
 pub fn run(settings: Settings) -> Result<(), String> {
     std::fs::create_dir_all(&settings.state_dir)
@@ -501,6 +542,23 @@ mod tests {
         assert!(s.broadcast);
         assert!(Settings::parse(&["-bogus".to_string()]).is_err());
         assert!(Settings::parse(&["-socketpath".to_string()]).is_err());
+    }
+
+    /// The systemd unit runs the daemon with flags it accepts, on the
+    /// reference's socket.
+    #[test]
+    fn systemd_unit_flags() {
+        let unit = include_str!("../../../../contrib/systemd/ferry-dhcp.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart");
+        let words: Vec<String> = exec.split_whitespace().map(str::to_string).collect();
+        assert_eq!(words[..2], ["/opt/cni/bin/dhcp", "daemon"]);
+        let s = Settings::parse(&words[2..]).unwrap();
+        assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(unit.contains("StateDirectory=cni/dhcp"));
     }
 
     #[test]

@@ -26,16 +26,41 @@ pub struct Node {
     pub dir: tempfile::TempDir,
     /// 198.18.K.1 / fd00:208:K::1 on the node, .2 / ::2 outside.
     pub k: u8,
+    /// The link's first three IPv4 octets and IPv6 /64 prefix ("198.18.K",
+    /// "fd00:208:K"), and the prefix of the node's names.
+    v4net: String,
+    v6net: String,
+    prefix: &'static str,
 }
 
 impl Node {
     /// A node whose plugins are Ferry's except `reference` (run from
     /// /usr/lib/cni); `strace` names types run under `strace -f -e execve`.
     pub fn new(k: u8, reference: &[&str], strace: &[&str]) -> Node {
+        let mut n = Node::in_ranges(
+            "pm",
+            &format!("198.18.{k}"),
+            &format!("fd00:208:{k:x}"),
+            reference,
+            strace,
+        );
+        n.k = k;
+        n
+    }
+
+    /// A node whose names start with `prefix` and whose link to the
+    /// outside is `v4net`.0/24 and `v6net`::/64 (a test's own ranges).
+    pub fn in_ranges(
+        prefix: &'static str,
+        v4net: &str,
+        v6net: &str,
+        reference: &[&str],
+        strace: &[&str],
+    ) -> Node {
         require_root();
         require_reference("host-local");
-        let host = Netns::new("pmh");
-        let outside = Netns::new("pmo");
+        let host = Netns::new(&format!("{prefix}h"));
+        let outside = Netns::new(&format!("{prefix}o"));
         let dir = tempfile::tempdir().unwrap();
         let bin = env!("CARGO_BIN_EXE_ferry-plugin");
         std::fs::create_dir_all(dir.path().join("bin")).unwrap();
@@ -77,7 +102,7 @@ impl Node {
         for ns in [&host, &outside] {
             ns.exec("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0");
         }
-        let hv = unique("pmv");
+        let hv = unique(&format!("{prefix}v"));
         sh(&format!(
             "ip link add {hv} netns {h} type veth peer name eth0 netns {o}",
             h = host.name,
@@ -85,31 +110,34 @@ impl Node {
         ));
         host.exec("ip link set lo up");
         outside.exec("ip link set lo up");
-        host.exec(&format!("ip addr add 198.18.{k}.1/24 dev {hv}"));
-        host.exec(&format!("ip addr add fd00:208:{k:x}::1/64 dev {hv} nodad"));
+        host.exec(&format!("ip addr add {v4net}.1/24 dev {hv}"));
+        host.exec(&format!("ip addr add {v6net}::1/64 dev {hv} nodad"));
         host.exec(&format!("ip link set {hv} up"));
-        outside.exec(&format!("ip addr add 198.18.{k}.2/24 dev eth0"));
-        outside.exec(&format!("ip addr add fd00:208:{k:x}::2/64 dev eth0 nodad"));
+        outside.exec(&format!("ip addr add {v4net}.2/24 dev eth0"));
+        outside.exec(&format!("ip addr add {v6net}::2/64 dev eth0 nodad"));
         outside.exec("ip link set eth0 up");
-        outside.exec(&format!("ip route add default via 198.18.{k}.1"));
-        outside.exec(&format!("ip -6 route add default via fd00:208:{k:x}::1"));
+        outside.exec(&format!("ip route add default via {v4net}.1"));
+        outside.exec(&format!("ip -6 route add default via {v6net}::1"));
         host.exec("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
         Node {
             host,
             outside,
             dir,
-            k,
+            k: 0,
+            v4net: v4net.to_string(),
+            v6net: v6net.to_string(),
+            prefix,
         }
     }
 
     pub fn v4(&self) -> IpAddr {
-        format!("198.18.{}.1", self.k).parse().unwrap()
+        format!("{}.1", self.v4net).parse().unwrap()
     }
     pub fn v6(&self) -> IpAddr {
-        format!("fd00:208:{:x}::1", self.k).parse().unwrap()
+        format!("{}::1", self.v6net).parse().unwrap()
     }
     pub fn outside_v4(&self) -> IpAddr {
-        format!("198.18.{}.2", self.k).parse().unwrap()
+        format!("{}.2", self.v4net).parse().unwrap()
     }
 
     pub fn state_dir(&self) -> std::path::PathBuf {
@@ -143,7 +171,7 @@ impl Node {
 
     /// A container namespace.
     pub fn container(&self) -> Netns {
-        let c = Netns::new("pmc");
+        let c = Netns::new(&format!("{}c", self.prefix));
         c.exec("ip link set lo up");
         c.exec("sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0");
         c
