@@ -291,6 +291,11 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
                 .endpoints()
                 .collect::<Vec<_>>())))),
         )
+        // `ferry doctor` compares it with its own.
+        .route(
+            "/version",
+            get(|| async { axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
+        )
         .route(
             "/pools",
             get(with!(c, |ctl| read(&ctl, |c| json!(c.ipam().pools)))),
