@@ -346,16 +346,10 @@ fn add_prints_a_table_for_people() {
     cleanup.link(&bridge);
     let ns = Netns::new("opct");
     let name = unique("op-tab");
-    cli.write(
-        "1.conflist",
-        &json!({
-            "cniVersion": "1.0.0", "name": name,
-            "plugins": [{"type": "bridge", "bridge": bridge, "isDefaultGateway": true,
-                         "ipam": {"type": "host-local", "subnet": "198.19.40.0/24",
-                                  "dataDir": data.path()}}]
-        })
-        .to_string(),
-    );
+    let mut conf: Value =
+        serde_json::from_str(&bridge_conf(&name, &bridge, "198.19.40.0/24", data.path())).unwrap();
+    conf["plugins"][0]["isDefaultGateway"] = json!(true);
+    cli.write("1.conflist", &conf.to_string());
     let add = cli.run(&["add", &name, &ns.path()], &[]);
     assert_eq!(add.code, 0, "{}", add.stderr);
     // The cached result is what --json prints; the table shows the same.

@@ -238,7 +238,7 @@ fn a_missing_module_is_named_with_modprobe() {
     assert_eq!(r.problems("modules").len(), 1, "{}", r.text);
     assert!(r
         .text
-        .contains("PROBLEM modules: kernel module ifb is missing"));
+        .contains("PROBLEM modules: kernel module ifb is not listed as loaded"));
 }
 
 #[test]

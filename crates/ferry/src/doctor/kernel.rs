@@ -31,10 +31,14 @@ pub fn modules(proc_modules: &Path, sys_module: &Path, probe: bool) -> Vec<Findi
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    let probed = if probe {
-        ferry_linux::in_scratch(probe_features).unwrap_or_default()
-    } else {
-        Vec::new()
+    // Without the probe (not asked, or not allowed: it needs root), only
+    // the files speak, and a missing module says so.
+    let (probed, unprobed) = match probe {
+        false => (Vec::new(), " (not probed: --no-probe)".to_string()),
+        true => match ferry_linux::in_scratch(probe_features) {
+            Ok(p) => (p, String::new()),
+            Err(e) => (Vec::new(), format!(" (not probed: {e})")),
+        },
     };
     let mut out = Vec::new();
     for (name, why) in MODULES {
@@ -43,8 +47,19 @@ pub fn modules(proc_modules: &Path, sys_module: &Path, probe: bool) -> Vec<Findi
         if !present {
             out.push(Finding::problem(
                 "modules",
-                format!("kernel module {name} is missing (needed for {why})"),
-                format!("modprobe {name}"),
+                format!(
+                    "kernel module {name} is {} (needed for {why}){unprobed}",
+                    if unprobed.is_empty() {
+                        "missing"
+                    } else {
+                        "not listed as loaded"
+                    }
+                ),
+                if super::is_root() {
+                    format!("modprobe {name}")
+                } else {
+                    format!("run ferry doctor as root (or modprobe {name})")
+                },
             ));
         }
     }
@@ -230,7 +245,11 @@ pub fn forward_policy() -> Vec<Finding> {
         Err(e) => vec![Finding::problem(
             check,
             format!("cannot list nftables: {e}"),
-            "modprobe nf_tables",
+            if super::is_root() {
+                "modprobe nf_tables"
+            } else {
+                "run ferry doctor as root"
+            },
         )],
     }
 }

@@ -107,6 +107,11 @@ pub fn run(args: DoctorArgs, api_socket: &Path, json: bool) -> ExitCode {
     }
 }
 
+/// Root reads everything; other users' findings may only mean "not allowed".
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// Quotes a path or word for a shell command line when it needs it.
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
