@@ -146,7 +146,12 @@ fn execute(args: CniArgs, json: bool) -> CniResult<Option<Value>> {
     match &args.command {
         CniCommand::Add(a) => {
             let list = config::load_network(dir, &a.network)?;
-            Ok(Some(runtime.add_network_list(&list, &runtime_conf(a)?)?))
+            let result = runtime.add_network_list(&list, &runtime_conf(a)?)?;
+            Ok(Some(if json {
+                result
+            } else {
+                Value::String(crate::cni_table::render(&result))
+            }))
         }
         CniCommand::Check(a) => {
             let current = config::load_network(dir, &a.network).ok();

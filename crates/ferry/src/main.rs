@@ -2,11 +2,15 @@
 
 mod api;
 mod cni_cmd;
+mod cni_table;
 mod cnm_cmd;
+mod docs_cmd;
+mod doctor;
 mod events_cmd;
+mod install_cmd;
 mod plugins_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -73,6 +77,20 @@ enum Top {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Check this node for what breaks Ferry; each problem with the command that fixes it.
+    ///
+    /// Kernel state is read in the current network namespace. Exits non-zero
+    /// when a problem is found.
+    Doctor(doctor::DoctorArgs),
+    /// Install Ferry's systemd units (prints the systemctl commands to run).
+    Install(install_cmd::InstallArgs),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages for ferry and each subcommand into DIR.
+    Man { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -97,5 +115,9 @@ fn main() -> ExitCode {
         Top::Swap { sandbox, from, to } => cnm_cmd::swap(&api, sandbox, from, to),
         Top::Hosts => cnm_cmd::hosts(&api),
         Top::Events { since } => events_cmd::run(&api.api_socket, since, api.json),
+        Top::Doctor(args) => doctor::run(args, &api.api_socket, api.json),
+        Top::Install(args) => install_cmd::run(args),
+        Top::Completion { shell } => docs_cmd::completion(Cli::command(), shell),
+        Top::Man { dir } => docs_cmd::man(Cli::command(), &dir),
     }
 }

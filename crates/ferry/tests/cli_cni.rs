@@ -331,3 +331,55 @@ fn human_errors_go_to_stderr_with_the_code() {
         out.stderr
     );
 }
+
+/// Without --json, ADD prints a table of the result: the container's
+/// interface in its namespace, its address and gateway, the default route.
+/// (198.19.40.0/24)
+#[test]
+fn add_prints_a_table_for_people() {
+    require_root();
+    require_reference("bridge");
+    let cli = Cli::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut cleanup = Cleanup::default();
+    let bridge = unique("opcb");
+    cleanup.link(&bridge);
+    let ns = Netns::new("opct");
+    let name = unique("op-tab");
+    let mut conf: Value =
+        serde_json::from_str(&bridge_conf(&name, &bridge, "198.19.40.0/24", data.path())).unwrap();
+    conf["plugins"][0]["isDefaultGateway"] = json!(true);
+    cli.write("1.conflist", &conf.to_string());
+    let add = cli.run(&["add", &name, &ns.path()], &[]);
+    assert_eq!(add.code, 0, "{}", add.stderr);
+    // The cached result is what --json prints; the table shows the same.
+    let results = cli.cache.path().join("results");
+    let cached: Value =
+        serde_json::from_slice(&std::fs::read(results.join(&files(&results)[0])).unwrap()).unwrap();
+    let address = cached["result"]["ips"][0]["address"].as_str().unwrap();
+    let rows: Vec<Vec<&str>> = add
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let has = |row: &[&str]| rows.iter().any(|r| r == row);
+    assert!(
+        rows.iter().any(|r| r[0] == "interface"
+            && r[1] == "eth0"
+            && r.last() == Some(&ns.path().as_str())),
+        "no eth0 row in:\n{}",
+        add.stdout
+    );
+    assert!(
+        has(&["address", address, "gateway", "198.19.40.1", "on", "eth0"]),
+        "no address row for {address} in:\n{}",
+        add.stdout
+    );
+    assert!(
+        has(&["route", "0.0.0.0/0", "via", "198.19.40.1"]),
+        "no default route row in:\n{}",
+        add.stdout
+    );
+    let del = cli.run(&["del", &name, &ns.path()], &[]);
+    assert_eq!(del.code, 0, "{}", del.stderr);
+}

@@ -289,6 +289,11 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
             "/endpoints",
             get(with!(c, |ctl| read(&ctl, |v| v.endpoints.clone()))),
         )
+        // `ferry doctor` compares it with its own.
+        .route(
+            "/version",
+            get(|| async { axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
+        )
         .route(
             "/pools",
             get(with!(c, |ctl| read(&ctl, |v| v.pools.clone()))),

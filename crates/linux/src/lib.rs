@@ -42,7 +42,7 @@ pub use link::{
 };
 pub use mac::MacAddr;
 pub use neigh::{FdbEntry, Neighbour, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE};
-pub use netns::{Netns, NETNS_RUN_DIR};
+pub use netns::{in_scratch, Netns, NETNS_RUN_DIR};
 pub use route::{Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE, TABLE_MAIN};
 pub use rule::{Rule, RULE_ACTION_TO_TABLE};
 pub use socket::Netlink;

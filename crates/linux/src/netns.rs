@@ -22,6 +22,25 @@ use crate::socket::Netlink;
 /// Where named namespaces live, as with `ip netns`.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
+/// Runs `f` on a helper thread inside a new, unnamed network namespace that
+/// disappears when `f` returns (nothing is mounted, nothing outlives it):
+/// a place to try what the kernel supports without changing the host.
+pub fn in_scratch<F, T>(f: F) -> Result<T>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    let op = "unshare a scratch network namespace";
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<T> {
+            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| Error::nix(op, e))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| Error::ThreadPanicked { op: op.into() })?
+    })
+}
+
 /// An open network namespace (a file descriptor on an nsfs inode).
 #[derive(Debug)]
 pub struct Netns {
