@@ -13,6 +13,8 @@ mod events;
 mod log;
 mod metrics;
 mod plugin_api;
+mod timed_store;
+mod topology;
 
 use clap::Parser;
 use ferry_cnm::ipam::{default_pools, DefaultPool};
@@ -106,7 +108,8 @@ fn run(args: Args) -> Result<(), String> {
     let drivers = Arc::new(LinuxDrivers::new(Deleter::Thread, config.driver_root()));
     ferry_drivers::network::keep_nft_socket_open();
     let mut controller = Controller::open(config, drivers.clone()).map_err(|e| e.to_string())?;
-    let cluster = join_cluster(&args, &mut controller)?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let cluster = join_cluster(&args, &mut controller, metrics.clone())?;
     let shared = Arc::new(Mutex::new(controller));
     if let Some((store, host)) = cluster {
         let vtep = shared
@@ -114,7 +117,7 @@ fn run(args: Args) -> Result<(), String> {
             .ok()
             .and_then(|c| c.cluster().map(|c| c.vtep))
             .ok_or("controller lock poisoned")?;
-        agent::Agent::new(store, host, vtep, shared.clone(), drivers)
+        agent::Agent::new(store, host, vtep, shared.clone(), drivers, metrics.clone())
             .spawn()
             .map_err(|e| format!("overlay agent: {e}"))?;
     }
@@ -130,7 +133,7 @@ fn run(args: Args) -> Result<(), String> {
         let scrape = metrics_listener(args.metrics_address).await?;
         let hooks = log::Hooks {
             socket: log::Socket::Api,
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
             events: Arc::new(events::Events::default()),
         };
         tracing::info!(
@@ -150,18 +153,17 @@ fn run(args: Args) -> Result<(), String> {
             dns::Config {
                 ttl: args.dns_ttl,
                 resolv_conf: args.dns_resolv_conf.clone(),
+                metrics: hooks.metrics.clone(),
             },
         )
         .await;
         let ferry = plugin_api::ferry_router(shared.clone(), hooks.clone())
             .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
         let a = tokio::spawn(plugin_api::serve(api, ferry));
-        let served = hooks.metrics.clone();
+        let page = metrics::router(hooks.metrics.clone(), shared, hooks.events.clone());
         let m = tokio::spawn(async move {
             match scrape {
-                Some(l) => axum::serve(l, metrics::router(served, shared))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Some(l) => axum::serve(l, page).await.map_err(|e| e.to_string()),
                 None => std::future::pending().await,
             }
         });
@@ -216,7 +218,11 @@ type Joined = (Arc<dyn ferry_cluster::ClusterStore>, String);
 /// Opens the cluster store, registers this host under its lease and
 /// publishes its overlay endpoints again. A host without an underlay
 /// address runs without overlay networks.
-fn join_cluster(args: &Args, controller: &mut Controller) -> Result<Option<Joined>, String> {
+fn join_cluster(
+    args: &Args,
+    controller: &mut Controller,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<Option<Joined>, String> {
     let host = match &args.node_name {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -241,6 +247,7 @@ fn join_cluster(args: &Args, controller: &mut Controller) -> Result<Option<Joine
         ferry_cluster::DEFAULT_TTL,
     )
     .map_err(|e| e.to_string())?;
+    let store = timed_store::TimedStore::wrap(store, metrics);
     controller.set_cluster(ferry_cnm::overlay::Cluster {
         store: store.clone(),
         host: host.clone(),
