@@ -157,7 +157,7 @@ impl Metrics {
         );
         registry.register(
             "ferry_overlay_peers",
-            "Endpoints of other hosts the overlay agent programs (FDB and neighbour entries)",
+            "Endpoint addresses of other hosts the overlay agent programs (FDB and neighbour entries)",
             overlay_peers.clone(),
         );
         let dns_queries = Family::<DnsQuery, Counter>::default();
