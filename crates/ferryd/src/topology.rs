@@ -117,7 +117,8 @@ fn interface(ep: &Endpoint, network: String) -> InterfaceView {
         .unwrap_or_default()
         .iter()
         .map(|m| {
-            let ip = m.host_ip.map(|i| i.to_string()).unwrap_or_default();
+            // No host address: every local address, as `*` says.
+            let ip = m.host_ip.map_or("*".to_string(), |i| i.to_string());
             let proto = format!("{:?}", m.protocol).to_lowercase();
             format!("{ip}:{}->{}/{proto}", m.host_port, m.container_port)
         })
@@ -138,6 +139,25 @@ fn interface(ep: &Endpoint, network: String) -> InterfaceView {
         aliases: ep.aliases.clone(),
         priority: ep.priority,
         published,
+    }
+}
+
+/// Whose interface an endpoint is: `(name, kind, path)` of its node.
+fn owner(ep: &Endpoint) -> (String, &'static str, String) {
+    match &ep.sandbox {
+        // Docker's sandbox key is a path (/var/run/docker/netns/ID): the
+        // container is named by its last part.
+        Some(key) if key.starts_with('/') => (
+            key.rsplit('/').next().unwrap_or(key).to_string(),
+            "container",
+            key.clone(),
+        ),
+        Some(key) => (key.clone(), "sandbox", String::new()),
+        None => (
+            format!("endpoint {}", ep.id.chars().take(12).collect::<String>()),
+            "endpoint",
+            String::new(),
+        ),
     }
 }
 
@@ -180,21 +200,7 @@ pub fn snapshot(c: &Controller) -> Snapshot {
             .map(network_name)
             .unwrap_or_else(|| ep.network_id.clone());
         let view = interface(ep, network);
-        // Docker's sandbox key is a path (/var/run/docker/netns/ID): the
-        // container is named by its last part.
-        let (name, kind, path) = match &ep.sandbox {
-            Some(key) if key.starts_with('/') => (
-                key.rsplit('/').next().unwrap_or(key).to_string(),
-                "container",
-                key.clone(),
-            ),
-            Some(key) => (key.clone(), "sandbox", String::new()),
-            None => (
-                format!("endpoint {}", ep.id.chars().take(12).collect::<String>()),
-                "endpoint",
-                String::new(),
-            ),
-        };
+        let (name, kind, path) = owner(ep);
         match sandboxes.iter_mut().find(|s| s.name == name) {
             Some(s) => s.interfaces.push(view),
             None => sandboxes.push(SandboxView {
@@ -273,4 +279,54 @@ async fn json(ctl: Arc<Mutex<Controller>>) -> Response {
 
 fn error(e: String) -> Value {
     serde_json::json!({ "error": e })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn endpoint(sandbox: Value, published: Value) -> Endpoint {
+        serde_json::from_value(json!({
+            "id": "0123456789abcdef", "network_id": "n1", "host_veth": "veth1",
+            "container_veth": "veth1c", "address": "198.19.32.5/24",
+            "address_v6": "fd00:1932::5/64", "mac": "02:42:c6:13:20:05",
+            "sandbox": sandbox, "published": published, "aliases": ["api"],
+        }))
+        .expect("an endpoint")
+    }
+
+    #[test]
+    fn a_docker_container_is_named_by_its_key_and_shows_its_published_ports() {
+        let ep = endpoint(
+            json!("/var/run/docker/netns/c0ffee"),
+            json!([
+                {"Proto": 6, "Port": 80, "HostPort": 8080},
+                {"Proto": 17, "Port": 53, "HostPort": 5353, "HostIP": "198.19.39.1"},
+            ]),
+        );
+        assert_eq!(
+            owner(&ep),
+            (
+                "c0ffee".into(),
+                "container",
+                "/var/run/docker/netns/c0ffee".into()
+            )
+        );
+        let i = interface(&ep, "web".into());
+        assert_eq!(i.published, ["*:8080->80/tcp", "198.19.39.1:5353->53/udp"]);
+        assert_eq!(i.addresses, ["198.19.32.5/24", "fd00:1932::5/64"]);
+        assert_eq!(i.ifname, "veth1c", "Docker names the interface itself");
+        assert_eq!(i.aliases, ["api"]);
+    }
+
+    #[test]
+    fn ferry_sandboxes_and_unjoined_endpoints() {
+        let joined = endpoint(json!("app"), Value::Null);
+        assert_eq!(owner(&joined), ("app".into(), "sandbox", String::new()));
+        assert!(interface(&joined, "web".into()).published.is_empty());
+        let loose = endpoint(Value::Null, Value::Null);
+        assert_eq!(owner(&loose).0, "endpoint 0123456789ab");
+        assert_eq!(owner(&loose).1, "endpoint");
+    }
 }
