@@ -2,8 +2,9 @@
 //! IpamDriver (plugin protocol v1.2) on `/run/docker/plugins/ferry.sock`, so
 //! `docker network create -d ferry --ipam-driver ferry` uses Ferry networks,
 //! and Ferry's own read API on a root-only socket. State lives in an embedded
-//! redb file and survives kill -9. Metrics (`/metrics`, OpenMetrics) are
-//! served on a TCP address, the CNI plugins report to a datagram socket.
+//! redb file and survives kill -9. Metrics (`/metrics`, OpenMetrics) and
+//! the live topology page (`/`) are served on a TCP address, the CNI
+//! plugins report to a datagram socket.
 
 mod agent;
 mod cluster_api;
@@ -62,7 +63,7 @@ struct Args {
     /// `cluster.redb` beside --state).
     #[arg(long)]
     cluster_state: Option<PathBuf>,
-    /// Where `/metrics` is served (OpenMetrics text, TCP; default
+    /// Where `/metrics` and the topology page `/` are served (TCP; default
     /// 127.0.0.1:9641, served only when free: a busy address given here is an error).
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,

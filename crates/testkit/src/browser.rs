@@ -39,8 +39,11 @@ impl Browser {
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("free port: {e}"))?
             .port();
+        std::fs::create_dir_all(profile).map_err(|e| format!("{}: {e}", profile.display()))?;
+        // Chromium's scratch directories go with the profile, not to /tmp.
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", profile)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
