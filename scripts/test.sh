@@ -20,6 +20,7 @@ packages=(
   dnsmasq-base                # the DHCP server of the dhcp IPAM tests; the DNS tests' upstream
   bind9-dnsutils              # dig, the client of ferryd's DNS tests
   systemd man-db              # systemd-analyze verify (and man for Documentation=) of the units ferry install writes
+  chromium chromium-driver    # a headless browser for the topology page test (WebDriver)
 )
 missing=()
 for p in "${packages[@]}"; do

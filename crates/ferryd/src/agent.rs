@@ -62,6 +62,7 @@ pub struct Agent {
     ctl: crate::state::Shared,
     drivers: Arc<LinuxDrivers>,
     view: View,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Agent {
@@ -71,6 +72,7 @@ impl Agent {
         vtep: IpAddr,
         ctl: crate::state::Shared,
         drivers: Arc<LinuxDrivers>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Agent {
         Agent {
             store,
@@ -79,6 +81,7 @@ impl Agent {
             ctl,
             drivers,
             view: View::default(),
+            metrics,
         }
     }
 
@@ -103,7 +106,10 @@ impl Agent {
             loop {
                 let wait = next_reconcile.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
-                    Ok(event) => self.apply(event),
+                    Ok(event) => {
+                        self.apply(event);
+                        self.count_peers();
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         self.ensure_registered();
                         self.reconcile_all("periodic");
@@ -132,6 +138,18 @@ impl Agent {
             Ok(n) => tracing::info!(host = %self.host, endpoints = n, "registered in the cluster"),
             Err(e) => tracing::warn!(host = %self.host, error = %e, "cannot register yet"),
         }
+    }
+
+    /// Other hosts and their endpoints, as `ferry_overlay_hosts` and `_peers`.
+    fn count_peers(&self) {
+        let hosts = self.view.hosts.keys().filter(|h| **h != self.host).count();
+        let peers = self
+            .view
+            .endpoints
+            .values()
+            .filter(|e| e.host != self.host && self.view.hosts.contains_key(&e.host))
+            .count();
+        self.metrics.overlay(hosts, peers);
     }
 
     fn apply(&mut self, event: Event) {

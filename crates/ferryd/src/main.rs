@@ -2,8 +2,9 @@
 //! IpamDriver (plugin protocol v1.2) on `/run/docker/plugins/ferry.sock`, so
 //! `docker network create -d ferry --ipam-driver ferry` uses Ferry networks,
 //! and Ferry's own read API on a root-only socket. State lives in an embedded
-//! redb file and survives kill -9. Metrics (`/metrics`, OpenMetrics) are
-//! served on a TCP address, the CNI plugins report to a datagram socket.
+//! redb file and survives kill -9. Metrics (`/metrics`, OpenMetrics) and
+//! the live topology page (`/`) are served on a TCP address, the CNI
+//! plugins report to a datagram socket.
 
 mod agent;
 mod cluster_api;
@@ -15,6 +16,8 @@ mod metrics;
 mod plugin_api;
 mod state;
 mod sweep;
+mod timed_store;
+mod topology;
 
 use clap::Parser;
 use ferry_cnm::ipam::{default_pools, DefaultPool};
@@ -62,7 +65,7 @@ struct Args {
     /// `cluster.redb` beside --state).
     #[arg(long)]
     cluster_state: Option<PathBuf>,
-    /// Where `/metrics` is served (OpenMetrics text, TCP; default
+    /// Where `/metrics` and the topology page `/` are served (TCP; default
     /// 127.0.0.1:9641, served only when free: a busy address given here is an error).
     #[arg(long)]
     metrics_address: Option<std::net::SocketAddr>,
@@ -119,7 +122,8 @@ fn run(args: Args) -> Result<(), String> {
             Err(e) => tracing::warn!(network, error = %e, "reconcile failed"),
         }
     }
-    let cluster = join_cluster(&args, &mut controller)?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let cluster = join_cluster(&args, &mut controller, metrics.clone())?;
     let shared = state::State::new(controller);
     sweep::spawn(
         shared.clone(),
@@ -132,7 +136,7 @@ fn run(args: Args) -> Result<(), String> {
             .ok()
             .and_then(|c| c.cluster().map(|c| c.vtep))
             .ok_or("controller lock poisoned")?;
-        agent::Agent::new(store, host, vtep, shared.clone(), drivers)
+        agent::Agent::new(store, host, vtep, shared.clone(), drivers, metrics.clone())
             .spawn()
             .map_err(|e| format!("overlay agent: {e}"))?;
     }
@@ -151,7 +155,7 @@ fn run(args: Args) -> Result<(), String> {
         let scrape = metrics_listener(args.metrics_address).await?;
         let hooks = log::Hooks {
             socket: log::Socket::Api,
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
             events: Arc::new(events::Events::default()),
         };
         tracing::info!(
@@ -171,18 +175,17 @@ fn run(args: Args) -> Result<(), String> {
             dns::Config {
                 ttl: args.dns_ttl,
                 resolv_conf: args.dns_resolv_conf.clone(),
+                metrics: hooks.metrics.clone(),
             },
         )
         .await;
         let ferry = plugin_api::ferry_router(shared.clone(), hooks.clone())
             .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
         let a = tokio::spawn(plugin_api::serve(api, ferry));
-        let served = hooks.metrics.clone();
+        let page = metrics::router(hooks.metrics.clone(), shared, hooks.events.clone());
         let m = tokio::spawn(async move {
             match scrape {
-                Some(l) => axum::serve(l, metrics::router(served, shared))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Some(l) => axum::serve(l, page).await.map_err(|e| e.to_string()),
                 None => std::future::pending().await,
             }
         });
@@ -237,7 +240,11 @@ type Joined = (Arc<dyn ferry_cluster::ClusterStore>, String);
 /// Opens the cluster store, registers this host under its lease and
 /// publishes its overlay endpoints again. A host without an underlay
 /// address runs without overlay networks.
-fn join_cluster(args: &Args, controller: &mut Controller) -> Result<Option<Joined>, String> {
+fn join_cluster(
+    args: &Args,
+    controller: &mut Controller,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<Option<Joined>, String> {
     let host = match &args.node_name {
         Some(n) => n.clone(),
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -262,6 +269,7 @@ fn join_cluster(args: &Args, controller: &mut Controller) -> Result<Option<Joine
         ferry_cluster::DEFAULT_TTL,
     )
     .map_err(|e| e.to_string())?;
+    let store = timed_store::TimedStore::wrap(store, metrics);
     controller.set_cluster(ferry_cnm::overlay::Cluster {
         store: store.clone(),
         host: host.clone(),

@@ -4,7 +4,10 @@
 //! middleware, [`crate::log::requests`]) and the CNI plugins, which send one
 //! datagram per run ([`ferry_cni::report`]) to `--metrics-socket`. Counts of
 //! networks, endpoints and sandboxes and pool use are read from the
-//! controller at scrape time.
+//! controller at scrape time, the kernel's refusals from
+//! [`ferry_linux::stats`]; the cluster store's calls are timed by
+//! [`crate::timed_store`], the overlay agent sets its peers and the DNS
+//! server counts its queries.
 
 use axum::http::header;
 use axum::response::IntoResponse;
@@ -56,6 +59,29 @@ struct PoolLabels {
     subnet: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreCall {
+    /// The store method: `hosts`, `publish_endpoint`, `claim_block`, ...
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsQuery {
+    network: String,
+    /// `local`, `forwarded`, `upstream_failed`, `refused` or `invalid`.
+    outcome: &'static str,
+    rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KernelError {
+    /// The refused request's message type (`RTM_NEWLINK`, `NFT_MSG_NEWRULE`).
+    operation: &'static str,
+    /// `EEXIST`, ..., or `io`/`protocol` for failures without an errno.
+    errno: String,
+}
+
 type HistogramFamily = Family<Operation, Histogram, fn() -> Histogram>;
 
 /// The registry and the metrics ferryd keeps.
@@ -67,6 +93,12 @@ pub struct Metrics {
     endpoints: Gauge,
     sandboxes: Gauge,
     pool_utilisation: Family<PoolLabels, Gauge<f64, AtomicU64>>,
+    store_calls: Family<StoreCall, Histogram, fn() -> Histogram>,
+    overlay_hosts: Gauge,
+    overlay_peers: Gauge,
+    dns_queries: Family<DnsQuery, Counter>,
+    netlink_errors: Family<KernelError, Counter>,
+    nftables_errors: Family<KernelError, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -109,8 +141,50 @@ impl Metrics {
             "Addresses allocated from a network's pool over the pool's size",
             pool_utilisation.clone(),
         );
+        let store_calls = Family::<StoreCall, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        registry.register(
+            "ferry_cluster_store_duration_seconds",
+            "Duration of cluster store calls (embedded redb or etcd) by operation and outcome",
+            store_calls.clone(),
+        );
+        let (overlay_hosts, overlay_peers) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "ferry_overlay_hosts",
+            "Other hosts of the cluster the overlay agent sees",
+            overlay_hosts.clone(),
+        );
+        registry.register(
+            "ferry_overlay_peers",
+            "Endpoint addresses of other hosts the overlay agent programs (FDB and neighbour entries)",
+            overlay_peers.clone(),
+        );
+        let dns_queries = Family::<DnsQuery, Counter>::default();
+        registry.register(
+            "ferry_dns_queries",
+            "DNS queries served by network, outcome and response code",
+            dns_queries.clone(),
+        );
+        let (netlink_errors, nftables_errors) = (Family::default(), Family::default());
+        registry.register(
+            "ferry_netlink_errors",
+            "rtnetlink requests the kernel refused, by message type and errno (lookups excluded)",
+            netlink_errors.clone(),
+        );
+        registry.register(
+            "ferry_nftables_errors",
+            "nftables batches the kernel refused, by the refused message's type and errno",
+            nftables_errors.clone(),
+        );
         Metrics {
             registry,
+            store_calls,
+            overlay_hosts,
+            overlay_peers,
+            dns_queries,
+            netlink_errors,
+            nftables_errors,
             durations,
             operations,
             networks,
@@ -134,6 +208,47 @@ impl Metrics {
         self.operations.get_or_create(&labels).inc();
     }
 
+    /// Times one call of the cluster store.
+    pub fn store_call(&self, operation: &'static str, ok: bool, duration: Duration) {
+        let labels = StoreCall {
+            operation,
+            outcome: if ok { "ok" } else { "error" },
+        };
+        self.store_calls
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
+    }
+
+    /// What the overlay agent sees: other hosts, and their endpoints.
+    pub fn overlay(&self, hosts: usize, peers: usize) {
+        self.overlay_hosts.set(hosts as i64);
+        self.overlay_peers.set(peers as i64);
+    }
+
+    /// Counts one DNS query.
+    pub fn dns_query(&self, network: &str, outcome: &'static str, rcode: &'static str) {
+        self.dns_queries
+            .get_or_create(&DnsQuery {
+                network: network.to_string(),
+                outcome,
+                rcode,
+            })
+            .inc();
+    }
+
+    /// Brings the kernel error counters up to [`ferry_linux::stats`]'
+    /// (which only grow).
+    fn kernel_errors(&self) {
+        for ((socket, operation, errno), n) in ferry_linux::stats::errors() {
+            let family = match socket {
+                "nftables" => &self.nftables_errors,
+                _ => &self.netlink_errors,
+            };
+            let c = family.get_or_create(&KernelError { operation, errno });
+            c.inc_by(n.saturating_sub(c.get()));
+        }
+    }
+
     /// The exposition, with the controller's counts as they are now.
     pub fn render(&self, c: &Controller) -> Result<String, std::fmt::Error> {
         self.networks.set(c.networks().count() as i64);
@@ -141,34 +256,26 @@ impl Metrics {
         self.sandboxes.set(c.sandboxes().count() as i64);
         // Removed networks must not linger: the family is rebuilt each time.
         self.pool_utilisation.clear();
-        for n in c.networks() {
-            let network = n.name.clone().unwrap_or_else(|| n.id.clone());
-            for data in n.ipv4.iter().chain(&n.ipv6) {
-                let pool = c.ipam().pools.values().find(|p| {
-                    p.subnet.to_string() == data.pool
-                        && (data.address_space.is_empty() || p.space == data.address_space)
-                });
-                if let Some(p) = pool {
-                    let host_bits = u32::from(p.subnet.max_prefix_len() - p.subnet.prefix_len());
-                    let size = 2f64.powi(host_bits as i32);
-                    self.pool_utilisation
-                        .get_or_create(&PoolLabels {
-                            network: network.clone(),
-                            subnet: data.pool.clone(),
-                        })
-                        .set(p.allocated.len() as f64 / size);
-                }
-            }
+        for p in crate::topology::pool_use(c) {
+            self.pool_utilisation
+                .get_or_create(&PoolLabels {
+                    subnet: p.subnet.clone(),
+                    network: p.network.clone(),
+                })
+                .set(p.ratio());
         }
+        self.kernel_errors();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
 }
 
-/// The metrics server's routes: `/metrics`.
-pub fn router(metrics: Arc<Metrics>, ctl: Shared) -> Router {
-    Router::new().route(
+/// The metrics server's routes: `/metrics`, the topology page (`/` and
+/// its assets, [`crate::topology`]) and the event stream it follows (`/events`).
+pub fn router(metrics: Arc<Metrics>, ctl: Shared, events: Arc<crate::events::Events>) -> Router {
+    let page = crate::topology::router(ctl.clone()).merge(crate::events::router(events));
+    Router::new().merge(page).route(
         "/metrics",
         get(move || async move {
             let scraped = tokio::task::spawn_blocking(move || {

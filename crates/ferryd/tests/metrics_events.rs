@@ -2,7 +2,9 @@
 //! `loopback` plugin report to ferryd's datagram socket, Docker-protocol
 //! and API requests go through the middleware, and the scrape shows them
 //! as valid OpenMetrics; `ferry events --json` shows a scripted create,
-//! connect, swap, disconnect and remove in order. Root; 198.18.96.0/22.
+//! connect, swap, disconnect and remove in order; the topology page, in a
+//! headless Chromium, draws what the test made and follows it live. Root;
+//! 198.18.96.0/22, 198.19.32.0/21 and fd00:1932::/48.
 //! Needs the workspace's binaries (`ferry`, `ferry-plugin`) beside ferryd.
 
 use ferry_testkit::docker::http;
@@ -28,6 +30,11 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// [`Daemon::start`] with more arguments.
+    fn start_with(args: &[&str]) -> Daemon {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -47,6 +54,7 @@ impl Daemon {
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{port}"))
             .args(["--default-address-pool", "base=198.18.99.0/24,size=26"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
@@ -370,4 +378,238 @@ fn events_show_a_scripted_session_in_order() {
     assert!(got
         .iter()
         .all(|e| e["time"].is_string() && e["reason"].is_string()));
+}
+
+/// Removes sandboxes (and their namespaces), then networks, through the CLI.
+fn remove_later(cleanup: &mut Cleanup, d: &Daemon, sandboxes: &[&str], networks: &[&str]) {
+    let (api, ferry) = (d.api(), workspace_bin("ferry"));
+    let sandboxes: Vec<String> = sandboxes.iter().map(|s| s.to_string()).collect();
+    let networks: Vec<String> = networks.iter().map(|s| s.to_string()).collect();
+    cleanup.push(move || {
+        let run = |args: &[&str]| {
+            let _ = Command::new(&ferry)
+                .args(args)
+                .env("FERRY_API_SOCKET", &api)
+                .output();
+        };
+        for sb in &sandboxes {
+            run(&["sandbox", "rm", sb]);
+            let _ = sh_ok(&format!("ip netns del {sb} 2>/dev/null"));
+        }
+        for n in &networks {
+            run(&["network", "rm", n]);
+        }
+    });
+}
+
+#[test]
+fn topology_page_draws_the_nodes_and_follows_events_in_a_browser() {
+    if let Some(why) = ferry_testkit::browser::unavailable() {
+        eprintln!("SKIPPED: no headless browser: {why}");
+        return;
+    }
+    let d = Daemon::start();
+    let _forward = forward_rule_guard();
+    let (n1, n2) = (unique("tpn"), unique("tpn"));
+    let (s1, s2, s3) = (unique("tps"), unique("tps"), unique("tps"));
+    let mut cleanup = Cleanup::default();
+    remove_later(&mut cleanup, &d, &[&s1, &s2, &s3], &[&n1, &n2]);
+    let ferry = |step: String| {
+        let out = d.ferry().args(step.split_whitespace()).output().unwrap();
+        assert!(out.status.success(), "ferry {step}: {out:?}");
+    };
+    ferry(format!("network create {n1} --subnet 198.19.32.0/24"));
+    ferry(format!(
+        "network create {n2} --subnet 198.19.33.0/24 --subnet fd00:1932:33::/64"
+    ));
+    for sb in [&s1, &s2, &s3] {
+        ferry(format!("sandbox create {sb}"));
+    }
+    // s1 on both networks: their default routes contest, n1 wins on priority.
+    ferry(format!("connect {n1} {s1} --priority 10"));
+    ferry(format!("connect {n2} {s1}"));
+    ferry(format!("connect {n1} {s2}"));
+
+    let profile = d.dir.path().join("chromium");
+    let browser = ferry_testkit::browser::Browser::start(&profile, 1400, 1300)
+        .unwrap_or_else(|e| panic!("chromium is installed but does not run: {e}"));
+    let url = format!("http://127.0.0.1:{}/", d.port);
+    browser.goto(&url).unwrap();
+    let drawn = |kind: &str, name: &str| {
+        format!(r#"return document.querySelector('#graph [data-{kind}="{name}"]') !== null;"#)
+    };
+    for (kind, name) in [
+        ("network", &n1),
+        ("network", &n2),
+        ("sandbox", &s1),
+        ("sandbox", &s2),
+    ] {
+        assert!(
+            browser
+                .wait_for(&drawn(kind, name), Duration::from_secs(15))
+                .unwrap(),
+            "{kind} {name} is not drawn at {url}; page text: {}",
+            browser.eval("return document.body.innerText").unwrap()
+        );
+    }
+    // s1's two links are drawn as labelled edges; its contest is listed.
+    let graph = browser
+        .eval("return document.getElementById('graph').textContent")
+        .unwrap();
+    let graph = graph.as_str().unwrap_or_default().to_string();
+    assert!(graph.contains("eth0 198.19.32.2/24"), "{graph}");
+    assert!(
+        graph.contains("eth1 198.19.33.2/24fd00:1932:33::2/64"),
+        "{graph}"
+    );
+    let conflicts = browser
+        .eval("return document.getElementById('conflicts').textContent")
+        .unwrap();
+    assert!(
+        conflicts.as_str().unwrap_or_default().contains(&s1),
+        "no route contest listed for {s1}: {conflicts}"
+    );
+
+    // A sandbox connected now appears without a reload.
+    browser
+        .eval("window.tpMark = 'loaded once'; return 0")
+        .unwrap();
+    ferry(format!("connect {n2} {s3}"));
+    assert!(
+        browser
+            .wait_for(&drawn("sandbox", &s3), Duration::from_secs(15))
+            .unwrap(),
+        "{s3}, connected after the page loaded, was not drawn; page text: {}",
+        browser.eval("return document.body.innerText").unwrap()
+    );
+    assert_eq!(
+        browser.eval("return window.tpMark").unwrap(),
+        "loaded once",
+        "the page reloaded"
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ferryd-topology.png");
+    browser.screenshot(&shot).unwrap();
+    println!("screenshot: {}", shot.display());
+    let errors: Vec<_> = browser
+        .console()
+        .unwrap()
+        .into_iter()
+        .filter(|(level, _)| level == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+/// A counter's or gauge's value, 0 when absent.
+fn value(body: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    number(find(&s, metric, labels))
+}
+
+/// The count of a histogram's samples with these labels.
+fn count(body: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    let s = Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    observed(find(&s, metric, labels))
+}
+
+#[test]
+fn metrics_count_kernel_refusals_dns_queries_and_store_calls() {
+    // A cluster of this host alone (the embedded store): its VTEP is only
+    // recorded, no overlay network is made.
+    let d = Daemon::start_with(&[
+        "--advertise-address",
+        "198.19.39.1",
+        "--node-name",
+        "tpnode",
+    ]);
+    let _forward = forward_rule_guard();
+    let (net, bad, sb) = (unique("tpn"), unique("tpn"), unique("tps"));
+    let mut cleanup = Cleanup::default();
+    remove_later(&mut cleanup, &d, &[&sb], &[&net, &bad]);
+    let (_, before) = d.scrape();
+    for family in [
+        "ferry_netlink_errors counter",
+        "ferry_nftables_errors counter",
+        "ferry_dns_queries counter",
+        "ferry_cluster_store_duration_seconds histogram",
+        "ferry_overlay_hosts gauge",
+        "ferry_overlay_peers gauge",
+    ] {
+        assert!(
+            before.contains(&format!("# TYPE {family}\n")),
+            "no {family}:\n{before}"
+        );
+    }
+    assert_eq!(value(&before, "ferry_overlay_hosts", &[]), 0.0, "{before}");
+    assert_eq!(value(&before, "ferry_overlay_peers", &[]), 0.0, "{before}");
+
+    // The kernel refuses an IPv6 address on a link whose MTU is below
+    // IPv6's minimum (1280): the create fails and is rolled back.
+    let out = d
+        .ferry()
+        .args([
+            "network",
+            "create",
+            &bad,
+            "--subnet",
+            "fd00:1932:34::/64",
+            "--mtu",
+            "100",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "an IPv6 bridge with MTU 100 was made: {out:?}"
+    );
+    // DNS: a name Ferry knows, and a reverse name in the subnet nobody holds.
+    for step in [
+        format!("network create {net} --subnet 198.19.34.0/24"),
+        format!("sandbox create {sb}"),
+        format!("connect {net} {sb}"),
+    ] {
+        let out = d.ferry().args(step.split_whitespace()).output().unwrap();
+        assert!(out.status.success(), "ferry {step}: {out:?}");
+    }
+    let dig = |args: &str| {
+        sh(&format!(
+            "ip netns exec {sb} dig +time=2 +tries=1 +noall +comments @198.19.34.1 {args} || true"
+        ))
+    };
+    let a = dig(&format!("{sb} A"));
+    assert!(a.contains("status: NOERROR"), "{a}");
+    let ptr = dig("-x 198.19.34.200");
+    assert!(ptr.contains("status: NXDOMAIN"), "{ptr}");
+    // A read of the cluster store.
+    let (status, hosts) = http(&d.api(), "GET", "/hosts", "");
+    assert_eq!(status, 200, "{hosts}");
+
+    let (_, after) = d.scrape();
+    check_grammar(&after);
+    let refused = [("operation", "RTM_NEWADDR"), ("errno", "EINVAL")];
+    assert_eq!(
+        value(&after, "ferry_netlink_errors_total", &refused),
+        value(&before, "ferry_netlink_errors_total", &refused) + 1.0,
+        "{after}"
+    );
+    for (outcome, rcode) in [("local", "NOERROR"), ("local", "NXDOMAIN")] {
+        let l = [
+            ("network", net.as_str()),
+            ("outcome", outcome),
+            ("rcode", rcode),
+        ];
+        assert_eq!(
+            value(&after, "ferry_dns_queries_total", &l),
+            1.0,
+            "{l:?}\n{after}"
+        );
+    }
+    let timed = |body: &str, op| {
+        count(
+            body,
+            "ferry_cluster_store_duration_seconds",
+            &[("operation", op), ("outcome", "ok")],
+        )
+    };
+    assert!(timed(&after, "register_host") >= 1.0, "{after}");
+    assert!(timed(&after, "hosts") > timed(&before, "hosts"), "{after}");
 }

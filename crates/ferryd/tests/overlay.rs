@@ -8,7 +8,9 @@
 //! member killed traffic goes on and new sandboxes attach; a ferryd killed
 //! with -9 leaves its sandboxes' traffic alone and, restarted, puts back an
 //! FDB entry deleted by hand; a host whose ferryd stops for good leaves the
-//! other hosts' FDB and neighbour tables within its lease TTL + 1 s.
+//! other hosts' FDB and neighbour tables within its lease TTL + 1 s; h0's
+//! `/metrics` (on its namespace's 127.0.0.1:9641) counts the other hosts
+//! and their endpoints, and times its etcd calls.
 
 use ferry_testkit::cluster::{endpoint_addrs, fdb_has, neigh_has, pings, wait_for, Cluster, Spec};
 use ferry_testkit::*;
@@ -18,6 +20,14 @@ use std::time::{Duration, Instant};
 
 fn until(what: &str, limit: Duration, ok: impl FnMut() -> bool) -> Duration {
     wait_for(limit, ok).unwrap_or_else(|t| panic!("{what}: not within {t:?}"))
+}
+
+/// A sample's value in `host`'s `/metrics` (ferryd's default address in
+/// the host's namespace), or None.
+fn metric(c: &Cluster, host: usize, sample: &str) -> Option<f64> {
+    let body = c.hosts[host].sh("curl -s -m 5 http://127.0.0.1:9641/metrics || true");
+    body.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
 }
 
 fn connect(c: &Cluster, host: usize, network: &str, sb: &str) -> (String, String, String) {
@@ -74,6 +84,16 @@ fn three_hosts_share_overlay_networks() {
     assert!(
         neigh_has(&c.hosts[0].ns, &eps[1].0),
         "neighbour entry on h0"
+    );
+    // h0's agent sees two other hosts and programs their endpoints' four
+    // addresses (IPv4 and IPv6 each).
+    assert_eq!(metric(&c, 0, "ferry_overlay_hosts"), Some(2.0));
+    assert_eq!(metric(&c, 0, "ferry_overlay_peers"), Some(4.0));
+    let published =
+        r#"ferry_cluster_store_duration_seconds_count{operation="publish_endpoint",outcome="ok"}"#;
+    assert!(
+        metric(&c, 0, published) >= Some(1.0),
+        "h0's etcd writes are not timed"
     );
     // A TCP connection across hosts.
     sh(&format!(
@@ -181,4 +201,8 @@ fn three_hosts_share_overlay_networks() {
     until("h2's endpoint gone from h1", left, || {
         !fdb_has(&c.hosts[1].ns, &eps[2].2) && !neigh_has(&c.hosts[1].ns, &eps[2].0)
     });
+    // h0's counts follow: h1 alone, with two dual-stack endpoints on ov1
+    // and one IPv4 endpoint on ov2.
+    assert_eq!(metric(&c, 0, "ferry_overlay_hosts"), Some(1.0));
+    assert_eq!(metric(&c, 0, "ferry_overlay_peers"), Some(5.0));
 }

@@ -30,6 +30,7 @@ pub mod nft;
 mod route;
 mod rule;
 mod socket;
+pub mod stats;
 pub mod sysctl;
 mod tap;
 pub mod tc;

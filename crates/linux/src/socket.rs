@@ -132,6 +132,21 @@ impl Netlink {
         flags: u16,
         op: &str,
     ) -> Result<Vec<RouteNetlinkMessage>> {
+        let kind = msg.message_type();
+        self.request_once(msg, flags, op).inspect_err(|e| {
+            // A lookup answering "no such object" is an answer, not a failure.
+            if !crate::stats::is_rtm_get(kind) {
+                crate::stats::netlink_error(kind, e)
+            }
+        })
+    }
+
+    fn request_once(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        op: &str,
+    ) -> Result<Vec<RouteNetlinkMessage>> {
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags, op)?;
         let mut replies = Vec::new();
         let mut undecodable = None;
@@ -209,6 +224,16 @@ impl Netlink {
     }
 
     fn dump_once(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        op: &str,
+    ) -> Result<(Vec<RouteNetlinkMessage>, bool)> {
+        let kind = msg.message_type();
+        self.dump_pass(msg, op)
+            .inspect_err(|e| crate::stats::netlink_error(kind, e))
+    }
+
+    fn dump_pass(
         &mut self,
         msg: RouteNetlinkMessage,
         op: &str,

@@ -1,6 +1,7 @@
 //! Test support for root tests: namespaces, commands as oracles (`ip`, `nft`,
 //! `tc` are fine here, never in product code), unique names, cleanup guards.
 
+pub mod browser;
 pub mod cluster;
 pub mod docker;
 pub mod snapshot;

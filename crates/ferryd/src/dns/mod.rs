@@ -48,6 +48,8 @@ pub struct Config {
     pub ttl: u32,
     /// The upstream servers' resolv.conf.
     pub resolv_conf: PathBuf,
+    /// Where each query is counted (`ferry_dns_queries_total`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What every network's handler reads: swapped, never locked.
@@ -55,6 +57,7 @@ struct Names {
     table: ArcSwap<Table>,
     upstream: Upstream,
     ttl: u32,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The DNS server: the table and one [`Server`] per served network.
@@ -88,6 +91,7 @@ impl Dns {
                 table: ArcSwap::from_pointee(Table::default()),
                 upstream: Upstream::new(config.resolv_conf),
                 ttl: config.ttl,
+                metrics: config.metrics,
             }),
             listeners: Arc::default(),
         };
@@ -204,6 +208,9 @@ struct Handler {
 #[derive(Default)]
 struct Reply {
     code: ResponseCode,
+    /// How it was answered, for the metrics: `local` (Ferry's names),
+    /// `forwarded`, `upstream_failed`, `refused` or `invalid`.
+    outcome: &'static str,
     authoritative: bool,
     answers: Vec<Record>,
     authorities: Vec<Record>,
@@ -223,21 +230,21 @@ impl Handler {
     async fn reply(&self, request: &DnsRequest) -> Reply {
         let table = self.names.table.load();
         let Some(zone) = table.zones.get(&self.network) else {
-            return Reply::code(ResponseCode::Refused);
+            return Reply::code(ResponseCode::Refused).outcome("refused");
         };
         // Only the network's own clients: nobody learns its names from outside.
         let client = request.src().ip();
         if !zone.subnets.iter().any(|s| s.contains(&client)) {
-            return Reply::code(ResponseCode::Refused);
+            return Reply::code(ResponseCode::Refused).outcome("refused");
         }
         if request.metadata.op_code != OpCode::Query {
-            return Reply::code(ResponseCode::NotImp);
+            return Reply::code(ResponseCode::NotImp).outcome("invalid");
         }
         let [query] = request.queries.queries() else {
-            return Reply::code(ResponseCode::FormErr);
+            return Reply::code(ResponseCode::FormErr).outcome("invalid");
         };
         if let Some(r) = self.local(zone, query.name(), query.query_type()) {
-            return r;
+            return r.outcome("local");
         }
         let mut upstream = Message::query();
         upstream.add_query(query.original().clone());
@@ -248,12 +255,13 @@ impl Handler {
         match self.names.upstream.forward(&upstream).await {
             Some(m) => Reply {
                 code: m.metadata.response_code,
+                outcome: "forwarded",
                 authoritative: false,
                 answers: m.answers,
                 authorities: m.authorities,
                 additionals: m.additionals,
             },
-            None => Reply::code(ResponseCode::ServFail),
+            None => Reply::code(ResponseCode::ServFail).outcome("upstream_failed"),
         }
     }
 
@@ -310,6 +318,24 @@ impl Reply {
         self.authoritative = yes;
         self
     }
+
+    fn outcome(mut self, outcome: &'static str) -> Reply {
+        self.outcome = outcome;
+        self
+    }
+}
+
+/// A response code as dig prints it, for the metrics' `rcode` label.
+fn rcode_name(code: ResponseCode) -> &'static str {
+    match code {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        _ => "OTHER",
+    }
 }
 
 /// The address a reverse name (`*.in-addr.arpa.`, `*.ip6.arpa.`) stands for.
@@ -326,6 +352,10 @@ impl RequestHandler for Handler {
         mut response: R,
     ) -> ResponseInfo {
         let reply = self.reply(request).await;
+        let table = self.names.table.load();
+        let network = table.zones.get(&self.network).map_or("", |z| &z.name);
+        let rcode = rcode_name(reply.code);
+        self.names.metrics.dns_query(network, reply.outcome, rcode);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.response_code = reply.code;
         metadata.authoritative = reply.authoritative;

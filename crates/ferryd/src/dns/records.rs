@@ -18,6 +18,8 @@ pub struct Table {
 /// One network's names.
 #[derive(Debug, Default, PartialEq)]
 pub struct Zone {
+    /// The network's name (the table is keyed by ID).
+    pub name: String,
     /// The network's subnets: the only clients it answers.
     pub subnets: Vec<IpNet>,
     /// Where the server listens (the network's gateway addresses).
@@ -39,6 +41,7 @@ impl Table {
             .map(|n| {
                 let gws = n.gateways();
                 let zone = Zone {
+                    name: n.name.clone().unwrap_or_default(),
                     subnets: gws.iter().map(IpNet::trunc).collect(),
                     gateways: gws.iter().map(IpNet::addr).collect(),
                     ..Zone::default()

@@ -193,6 +193,14 @@ impl Socket {
                 "nftables batch not sent: {e}"
             )));
         }
+        let mut refused = None;
+        self.commit_once(batch, &mut refused)
+            .inspect_err(|e| crate::stats::nftables_error(refused, e))
+    }
+
+    /// [`Socket::commit`]; `refused` is set to the kind of the first
+    /// message the kernel refused.
+    fn commit_once(&mut self, batch: &Batch, refused: &mut Option<u8>) -> Result<()> {
         let n = batch.msgs.len();
         if n == 0 {
             return Ok(());
@@ -271,6 +279,10 @@ impl Socket {
             }
         }
         if let Some((idx, errno, detail)) = errors.iter().min_by_key(|e| e.0).cloned() {
+            *refused = idx
+                .checked_sub(1)
+                .and_then(|i| batch.msgs.get(i))
+                .map(|m| m.kind);
             let what = match idx {
                 0 => "the batch as a whole (begin/commit)".to_string(),
                 i if i == n + 1 => "the end of the batch".to_string(),
