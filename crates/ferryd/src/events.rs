@@ -26,11 +26,11 @@ pub struct Event {
     pub seq: u64,
     /// RFC 3339, UTC.
     pub time: String,
-    /// `network`, `endpoint`, `sandbox` or `cni`.
+    /// `network`, `endpoint`, `sandbox`, `service` or `cni`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// `created`, `joined`, `left`, `connected`, `disconnected`, `swapped`,
-    /// `attached`, `detached`, `removed` or `failed`.
+    /// `attached`, `moved`, `detached`, `removed` or `failed`.
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -86,6 +86,11 @@ fn kind_of(method: &str) -> Option<(&'static str, &'static str, &'static str)> {
         "POST /connect" => ("endpoint", "connected", ""),
         "POST /disconnect" => ("endpoint", "disconnected", ""),
         "POST /swap" => ("endpoint", "swapped", ""),
+        "POST /services" => ("service", "created", "name"),
+        "POST /services/attach" => ("service", "attached", "service"),
+        "POST /services/move" => ("service", "moved", "service"),
+        "POST /services/detach" => ("service", "detached", "service"),
+        "DELETE /services/{name}" => ("service", "removed", "service"),
         "POST /cni/add" => ("cni", "attached", "container_id"),
         "POST /cni/del" => ("cni", "detached", "container_id"),
         _ => return None,
