@@ -267,6 +267,49 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn service_requests_make_service_events() {
+        let ev = Events::default();
+        let body = json!({"service": "api", "sandbox": "new"});
+        ev.request(
+            "POST /services",
+            Some("web"),
+            None,
+            &json!({"name": "api"}),
+            None,
+        );
+        ev.request("POST /services/attach", None, Some("old"), &body, None);
+        ev.request("POST /services/move", None, Some("new"), &body, None);
+        ev.request(
+            "POST /services/detach",
+            None,
+            None,
+            &json!({"service": "api"}),
+            None,
+        );
+        ev.request(
+            "DELETE /services/{name}",
+            None,
+            None,
+            &json!({"service": "api"}),
+            None,
+        );
+        let (past, _rx) = ev.subscribe(Some(Duration::from_secs(60)));
+        let got: Vec<_> = past
+            .iter()
+            .map(|e| (e.kind, e.action, e.id.as_deref()))
+            .collect();
+        let want = ["created", "attached", "moved", "detached", "removed"];
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|a| ("service", *a, Some("api")))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(past[2].sandbox.as_deref(), Some("new"));
+        assert_eq!(past[0].network.as_deref(), Some("web"));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));

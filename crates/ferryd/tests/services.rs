@@ -7,13 +7,12 @@
 //! gap between the last answer from old and the first from new is at most
 //! 100 ms. 198.19.56.0/21, fd00:1956::/48, host ports 19656-19663.
 
-use ferry_testkit::docker::http;
+use ferry_testkit::docker::{http, Ferryd};
 use ferry_testkit::*;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -21,16 +20,6 @@ use std::time::{Duration, Instant};
 
 const PORT: u16 = 8080;
 const HOST_PORT: u16 = 19656;
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn api(sock: &Path, verb: &str, path: &str, body: Value) -> Value {
     let (status, v) = http(sock, verb, path, &body.to_string());
@@ -88,8 +77,8 @@ fn server(path: &str, name: &str, stop: Arc<AtomicBool>) -> JoinHandle<()> {
 /// before the switch never gets its answer, and a try that waits long for
 /// it would hide how soon the new sandbox answers.
 fn ask(to: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(25)).ok()?;
-    s.set_read_timeout(Some(Duration::from_millis(30))).ok()?;
+    let mut s = TcpStream::connect_timeout(&to, Duration::from_millis(20)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(20))).ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     Some(out).filter(|o| !o.is_empty())
@@ -189,11 +178,13 @@ fn watch_announcements(
 
 struct World {
     api: PathBuf,
+    // Dropped first: ferryd goes before its namespace and directory.
+    _ferryd: Ferryd,
     host: Netns,
-    _ferryd: Proc,
     _dir: tempfile::TempDir,
 }
 
+/// ferryd in a namespace of its own, the test's "host".
 fn world() -> World {
     let dir = tempfile::Builder::new()
         .prefix("ferry-services")
@@ -204,44 +195,31 @@ fn world() -> World {
     // No upstream: the names asked here are Ferry's.
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(&resolv, "").expect("resolv.conf");
-    let api = dir.path().join("api.sock");
-    let log = std::fs::File::create(dir.path().join("ferryd.log")).expect("log");
-    let ferryd = Command::new("nsenter")
-        .arg(format!("--net={}", host.path()))
-        .arg(env!("CARGO_BIN_EXE_ferryd"))
-        .arg("--plugin-socket")
-        .arg(dir.path().join("plugin.sock"))
-        .arg("--api-socket")
-        .arg(&api)
-        .arg("--state")
-        .arg(dir.path().join("ferryd.redb"))
-        .arg("--metrics-socket")
-        .arg(dir.path().join("metrics.sock"))
-        .args(["--default-address-pool", "base=198.19.56.0/21,size=24"])
-        .args(["--default-address-pool", "base=fd00:1956::/48,size=64"])
-        .arg("--dns-resolv-conf")
-        .arg(&resolv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start ferryd");
-    let ferryd = Proc(ferryd);
-    let start = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&api).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "ferryd did not start: {}",
-            std::fs::read_to_string(dir.path().join("ferryd.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let metrics = dir.path().join("metrics.sock");
+    let extra = [
+        "--metrics-socket",
+        path_str(&metrics),
+        "--dns-resolv-conf",
+        path_str(&resolv),
+    ];
+    let ferryd = Ferryd::start_in(
+        Path::new(env!("CARGO_BIN_EXE_ferryd")),
+        dir.path(),
+        &unique("svd"),
+        &["base=198.19.56.0/21,size=24", "base=fd00:1956::/48,size=64"],
+        &host.path(),
+        &extra,
+    );
     World {
-        api,
-        host,
+        api: ferryd.api_socket.clone(),
         _ferryd: ferryd,
+        host,
         _dir: dir,
     }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
 
 fn sandbox(w: &World, cleanup: &mut Cleanup, prefix: &str) -> String {
