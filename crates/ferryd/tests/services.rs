@@ -337,14 +337,12 @@ fn a_moved_service_keeps_address_name_and_port_with_a_short_gap() {
     std::thread::sleep(Duration::from_millis(300));
     let announced = watch_announcements(&cl_path, octets4, octets6, 3);
     std::thread::sleep(Duration::from_millis(50));
+    let ferry = workspace_bin(env!("CARGO_BIN_EXE_ferryd"), "ferry");
+    let cli = format!("{} --api-socket {}", ferry.display(), w.api.display());
     let t = Instant::now();
-    let moved = api(
-        &w.api,
-        "POST",
-        "/services/move",
-        json!({"service": name, "sandbox": new}),
-    );
-    eprintln!("POST /services/move answered in {:?}", t.elapsed());
+    let moved = sh(&format!("{cli} --json service move {name} {new}"));
+    eprintln!("ferry service move answered in {:?}", t.elapsed());
+    let moved: Value = serde_json::from_str(&moved).unwrap_or_else(|e| panic!("{e}: {moved}"));
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     for h in [c4, c6, ch] {
@@ -408,12 +406,7 @@ fn a_moved_service_keeps_address_name_and_port_with_a_short_gap() {
     assert_eq!(out.trim(), v6.to_string(), "dig @{gw4} {name} AAAA");
 
     // ls shows where it is; detach and rm leave nothing.
-    let ferry = workspace_bin(env!("CARGO_BIN_EXE_ferryd"), "ferry");
-    let ls = sh(&format!(
-        "{} --api-socket {} service ls",
-        ferry.display(),
-        w.api.display()
-    ));
+    let ls = sh(&format!("{cli} service ls"));
     let row = ls
         .lines()
         .find(|l| l.starts_with(&name))
