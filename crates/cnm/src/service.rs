@@ -142,6 +142,12 @@ impl Controller {
             )));
         }
         let network = self.network_by_name(&req.network)?.clone();
+        if network.name.is_none() {
+            return Err(CnmError::Invalid(format!(
+                "network {} is Docker's: services live on Ferry's networks",
+                network.id
+            )));
+        }
         if network.driver != Driver::Bridge {
             return Err(CnmError::Unsupported(format!(
                 "services live on bridge networks; {:?} is a {} network",

@@ -707,6 +707,28 @@ fn service_errors_are_clear_and_change_nothing() {
     let e = invalid(service(&mut c, "api", &["198.18.74.5"], &[]), "outside");
     assert!(e.contains("outside the subnets"), "{e}");
     invalid(service(&mut c, "bad_name", &[], &[]), "not a DNS label");
+    // Docker's networks are Docker's.
+    let docker = "d".repeat(64);
+    c.create_network(&wire::CreateNetwork {
+        network_id: docker.clone(),
+        options: BTreeMap::new(),
+        ipv4_data: vec![wire::IpamData {
+            pool: "198.18.75.0/24".into(),
+            gateway: "198.18.75.1/24".into(),
+            ..wire::IpamData::default()
+        }],
+        ipv6_data: Vec::new(),
+    })
+    .expect("docker network");
+    let e = invalid(
+        c.create_service(&crate::service::ServiceCreate {
+            name: "api".into(),
+            network: docker,
+            ..Default::default()
+        }),
+        "a Docker network",
+    );
+    assert!(e.contains("Docker's"), "{e}");
     assert_eq!(allocated(&c), before, "refused creates reserve nothing");
     assert!(c.services().next().is_none());
 
