@@ -194,6 +194,8 @@ pub struct Controller {
     pub(crate) networks: BTreeMap<String, Network>,
     pub(crate) endpoints: BTreeMap<String, Endpoint>,
     pub(crate) sandboxes: BTreeMap<String, crate::sandbox::Sandbox>,
+    /// Services that move between sandboxes, by name.
+    pub(crate) services: BTreeMap<String, crate::service::Service>,
     /// This host in a cluster, for overlay networks.
     pub(crate) cluster: Option<crate::overlay::Cluster>,
 }
@@ -284,6 +286,7 @@ impl Controller {
             networks: BTreeMap::new(),
             endpoints: BTreeMap::new(),
             sandboxes: BTreeMap::new(),
+            services: BTreeMap::new(),
             cluster: None,
         };
         for (k, v) in c.store.load()? {
@@ -296,6 +299,9 @@ impl Controller {
                     .insert(id.to_string(), serde_json::from_slice(&v).map_err(bad)?);
             } else if let Some(name) = k.strip_prefix("sandbox/") {
                 c.sandboxes
+                    .insert(name.to_string(), serde_json::from_slice(&v).map_err(bad)?);
+            } else if let Some(name) = k.strip_prefix("service/") {
+                c.services
                     .insert(name.to_string(), serde_json::from_slice(&v).map_err(bad)?);
             }
         }

@@ -134,7 +134,9 @@ impl NetworkDriver for Fake {
             host_ifname: host,
             ifname,
             netns,
-            mac: format!("02:00:00:00:00:{n:02x}").parse().ok(),
+            mac: ep
+                .mac
+                .or_else(|| format!("02:00:00:00:00:{n:02x}").parse().ok()),
             addresses: ep.addresses.clone(),
             ..Endpoint::default()
         })
@@ -173,6 +175,25 @@ impl NetworkDriver for Fake {
             netns: Some(netns.to_string()),
             ..ep.clone()
         })
+    }
+
+    fn take_over(
+        &self,
+        net: &NetworkSpec,
+        old: Option<&Endpoint>,
+        new: &Endpoint,
+        cfg: &InterfaceConfig,
+    ) -> Result<Endpoint> {
+        let from = old.map(|o| o.id.clone()).unwrap_or_default();
+        let mut w = self.call("take_over", format!("{} {from} {}", net.id, new.id))?;
+        if let Some(o) = old {
+            w.addresses
+                .remove(&(ns_key(o.netns.as_deref()), o.ifname.clone()));
+        }
+        let key = (ns_key(new.netns.as_deref()), new.ifname.clone());
+        w.addresses
+            .insert(key, cfg.addresses.iter().map(|a| a.net).collect());
+        Ok(new.clone())
     }
 
     fn check(&self, net: &NetworkSpec, ep: &Endpoint, _cfg: &InterfaceConfig) -> Result<()> {

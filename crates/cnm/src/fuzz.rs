@@ -1,6 +1,6 @@
 //! Property/fuzz tests of every request the controller takes from outside:
 //! Docker's plugin protocol (`wire`), Ferry's API (`NetworkCreate`,
-//! `Connect`) and the CNI door (`CniRequest`, `CniGc`). Arbitrary JSON of
+//! `Connect`, services) and the CNI door (`CniRequest`, `CniGc`). Arbitrary JSON of
 //! each request's shape is decoded as ferryd decodes it and, when it
 //! decodes, run against one controller (on the recording fake driver) that
 //! keeps its state across cases. The property: an answer (value or
@@ -8,6 +8,7 @@
 
 use crate::cni::{CniGc, CniRequest};
 use crate::sandbox::{Connect, NetworkCreate};
+use crate::service::ServiceCreate;
 use crate::tests::Setup;
 use crate::{wire, Controller};
 use proptest::prelude::*;
@@ -114,6 +115,8 @@ fn key() -> impl Strategy<Value = String> {
             "com.docker.network.endpoint.exposedports",
             "RequestAddressType",
             "parent",
+            "addresses",
+            "publish",
         ])
         .prop_map(String::from),
         "[a-zA-Z._]{1,10}",
@@ -140,12 +143,16 @@ fn request() -> impl Strategy<Value = Value> {
         sandbox.clone(),
         0i32..3,
         value(),
+        (
+            prop::sample::select(vec!["198.18.92.7", "fd00:92::7", "198.18.99.1", "x"]),
+            prop::sample::select(vec!["8080:80", "8080:80/udp", "8080", "0:1/icmp"]),
+        ),
     )
-        .prop_map(|(n, d, sub, sb, prio, extra)| {
+        .prop_map(|(n, d, sub, sb, prio, extra, (addr, publish))| {
             json!({"name": n, "driver": d, "subnets": [sub], "network": n, "sandbox": sb,
                    "priority": prio, "container_id": sb, "ifname": "eth1",
                    "netns": "/proc/self/ns/net", "valid": [], "routes": [{"dst": sub}],
-                   "options": {"parent": extra}})
+                   "options": {"parent": extra}, "addresses": [addr], "publish": [publish]})
         });
     let docker = (
         prop::sample::select(vec!["a1", "a2"]),
@@ -175,6 +182,15 @@ fn run<T: DeserializeOwned>(v: &Value, f: impl FnOnce(T) -> bool) -> bool {
 fn feed(c: &mut Controller, v: &Value) -> usize {
     let ok = [
         run(v, |r: NetworkCreate| c.create_named_network(&r).is_ok()),
+        run(v, |r: ServiceCreate| c.create_service(&r).is_ok()),
+        run(v, |r: Connect| {
+            c.attach_service(&r.network, &r.sandbox).is_ok()
+        }),
+        run(v, |r: Connect| {
+            c.move_service(&r.network, &r.sandbox).is_ok()
+        }),
+        run(v, |r: Connect| c.detach_service(&r.network).is_ok()),
+        run(v, |r: ServiceCreate| c.remove_service(&r.name).is_ok()),
         run(v, |r: Connect| c.create_sandbox(&r.sandbox, None).is_ok()),
         run(v, |r: Connect| c.connect(&r).is_ok()),
         run(v, |r: Connect| c.disconnect(&r.network, &r.sandbox).is_ok()),
@@ -237,6 +253,7 @@ fn request_bytes() {
             let _ = serde_json::from_slice::<wire::CreateEndpoint>(&b);
             let _ = serde_json::from_slice::<wire::Join>(&b);
             let _ = serde_json::from_slice::<NetworkCreate>(&b);
+            let _ = serde_json::from_slice::<ServiceCreate>(&b);
             let _ = serde_json::from_slice::<CniGc>(&b);
             Ok(())
         })

@@ -14,6 +14,7 @@ pub mod overlay;
 pub mod overlay_docker;
 pub mod publish;
 pub mod sandbox;
+pub mod service;
 pub mod store;
 pub mod wire;
 

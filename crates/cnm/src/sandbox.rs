@@ -345,6 +345,12 @@ impl Controller {
                 ep.sandbox.clone().unwrap_or_default()
             )));
         }
+        if let Some(s) = self.services().find(|s| s.network_id == n.id) {
+            return Err(CnmError::Invalid(format!(
+                "network {name:?} has service {:?}: remove it first",
+                s.name
+            )));
+        }
         if matches!(n.driver, Driver::Overlay { .. }) {
             return self.remove_overlay_network(&n);
         }
@@ -401,6 +407,15 @@ impl Controller {
         for n in networks {
             self.disconnect(&n, name)?;
         }
+        // A service it holds is taken out (it keeps its addresses and ports).
+        let services: Vec<String> = self
+            .sandbox_services(name)
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        for s in services {
+            self.detach_service(&s)?;
+        }
         if sb.created {
             self.drivers.sandboxes().delete(name)?;
         }
@@ -438,11 +453,17 @@ impl Controller {
         Ok(ep)
     }
 
-    fn next_ifname(&self, sandbox: &str) -> String {
+    /// The first `ethN` no endpoint or service of the sandbox uses.
+    pub(crate) fn next_ifname(&self, sandbox: &str) -> String {
         let used: Vec<String> = self
             .sandbox_endpoints(sandbox)
             .iter()
             .filter_map(|e| e.ifname.clone())
+            .chain(
+                self.sandbox_services(sandbox)
+                    .iter()
+                    .filter_map(|s| s.ifname.clone()),
+            )
             .collect();
         (0..)
             .map(|i| format!("eth{i}"))
@@ -611,18 +632,24 @@ impl Controller {
     fn release_endpoint(&mut self, ep: &Endpoint) -> Result<()> {
         self.remove_endpoint(ep)?;
         if let Some(n) = self.networks.get(&ep.network_id).cloned() {
-            for a in ep.address.iter().chain(ep.address_v6.iter()) {
-                if let Some(p) = n.pools.iter().find(|p| {
-                    self.ipam
-                        .pools
-                        .get(*p)
-                        .is_some_and(|pool| pool.subnet.contains(&a.addr()))
-                }) {
-                    self.ipam.release_address(p, a.addr())?;
-                }
-            }
+            self.release_addresses(&n, &ep.addresses())?;
         }
         self.store.apply(vec![self.ipam.take_changes()?])
+    }
+
+    /// Releases addresses into the network's pools (not yet committed).
+    pub(crate) fn release_addresses(&mut self, n: &Network, addrs: &[IpNet]) -> Result<()> {
+        for a in addrs {
+            if let Some(p) = n.pools.iter().find(|p| {
+                self.ipam
+                    .pools
+                    .get(*p)
+                    .is_some_and(|pool| pool.subnet.contains(&a.addr()))
+            }) {
+                self.ipam.release_address(p, a.addr())?;
+            }
+        }
+        Ok(())
     }
 
     pub fn disconnect(&mut self, network: &str, sandbox: &str) -> Result<()> {

@@ -554,3 +554,247 @@ fn aliases_are_dns_labels_kept_on_the_endpoint() {
         "aliases survive a restart"
     );
 }
+
+fn service(
+    c: &mut Controller,
+    name: &str,
+    addresses: &[&str],
+    publish: &[&str],
+) -> crate::Result<crate::service::Service> {
+    c.create_service(&crate::service::ServiceCreate {
+        name: name.into(),
+        network: "web".into(),
+        addresses: addresses.iter().map(|a| a.to_string()).collect(),
+        publish: publish.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+#[test]
+fn a_service_keeps_address_mac_and_ports_across_attach_move_detach_and_restart() {
+    let s = Setup::new();
+    let mut c = s.open();
+    c.create_named_network(&NetworkCreate {
+        name: "web".into(),
+        subnets: vec!["198.18.72.0/24".into(), "fd00:72::/64".into()],
+        ..NetworkCreate::default()
+    })
+    .expect("dual-stack network");
+    for sb in ["old", "new"] {
+        c.create_sandbox(sb, None).expect("sandbox");
+    }
+    let before = allocated(&c);
+    let svc = service(
+        &mut c,
+        "api",
+        &["198.18.72.50"],
+        &["8080:80", "5353:53/udp"],
+    )
+    .expect("create");
+    assert_eq!(
+        svc.address.map(|a| a.to_string()).as_deref(),
+        Some("198.18.72.50/24")
+    );
+    assert!(
+        svc.address_v6.is_some(),
+        "the network's IPv6 subnet gives one too"
+    );
+    assert_eq!(
+        allocated(&c),
+        before + 2,
+        "both addresses reserved at create"
+    );
+    assert_eq!(svc.sandbox, None);
+    assert_eq!(svc.ports.len(), 2);
+    assert!(
+        s.fake
+            .world()
+            .log
+            .iter()
+            .any(|l| l.starts_with("program_external") && l.ends_with(" 2")),
+        "ports published at create: {:?}",
+        s.fake.world().log
+    );
+
+    let a = c.attach_service("api", "old").expect("attach");
+    assert_eq!(a.sandbox.as_deref(), Some("old"));
+    let old_link = a.link.clone().expect("link");
+    assert_eq!(
+        old_link.mac.map(|m| m.to_string()),
+        Some(svc.mac.clone()),
+        "the service's MAC"
+    );
+    let addrs = s
+        .fake
+        .world()
+        .addresses
+        .get(&("/run/netns/old".to_string(), "eth0".to_string()))
+        .cloned();
+    assert_eq!(
+        addrs,
+        Some(vec![svc.address.expect("v4"), svc.address_v6.expect("v6")])
+    );
+
+    let m = c.move_service("api", "new").expect("move");
+    assert_eq!(
+        (m.address, m.address_v6, m.mac.clone()),
+        (svc.address, svc.address_v6, svc.mac.clone())
+    );
+    assert_eq!(
+        m.link.as_ref().and_then(|l| l.mac).map(|m| m.to_string()),
+        Some(svc.mac.clone())
+    );
+    {
+        let w = s.fake.world();
+        assert!(
+            !w.links.values().any(|id| *id == old_link.id),
+            "the old interface is deleted: {:?}",
+            w.links
+        );
+        assert!(w
+            .addresses
+            .contains_key(&("/run/netns/new".to_string(), "eth0".to_string())));
+        // The new interface is made and switched to before the old one goes.
+        let ops: Vec<&str> = w
+            .log
+            .iter()
+            .map(|l| l.split(' ').next().unwrap_or(""))
+            .collect();
+        let tail: Vec<&str> = ops.iter().rev().take(3).rev().copied().collect();
+        assert_eq!(tail, ["create_endpoint", "take_over", "delete_endpoint"]);
+    }
+    drop(c);
+    let mut c = s.open();
+    let kept = c.service("api").expect("kept").clone();
+    assert_eq!(kept, m, "a restart keeps the service as it was");
+
+    let d = c.detach_service("api").expect("detach");
+    assert_eq!((d.sandbox.clone(), d.address), (None, svc.address));
+    c.attach_service("api", "old").expect("attach again");
+    // Removing the sandbox takes the service out; removing the service frees all.
+    c.remove_sandbox("old").expect("rm sandbox");
+    assert_eq!(c.service("api").expect("svc").sandbox, None);
+    let e = c
+        .remove_named_network("web")
+        .expect_err("a network with a service stays");
+    assert!(e.to_string().contains("service"), "{e}");
+    c.remove_service("api").expect("rm");
+    assert_eq!(allocated(&c), before, "addresses released");
+    assert!(s.fake.ops().contains(&"revoke_external".to_string()));
+    assert!(matches!(c.service("api"), Err(CnmError::NotFound { .. })));
+}
+
+#[test]
+fn service_errors_are_clear_and_change_nothing() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "web", "198.18.73.0/24");
+    c.create_sandbox("a", None).expect("sandbox");
+    c.create_sandbox("b", None).expect("sandbox");
+    let before = allocated(&c);
+    let invalid = |r: crate::Result<crate::service::Service>, what: &str| {
+        let e = r.expect_err(what);
+        assert!(matches!(e, CnmError::Invalid(_)), "{what}: {e}");
+        e.to_string()
+    };
+    for bad in ["80", "x:80", "8080:80/icmp", "0:80", "8080:70000"] {
+        invalid(service(&mut c, "api", &[], &[bad]), bad);
+    }
+    let e = invalid(
+        service(&mut c, "api", &["fd00:73::5"], &[]),
+        "no IPv6 subnet",
+    );
+    assert!(e.contains("no IPv6 subnet"), "{e}");
+    let e = invalid(service(&mut c, "api", &["198.18.74.5"], &[]), "outside");
+    assert!(e.contains("outside the subnets"), "{e}");
+    invalid(service(&mut c, "bad_name", &[], &[]), "not a DNS label");
+    // Docker's networks are Docker's.
+    let docker = "d".repeat(64);
+    c.create_network(&wire::CreateNetwork {
+        network_id: docker.clone(),
+        options: BTreeMap::new(),
+        ipv4_data: vec![wire::IpamData {
+            pool: "198.18.75.0/24".into(),
+            gateway: "198.18.75.1/24".into(),
+            ..wire::IpamData::default()
+        }],
+        ipv6_data: Vec::new(),
+    })
+    .expect("docker network");
+    let e = invalid(
+        c.create_service(&crate::service::ServiceCreate {
+            name: "api".into(),
+            network: docker,
+            ..Default::default()
+        }),
+        "a Docker network",
+    );
+    assert!(e.contains("Docker's"), "{e}");
+    assert_eq!(allocated(&c), before, "refused creates reserve nothing");
+    assert!(c.services().next().is_none());
+
+    service(&mut c, "api", &["198.18.73.9"], &[]).expect("create");
+    let e = service(&mut c, "api2", &["198.18.73.9"], &[]).expect_err("address in use");
+    assert!(matches!(e, CnmError::AddressUnavailable { .. }), "{e}");
+    invalid(service(&mut c, "api", &[], &[]), "exists");
+
+    assert!(matches!(
+        c.attach_service("nope", "a"),
+        Err(CnmError::NotFound {
+            kind: "service",
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.move_service("nope", "a"),
+        Err(CnmError::NotFound {
+            kind: "service",
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.detach_service("nope"),
+        Err(CnmError::NotFound {
+            kind: "service",
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.remove_service("nope"),
+        Err(CnmError::NotFound {
+            kind: "service",
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.attach_service("api", "ghost"),
+        Err(CnmError::NotFound {
+            kind: "sandbox",
+            ..
+        })
+    ));
+    invalid(c.move_service("api", "b"), "move before attach");
+    invalid(c.detach_service("api"), "detach before attach");
+    c.attach_service("api", "a").expect("attach");
+    let e = invalid(c.attach_service("api", "b"), "already attached");
+    assert!(e.contains("use move"), "{e}");
+    invalid(c.move_service("api", "a"), "already there");
+    assert!(matches!(
+        c.move_service("api", "ghost"),
+        Err(CnmError::NotFound {
+            kind: "sandbox",
+            ..
+        })
+    ));
+
+    // A failed switch leaves the service where it was, and no new interface.
+    s.fake.fail("take_over");
+    let links = s.fake.world().links.len();
+    assert!(c.move_service("api", "b").is_err());
+    s.fake.heal();
+    assert_eq!(c.service("api").expect("svc").sandbox.as_deref(), Some("a"));
+    assert_eq!(
+        s.fake.world().links.len(),
+        links,
+        "the new interface was deleted"
+    );
+}

@@ -1,5 +1,6 @@
 //! The CNM commands: `ferry network`, `ferry sandbox`, `ferry connect`,
-//! `ferry disconnect`, `ferry swap` and `ferry hosts`, all calls to ferryd's API.
+//! `ferry disconnect`, `ferry swap`, `ferry service` and `ferry hosts`, all
+//! calls to ferryd's API.
 
 use crate::api;
 use clap::Subcommand;
@@ -64,6 +65,121 @@ pub enum SandboxCommand {
     Inspect { name: String },
     /// Disconnect everything and remove the sandbox.
     Rm { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service on a network: addresses and MAC reserved, ports published; no sandbox holds it yet.
+    Create {
+        name: String,
+        #[arg(long)]
+        network: String,
+        /// Its address (repeatable: one IPv4, one IPv6; other families the network has get one).
+        #[arg(long)]
+        address: Vec<String>,
+        /// Publish HOSTPORT:PORT[/tcp|udp|sctp] (repeatable).
+        #[arg(long)]
+        publish: Vec<String>,
+    },
+    /// Put a service no sandbox holds into a sandbox.
+    Attach { name: String, sandbox: String },
+    /// Take a service from the sandbox holding it into another.
+    Move { name: String, sandbox: String },
+    /// Take a service out of its sandbox (it keeps its addresses and ports).
+    Detach { name: String },
+    /// Remove a service.
+    Rm { name: String },
+    /// List services and where they are.
+    Ls,
+}
+
+/// One service as a table row: name, network, addresses, ports, sandbox.
+fn service_row(s: &Value) -> String {
+    let text = |k: &str| s[k].as_str().unwrap_or("").to_string();
+    let addrs: Vec<String> = ["address", "address_v6"]
+        .iter()
+        .map(|k| text(k))
+        .filter(|a| !a.is_empty())
+        .collect();
+    let ports: Vec<String> = s["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}:{}/{}",
+                p["host_port"],
+                p["port"],
+                p["proto"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let or_dash = |v: String| if v.is_empty() { "-".to_string() } else { v };
+    format!(
+        "{:<20} {:<16} {:<40} {:<24} {}",
+        text("name"),
+        text("network"),
+        or_dash(addrs.join(",")),
+        or_dash(ports.join(",")),
+        or_dash(text("sandbox"))
+    )
+}
+
+pub fn service(api: &ApiArgs, cmd: ServiceCommand) -> ExitCode {
+    let sock = &api.api_socket;
+    finish((|| {
+        let svc = match cmd {
+            ServiceCommand::Create {
+                name,
+                network,
+                address,
+                publish,
+            } => {
+                let body = json!({"name": name, "network": network, "addresses": address,
+                                  "publish": publish});
+                api::call(sock, "POST", "/services", Some(&body))?
+            }
+            ServiceCommand::Attach { name, sandbox } => api::call(
+                sock,
+                "POST",
+                "/services/attach",
+                Some(&json!({"service": name, "sandbox": sandbox})),
+            )?,
+            ServiceCommand::Move { name, sandbox } => api::call(
+                sock,
+                "POST",
+                "/services/move",
+                Some(&json!({"service": name, "sandbox": sandbox})),
+            )?,
+            ServiceCommand::Detach { name } => api::call(
+                sock,
+                "POST",
+                "/services/detach",
+                Some(&json!({ "service": name })),
+            )?,
+            ServiceCommand::Rm { name } => {
+                api::call(sock, "DELETE", &format!("/services/{name}"), None)?;
+                return Ok(());
+            }
+            ServiceCommand::Ls => {
+                let list = api::call(sock, "GET", "/services", None)?;
+                print(&list, api.json, |l| {
+                    let mut out = format!(
+                        "{:<20} {:<16} {:<40} {:<24} {}",
+                        "NAME", "NETWORK", "ADDRESSES", "PORTS", "SANDBOX"
+                    );
+                    for s in l.as_array().into_iter().flatten() {
+                        out.push('\n');
+                        out.push_str(&service_row(s));
+                    }
+                    out
+                });
+                return Ok(());
+            }
+        };
+        print(&svc, api.json, service_row);
+        Ok(())
+    })())
 }
 
 fn print(v: &Value, json_out: bool, text: impl FnOnce(&Value) -> String) {

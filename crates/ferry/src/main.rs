@@ -47,6 +47,9 @@ enum Top {
     /// Sandboxes: network namespaces ferryd connects to networks.
     #[command(subcommand)]
     Sandbox(cnm_cmd::SandboxCommand),
+    /// Services that move between sandboxes, keeping address, MAC, name and published ports.
+    #[command(subcommand)]
+    Service(cnm_cmd::ServiceCommand),
     /// Connect a sandbox to a network.
     Connect {
         network: String,
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Top::Plugins(args) => plugins_cmd::run(args),
         Top::Network(c) => cnm_cmd::network(&api, c),
         Top::Sandbox(c) => cnm_cmd::sandbox(&api, c),
+        Top::Service(c) => cnm_cmd::service(&api, c),
         Top::Connect {
             network,
             sandbox,

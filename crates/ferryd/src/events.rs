@@ -26,11 +26,11 @@ pub struct Event {
     pub seq: u64,
     /// RFC 3339, UTC.
     pub time: String,
-    /// `network`, `endpoint`, `sandbox` or `cni`.
+    /// `network`, `endpoint`, `sandbox`, `service` or `cni`.
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// `created`, `joined`, `left`, `connected`, `disconnected`, `swapped`,
-    /// `attached`, `detached`, `removed` or `failed`.
+    /// `attached`, `moved`, `detached`, `removed` or `failed`.
     pub action: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -86,6 +86,11 @@ fn kind_of(method: &str) -> Option<(&'static str, &'static str, &'static str)> {
         "POST /connect" => ("endpoint", "connected", ""),
         "POST /disconnect" => ("endpoint", "disconnected", ""),
         "POST /swap" => ("endpoint", "swapped", ""),
+        "POST /services" => ("service", "created", "name"),
+        "POST /services/attach" => ("service", "attached", "service"),
+        "POST /services/move" => ("service", "moved", "service"),
+        "POST /services/detach" => ("service", "detached", "service"),
+        "DELETE /services/{name}" => ("service", "removed", "service"),
         "POST /cni/add" => ("cni", "attached", "container_id"),
         "POST /cni/del" => ("cni", "detached", "container_id"),
         _ => return None,
@@ -260,6 +265,49 @@ fn stream((past, rx): (VecDeque<Event>, broadcast::Receiver<Event>)) -> Response
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn service_requests_make_service_events() {
+        let ev = Events::default();
+        let body = json!({"service": "api", "sandbox": "new"});
+        ev.request(
+            "POST /services",
+            Some("web"),
+            None,
+            &json!({"name": "api"}),
+            None,
+        );
+        ev.request("POST /services/attach", None, Some("old"), &body, None);
+        ev.request("POST /services/move", None, Some("new"), &body, None);
+        ev.request(
+            "POST /services/detach",
+            None,
+            None,
+            &json!({"service": "api"}),
+            None,
+        );
+        ev.request(
+            "DELETE /services/{name}",
+            None,
+            None,
+            &json!({"service": "api"}),
+            None,
+        );
+        let (past, _rx) = ev.subscribe(Some(Duration::from_secs(60)));
+        let got: Vec<_> = past
+            .iter()
+            .map(|e| (e.kind, e.action, e.id.as_deref()))
+            .collect();
+        let want = ["created", "attached", "moved", "detached", "removed"];
+        assert_eq!(
+            got,
+            want.iter()
+                .map(|a| ("service", *a, Some("api")))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(past[2].sandbox.as_deref(), Some("new"));
+        assert_eq!(past[0].network.as_deref(), Some("web"));
+    }
 
     #[test]
     fn durations() {

@@ -98,6 +98,14 @@ pub async fn requests(State(hooks): State<Hooks>, req: Request, next: Next) -> R
         None if !ok => Some(status.to_string()),
         None => None,
     };
+    // `DELETE /services/{name}` names its service in the path only.
+    let mut json = json;
+    if let (Some(svc), Value::Object(m)) = (&ids.service, &mut json) {
+        m.entry("service").or_insert_with(|| svc.clone().into());
+    }
+    if let (Some(svc), Value::Null) = (&ids.service, &json) {
+        json = serde_json::json!({ "service": svc });
+    }
     hooks.events.request(
         &method,
         ids.network.as_deref(),
@@ -117,6 +125,7 @@ struct Ids {
     /// Ferry's API: a network or sandbox by name.
     network: Option<String>,
     sandbox: Option<String>,
+    service: Option<String>,
 }
 
 impl Ids {
@@ -139,6 +148,7 @@ impl Ids {
             pool_id: key("PoolID"),
             network: key("network").or_else(|| named("/networks")),
             sandbox: key("sandbox").or_else(|| named("/sandboxes")),
+            service: key("service").or_else(|| named("/services")),
         }
     }
 }
@@ -231,6 +241,10 @@ mod tests {
         assert_eq!(
             ids("DELETE /networks/{name}", "/networks/web", "").network,
             Some("web".into())
+        );
+        assert_eq!(
+            ids("DELETE /services/{name}", "/services/api", "").service,
+            Some("api".into())
         );
         assert_eq!(ids("GET /pools", "/pools", "not json"), Ids::default());
     }

@@ -358,6 +358,7 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
                 }
             }),
         )
+        .merge(services_router(c.clone()))
         .merge(crate::cni_api::router(c))
         .merge(crate::events::router(hooks.events.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -381,6 +382,77 @@ struct SandboxCreate {
 struct Disconnect {
     network: String,
     sandbox: String,
+}
+
+/// Services that move: `GET|POST /services`, `GET|DELETE /services/{name}`,
+/// `POST /services/attach|move` (`{service, sandbox}`) and `/services/detach` (`{service}`).
+fn services_router(ctl: Shared) -> Router {
+    use axum::extract::Path as P;
+    use ferry_cnm::service::ServiceCreate;
+    let to =
+        |f: fn(&mut Controller, &str, &str) -> Result<ferry_cnm::service::Service, CnmError>| {
+            let ctl = ctl.clone();
+            post(move |body: Bytes| {
+                write(ctl, body, move |c, r: ServiceTo| {
+                    f(c, &r.service, &r.sandbox).map(|s| json!(s))
+                })
+            })
+        };
+    Router::new()
+        .route(
+            "/services",
+            get({
+                let ctl = ctl.clone();
+                move || async move { read(&ctl, |v| v.services.clone()) }
+            })
+            .post({
+                let ctl = ctl.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: ServiceCreate| {
+                        c.create_service(&r).map(|s| json!(s))
+                    })
+                }
+            }),
+        )
+        .route(
+            "/services/{name}",
+            get({
+                let ctl = ctl.clone();
+                move |P(name): P<String>| async move { read_result(&ctl, |v| v.service(&name)) }
+            })
+            .delete({
+                let ctl = ctl.clone();
+                move |P(name): P<String>| {
+                    write(ctl, Bytes::from_static(b"{}"), move |c, _: Value| {
+                        c.remove_service(&name).map(|_| json!({}))
+                    })
+                }
+            }),
+        )
+        .route("/services/attach", to(Controller::attach_service))
+        .route("/services/move", to(Controller::move_service))
+        .route(
+            "/services/detach",
+            post({
+                let ctl = ctl.clone();
+                move |body: Bytes| {
+                    write(ctl, body, |c, r: ServiceRef| {
+                        c.detach_service(&r.service).map(|s| json!(s))
+                    })
+                }
+            }),
+        )
+}
+
+#[derive(serde::Deserialize)]
+struct ServiceTo {
+    service: String,
+    sandbox: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ServiceRef {
+    service: String,
 }
 
 #[derive(serde::Deserialize)]

@@ -81,6 +81,9 @@ pub struct View {
     pub endpoints: Value,
     pub pools: Value,
     pub sandboxes: Value,
+    pub services: Value,
+    /// `GET /services/NAME`.
+    service: HashMap<String, Value>,
     /// `GET /networks/NAME`, by name and by ID.
     network: HashMap<String, Value>,
     /// `GET /sandboxes/NAME`.
@@ -121,6 +124,8 @@ impl View {
             endpoints: json!(c.endpoints().collect::<Vec<_>>()),
             pools: json!(c.ipam().pools),
             sandboxes: json!(c.sandboxes().collect::<Vec<_>>()),
+            services: json!(c.services().collect::<Vec<_>>()),
+            service: c.services().map(|s| (s.name.clone(), json!(s))).collect(),
             network,
             sandbox,
             oper_info,
@@ -139,6 +144,13 @@ impl View {
             .get(name)
             .cloned()
             .ok_or_else(|| CnmError::not_found("sandbox", name))
+    }
+
+    pub fn service(&self, name: &str) -> Result<Value, CnmError> {
+        self.service
+            .get(name)
+            .cloned()
+            .ok_or_else(|| CnmError::not_found("service", name))
     }
 
     pub fn oper_info(&self, endpoint_id: &str) -> Result<Value, CnmError> {

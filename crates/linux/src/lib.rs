@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod addr;
+mod announce;
 mod error;
 pub mod fs;
 #[cfg(test)]
@@ -36,6 +37,7 @@ mod tap;
 pub mod tc;
 
 pub use addr::{AddrOptions, Address, Family};
+pub use announce::Announcer;
 pub use error::{Error, Result};
 pub use link::{
     check_ifname, BridgePortFlags, Link, LinkKind, LinkSpec, MacvlanMode, OperState, VxlanSpec,

@@ -222,8 +222,10 @@ fn sigterm(pid: u32) -> nix::Result<()> {
 pub struct Ferryd {
     bin: PathBuf,
     pools: Vec<String>,
-    /// More ferryd arguments, given at every (re)start.
-    args: Vec<String>,
+    /// The namespace it runs in (`nsenter --net=`), the caller's when `None`.
+    netns: Option<String>,
+    /// More arguments.
+    extra: Vec<String>,
     child: Option<Child>,
     pub plugin_socket: PathBuf,
     pub api_socket: PathBuf,
@@ -239,7 +241,7 @@ impl Ferryd {
 
     /// [`Ferryd::start`], returning errors.
     pub fn try_start(bin: &Path, dir: &Path, name: &str, pools: &[&str]) -> Result<Ferryd, String> {
-        Ferryd::try_start_with(bin, dir, name, pools, &[])
+        Ferryd::try_start_in(bin, dir, name, pools, None, &[])
     }
 
     /// [`Ferryd::try_start`] with more ferryd arguments, kept for restarts.
@@ -250,11 +252,38 @@ impl Ferryd {
         pools: &[&str],
         args: &[&str],
     ) -> Result<Ferryd, String> {
+        Ferryd::try_start_in(bin, dir, name, pools, None, args)
+    }
+
+    /// [`Ferryd::start`] inside the namespace at `netns` (a test's "host":
+    /// its bridges and nftables tables go with the namespace), with `extra`
+    /// arguments.
+    pub fn start_in(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        pools: &[&str],
+        netns: &str,
+        extra: &[&str],
+    ) -> Ferryd {
+        Ferryd::try_start_in(bin, dir, name, pools, Some(netns), extra)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_in(
+        bin: &Path,
+        dir: &Path,
+        name: &str,
+        pools: &[&str],
+        netns: Option<&str>,
+        extra: &[&str],
+    ) -> Result<Ferryd, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let mut f = Ferryd {
             bin: bin.to_path_buf(),
             pools: pools.iter().map(|p| p.to_string()).collect(),
-            args: args.iter().map(|a| a.to_string()).collect(),
+            netns: netns.map(str::to_string),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
             plugin_socket: PathBuf::from(format!("/run/docker/plugins/{name}.sock")),
             api_socket: dir.join("api.sock"),
@@ -277,8 +306,17 @@ impl Ferryd {
             .open(&log_path)
             .map_err(|e| format!("ferryd log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("ferryd log: {e}"))?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--plugin-socket")
+        // nsenter execs the daemon: the child's PID is ferryd's.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}")).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
+        cmd.args(&self.extra)
+            .arg("--plugin-socket")
             .arg(&self.plugin_socket)
             .arg("--api-socket")
             .arg(&self.api_socket)
@@ -287,7 +325,6 @@ impl Ferryd {
         for p in &self.pools {
             cmd.args(["--default-address-pool", p]);
         }
-        cmd.args(&self.args);
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log2)

@@ -87,39 +87,7 @@ pub fn configure(
     let link = nl
         .link_by_name(ifname)
         .map_err(kernel(format!("failed to look up {ifname}")))?;
-    let ips = &cfg.addresses;
-    // One trip into the namespace for all of them.
-    let mut sysctls: Vec<(String, &str)> = Vec::new();
-    if opts.accept_dad_off {
-        sysctls.push((format!("net.ipv6.conf.{ifname}.accept_dad"), "0"));
-    }
-    if cfg.has_ipv6() {
-        for dev in ["lo", ifname] {
-            sysctls.push((format!("net.ipv6.conf.{dev}.disable_ipv6"), "0"));
-        }
-    }
-    if !sysctls.is_empty() {
-        ferry_linux::sysctl::write_all_if_different_in(netns, &sysctls).map_err(kernel(
-            format!("failed to set up IPv6 (DAD, disable_ipv6) on {ifname}"),
-        ))?;
-    }
-    let (mut v4gw, mut v6gw): (Option<IpAddr>, Option<IpAddr>) = (None, None);
-    for ip in ips {
-        let addr_opts = AddrOptions {
-            nodad: opts.nodad,
-            ..AddrOptions::default()
-        };
-        nl.add_address(link.index, ip.net, addr_opts)
-            .map_err(kernel(format!(
-                "failed to add IP addr {} to {ifname}",
-                ip.net
-            )))?;
-        match ip.gateway {
-            Some(gw @ IpAddr::V4(_)) if v4gw.is_none() => v4gw = Some(gw),
-            Some(gw @ IpAddr::V6(_)) if v6gw.is_none() => v6gw = Some(gw),
-            _ => {}
-        }
-    }
+    let (v4gw, v6gw) = assign(netns, nl, link.index, ifname, cfg, opts)?;
     nl.set_up(link.index)
         .map_err(kernel(format!("failed to set {ifname} up")))?;
     if cfg.has_ipv6() && !opts.nodad {
@@ -153,6 +121,51 @@ pub fn configure(
         )))?;
     }
     Ok(())
+}
+
+/// [`configure`]'s first part, on a link that may still be down: the IPv6
+/// sysctls and `cfg`'s addresses. Returns the first gateway of each family.
+pub fn assign(
+    netns: &Netns,
+    nl: &mut Netlink,
+    index: u32,
+    ifname: &str,
+    cfg: &InterfaceConfig,
+    opts: Options,
+) -> Result<(Option<IpAddr>, Option<IpAddr>)> {
+    // One trip into the namespace for all of them.
+    let mut sysctls: Vec<(String, &str)> = Vec::new();
+    if opts.accept_dad_off {
+        sysctls.push((format!("net.ipv6.conf.{ifname}.accept_dad"), "0"));
+    }
+    if cfg.has_ipv6() {
+        for dev in ["lo", ifname] {
+            sysctls.push((format!("net.ipv6.conf.{dev}.disable_ipv6"), "0"));
+        }
+    }
+    if !sysctls.is_empty() {
+        ferry_linux::sysctl::write_all_if_different_in(netns, &sysctls).map_err(kernel(
+            format!("failed to set up IPv6 (DAD, disable_ipv6) on {ifname}"),
+        ))?;
+    }
+    let (mut v4gw, mut v6gw): (Option<IpAddr>, Option<IpAddr>) = (None, None);
+    for ip in &cfg.addresses {
+        let addr_opts = AddrOptions {
+            nodad: opts.nodad,
+            ..AddrOptions::default()
+        };
+        nl.add_address(index, ip.net, addr_opts)
+            .map_err(kernel(format!(
+                "failed to add IP addr {} to {ifname}",
+                ip.net
+            )))?;
+        match ip.gateway {
+            Some(gw @ IpAddr::V4(_)) if v4gw.is_none() => v4gw = Some(gw),
+            Some(gw @ IpAddr::V6(_)) if v6gw.is_none() => v6gw = Some(gw),
+            _ => {}
+        }
+    }
+    Ok((v4gw, v6gw))
 }
 
 /// Waits until no IPv6 address on the link is tentative (DAD finished).

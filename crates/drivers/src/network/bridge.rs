@@ -312,6 +312,17 @@ impl NetworkDriver for BridgeDriver {
         Ok(ve::join(ep, netns, ifname, cfg, opts)?.2)
     }
 
+    fn take_over(
+        &self,
+        net: &NetworkSpec,
+        old: Option<&Endpoint>,
+        new: &Endpoint,
+        cfg: &InterfaceConfig,
+    ) -> Result<Endpoint> {
+        config(net)?;
+        ve::take_over(old, new, cfg)
+    }
+
     fn check(&self, net: &NetworkSpec, ep: &Endpoint, cfg: &InterfaceConfig) -> Result<()> {
         let c = config(net)?;
         ve::check_outside(&self.state_dir, net, ep)?;

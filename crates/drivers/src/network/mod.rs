@@ -372,6 +372,30 @@ pub trait NetworkDriver: Send + Sync {
         cfg: &InterfaceConfig,
     ) -> Result<Endpoint>;
 
+    /// Puts `new` into service in place of `old` (a service that moves
+    /// between sandboxes; `old` is `None` on its first attach). `new` was
+    /// made by [`Self::create_endpoint`] in its namespace under its final
+    /// name with `old`'s MAC, and is still down. Its addresses (`cfg`, no
+    /// routes) are added while it is down and `old` still serves; then `old`
+    /// goes down, `new` comes up and announces its addresses (gratuitous
+    /// ARP, unsolicited neighbour advertisement), so the bridge and the
+    /// peers learn its port at once. `old` stays, down, for
+    /// [`Self::delete_endpoint`]; if `new` cannot come up, `old` is brought
+    /// back up. Returns `new` as joined.
+    fn take_over(
+        &self,
+        net: &NetworkSpec,
+        old: Option<&Endpoint>,
+        new: &Endpoint,
+        cfg: &InterfaceConfig,
+    ) -> Result<Endpoint> {
+        let _ = (old, new, cfg);
+        Err(crate::Error::Unsupported(format!(
+            "the {} driver does not move services (use a bridge network)",
+            net.kind.name()
+        )))
+    }
+
     /// Undoes [`Self::join`]'s side effects outside the interface itself
     /// (idempotent). The interface goes with [`Self::delete_endpoint`].
     fn leave(&self, net: &NetworkSpec, ep: &Endpoint) -> Result<()> {

@@ -12,6 +12,7 @@ use ferry_linux::{nft, Netlink, Netns};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// The host's namespace (that of the calling thread).
 pub(super) fn host_netns() -> Result<Netns> {
@@ -164,6 +165,116 @@ pub(super) fn join(
         ..ep.clone()
     };
     Ok((ns, nl, joined))
+}
+
+/// The switch of a service from `old` to `new` (see
+/// [`super::NetworkDriver::take_over`]). Everything slow happens while `old`
+/// still serves: `new`'s addresses (without DAD: the address is the
+/// service's, and its holder goes down first) and the announcing socket.
+/// The gap is then two netlink requests and the announcements.
+pub(super) fn take_over(
+    old: Option<&Endpoint>,
+    new: &Endpoint,
+    cfg: &InterfaceConfig,
+) -> Result<Endpoint> {
+    let netns = new
+        .netns
+        .as_deref()
+        .ok_or_else(|| Error::Invalid(format!("endpoint {} is in no namespace", new.id)))?;
+    let ns = veth::open_netns(netns)?;
+    let mut nl = ns
+        .netlink()
+        .map_err(Error::kernel("failed to open netlink in the container"))?;
+    let link = nl
+        .link_by_name(&new.ifname)
+        .map_err(Error::kernel(format!("failed to look up {}", new.ifname)))?;
+    let opts = iface::Options {
+        nodad: true,
+        accept_dad_off: true,
+    };
+    iface::assign(&ns, &mut nl, link.index, &new.ifname, cfg, opts)?;
+    let mac = new
+        .mac
+        .or(link.mac)
+        .ok_or_else(|| Error::Failed(format!("{} has no MAC address", new.ifname)))?;
+    let announcer = ferry_linux::Announcer::open(&ns, link.index, mac).map_err(Error::kernel(
+        format!("failed to open a packet socket on {}", new.ifname),
+    ))?;
+    let mut host_nl = host_netlink()?;
+    let old_host = match old.and_then(|o| o.host_ifname.as_deref()) {
+        Some(name) => Some(
+            host_nl
+                .link_by_name(name)
+                .map_err(Error::kernel(format!("failed to look up {name}")))?,
+        ),
+        None => None,
+    };
+    // The switch: old's host end down (its bridge port stops and forgets
+    // the MAC), new up, then the announcements teach the bridge new's port.
+    if let Some(h) = &old_host {
+        host_nl
+            .set_down(h.index)
+            .map_err(Error::kernel(format!("failed to set {} down", h.name)))?;
+    }
+    let addrs: Vec<std::net::IpAddr> = cfg.addresses.iter().map(|a| a.net.addr()).collect();
+    let switched = nl
+        .set_up(link.index)
+        .map_err(Error::kernel(format!("failed to set {} up", new.ifname)))
+        .and_then(|()| {
+            wait_running(
+                &mut nl,
+                link.index,
+                &mut host_nl,
+                new.host_ifname.as_deref(),
+            );
+            // Twice, a little apart, as arping -U does: a frame can still
+            // meet a bridge port that is only just forwarding.
+            for pause in [Duration::ZERO, Duration::from_millis(5)] {
+                std::thread::sleep(pause);
+                announcer.announce(&addrs).map_err(Error::kernel(format!(
+                    "failed to announce {addrs:?} on {}",
+                    new.ifname
+                )))?;
+            }
+            Ok(())
+        });
+    if let Err(e) = switched {
+        // Back to old: it never lost its addresses.
+        let _ = nl.set_down(link.index);
+        if let Some(h) = &old_host {
+            let _ = host_nl.set_up(h.index);
+        }
+        return Err(e);
+    }
+    Ok(Endpoint {
+        netns: Some(netns.to_string()),
+        mac: Some(mac),
+        ..new.clone()
+    })
+}
+
+/// Waits (at most 100 ms) until the container end and its host end are
+/// operationally up: a link set up sends nothing until the kernel's link
+/// watch has given it a queue (frames before that are dropped) and the
+/// bridge has seen its port's carrier.
+fn wait_running(nl: &mut Netlink, index: u32, host_nl: &mut Netlink, host: Option<&str>) {
+    use ferry_linux::OperState;
+    let host_index = host
+        .and_then(|h| host_nl.link_by_name(h).ok())
+        .map(|l| l.index);
+    let up = |nl: &mut Netlink, i: u32| {
+        nl.link_by_index(i)
+            .is_ok_and(|l| l.oper_state == OperState::Up)
+    };
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(100);
+    while start.elapsed() < Duration::from_millis(100) {
+        if up(nl, index) && host_index.is_none_or(|h| up(host_nl, h)) {
+            return;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(2));
+    }
 }
 
 /// A socket in the namespace of a joined endpoint (CHECK).

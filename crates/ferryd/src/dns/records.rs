@@ -75,6 +75,16 @@ impl Table {
                 zone.reverse.entry(*a).or_default().extend(names.clone());
             }
         }
+        // A service answers under its name wherever it is (even in no sandbox).
+        for svc in c.services() {
+            if let Some(zone) = zones.get_mut(&svc.network_id) {
+                let name = svc.name.to_ascii_lowercase();
+                for a in svc.address.iter().chain(&svc.address_v6).map(IpNet::addr) {
+                    zone.names.entry(name.clone()).or_default().push(a);
+                    zone.reverse.entry(a).or_default().push(name.clone());
+                }
+            }
+        }
         for zone in zones.values_mut() {
             for addrs in zone.names.values_mut() {
                 addrs.sort();
