@@ -9,9 +9,8 @@
 
 use ferry_testkit::*;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// Runs `plugin` in namespace `node` (optionally under strace into `trace`).
 fn run(
@@ -29,27 +28,15 @@ fn run(
     if let Some(t) = trace {
         cmd.args(["strace", "-f", "-q", "-s", "256", "-o"]).arg(t);
     }
-    let mut child = cmd
-        .args([bin, plugin])
+    cmd.args([bin, plugin])
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", "pf-grace-1")
         .env("CNI_NETNS", netns.path())
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", dir.join("bin"))
         .env("FERRY_STATE_DIR", dir.join("state"))
-        .env("FERRY_METRICS_SOCKET", "")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("nsenter");
-    let stdin = serde_json::to_vec(conf).expect("config");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&stdin)
-        .expect("stdin");
-    let out = child.wait_with_output().expect("wait");
+        .env("FERRY_METRICS_SOCKET", "");
+    let out = run_with_stdin(&mut cmd, &serde_json::to_vec(conf).expect("config"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -12,7 +12,6 @@ use ferry_testkit::*;
 use ipam_support::snapshot;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -74,8 +73,8 @@ impl Run {
 /// Runs `plugin` of `bins` under `strace -f -e trace=execve`.
 fn run(bins: &Bins, plugin: &str, command: &str, ns: &Netns, id: &str, conf: &Value) -> Run {
     let trace = bins.dir.path().join(format!("trace-{command}-{id}"));
-    let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=execve", "-o"])
         .arg(&trace)
         .arg(bins.dir.path().join(plugin))
         .env_clear()
@@ -86,19 +85,8 @@ fn run(bins: &Bins, plugin: &str, command: &str, ns: &Netns, id: &str, conf: &Va
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", bins.dir.path())
         .env("FERRY_METRICS_SOCKET", "")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run strace (Debian package strace)");
-    let stdin = serde_json::to_vec(conf).expect("config");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
+        .stderr(Stdio::piped());
+    let out = run_with_stdin(&mut cmd, &serde_json::to_vec(conf).expect("config"));
     let execs = std::fs::read_to_string(&trace)
         .unwrap_or_default()
         .lines()
@@ -198,20 +186,13 @@ fn bridge_round(way: Way, bridge: &str) -> Outcome {
         let bins_dir = bins.dir.path().to_path_buf();
         let (ns_path, conf) = (ns.path(), conf.clone());
         del_guard.push(move || {
-            let _ = Command::new(bins_dir.join("bridge"))
-                .env("CNI_COMMAND", "DEL")
+            let mut cmd = Command::new(bins_dir.join("bridge"));
+            cmd.env("CNI_COMMAND", "DEL")
                 .env("CNI_CONTAINERID", id)
                 .env("CNI_NETNS", ns_path)
                 .env("CNI_IFNAME", "eth0")
-                .env("CNI_PATH", &bins_dir)
-                .stdin(Stdio::piped())
-                .spawn()
-                .and_then(|mut c| {
-                    c.stdin
-                        .take()
-                        .map(|mut s| s.write_all(&serde_json::to_vec(&conf).unwrap_or_default()));
-                    c.wait()
-                });
+                .env("CNI_PATH", &bins_dir);
+            run_with_stdin(&mut cmd, &serde_json::to_vec(&conf).unwrap_or_default());
         });
     }
     assert!(add.ok, "{way:?}: ADD failed: {}", add.stdout);
