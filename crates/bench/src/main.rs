@@ -5,7 +5,8 @@
 //! cargo run --release -p ferry-bench -- [--scale N] [--cycles N] [--cnm-cycles N] [--out DIR] [--smoke]
 //! ```
 //!
-//! Scenarios: 1 bridge+host-local ADD/DEL, 2 the full chain, 3 ptp+host-local,
+//! Scenarios: 1 bridge+host-local ADD/DEL (without and with `ipMasq`), 2 the
+//! full chain, 3 ptp+host-local,
 //! 4 parallel ADD-all/DEL-all, 5 scale on one /16, 6 peak RSS per plugin,
 //! 7 CNM (`docker run --rm` on a Ferry network and on a Docker bridge
 //! network, through a private dockerd and ferryd the bench starts), 8 the

@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub const S1: &str = "1-bridge";
+/// Scenario 1 again with `ipMasq` (netavark: its NAT network).
+pub const S1M: &str = "1m-bridge-masq";
 pub const S2: &str = "2-chain";
 pub const S3: &str = "3-ptp";
 pub const S4: &str = "4-parallel";
@@ -58,6 +60,24 @@ fn nets(s: u8, part: Part, v6: bool) -> Vec<IpNet> {
         }
     }
     v
+}
+
+/// Subnets of scenario 1 with `ipMasq`: /24s of the bench's range that
+/// scenarios 2 and 3 leave unused (they have no floors), 198.18.232, 233
+/// and 236, and fd00:bec:1:8-a::/64.
+fn masq_nets(part: Part) -> Vec<IpNet> {
+    let (third, i) = match part {
+        Part::Ferry => (232, 8),
+        Part::Reference => (233, 9),
+        _ => (236, 10),
+    };
+    [
+        format!("198.18.{third}.0/24"),
+        format!("fd00:bec:1:{i:x}::/64"),
+    ]
+    .iter()
+    .filter_map(|n| n.parse().ok())
+    .collect()
 }
 
 fn ranges(nets: &[IpNet]) -> Value {
@@ -411,42 +431,55 @@ fn one_ns(ctx: &Ctx, s: &str, part: Part) -> Result<String, String> {
     util::create_netns(&ctx.janitor, &ctx.name(&format!("{s}{}", part.code()))).map(|(p, _)| p)
 }
 
-/// Scenario 1 (and 8, the floors): bridge + host-local, dual-stack.
+/// Scenario 1 (and 8, the floors): bridge + host-local, dual-stack; then
+/// the same with `ipMasq` (S1M: Ferry, reference and netavark's NAT network).
 pub fn bridge(ctx: &Ctx) -> Result<(), String> {
+    bridge_pass(ctx, S1, false)?;
+    bridge_pass(ctx, S1M, true)
+}
+
+fn bridge_pass(ctx: &Ctx, s: &'static str, masq: bool) -> Result<(), String> {
+    let key = if masq { "1m" } else { "1" };
+    let subnets = |part| {
+        if masq {
+            masq_nets(part)
+        } else {
+            nets(1, part, true)
+        }
+    };
     let mut peers = Vec::new();
     let mut residents = Vec::new();
     for part in [Part::Ferry, Part::Reference] {
-        let made = cni_peer(
-            ctx,
-            "1",
-            part,
-            nets(1, part, true),
-            Map::new(),
-            |br, data| vec![bridge_plugin(br, host_local(&nets(1, part, true), data))],
-        )?;
+        let made = cni_peer(ctx, key, part, subnets(part), Map::new(), |br, data| {
+            let mut plugin = bridge_plugin(br, host_local(&subnets(part), data));
+            plugin["ipMasq"] = json!(masq);
+            vec![plugin]
+        })?;
         match made {
             Some(p) => peers.push(p),
-            None => ctx.note(S1, format!("{} not available: skipped", part.label())),
+            None => ctx.note(s, format!("{} not available: skipped", part.label())),
         }
     }
-    peers.push(floor_peer(ctx, "1", nets(1, Part::FloorInProc, true))?);
-    peers.push(floor_procs_peer(ctx, "1", nets(1, Part::FloorProcs, true))?);
-    match netavark_peer(ctx, "1", nets(1, Part::Netavark, true), true, Vec::new())? {
+    if !masq {
+        peers.push(floor_peer(ctx, key, nets(1, Part::FloorInProc, true))?);
+        peers.push(floor_procs_peer(ctx, key, nets(1, Part::FloorProcs, true))?);
+    }
+    match netavark_peer(ctx, key, subnets(Part::Netavark), !masq, Vec::new())? {
         Some((p, t)) => {
             peers.push(p);
             residents.push(t);
         }
-        None if ctx.netavark.is_none() => ctx.note(S1, "netavark not installed: skipped"),
+        None if ctx.netavark.is_none() => ctx.note(s, "netavark not installed: skipped"),
         None => {}
     }
     let mut with_ns = Vec::new();
     let mut all_ns = Vec::new();
     for (p, br) in peers {
-        let ns = one_ns(ctx, "1", p.part)?;
+        let ns = one_ns(ctx, key, p.part)?;
         all_ns.push((Arc::clone(&p), br, ns.clone()));
         with_ns.push((p, ns));
     }
-    sequential(ctx, S1, with_ns)?;
+    sequential(ctx, s, with_ns)?;
     for t in residents {
         ctx.janitor.run(t)?;
     }
@@ -454,7 +487,7 @@ pub fn bridge(ctx: &Ctx) -> Result<(), String> {
         let ld = lease_dir_of(p);
         record_leftovers(
             ctx,
-            S1,
+            s,
             p.part,
             0,
             Some(br),

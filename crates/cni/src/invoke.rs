@@ -161,15 +161,23 @@ fn plugin_error(
 /// Runs a delegated plugin (e.g. IPAM) from inside a plugin: same environment,
 /// the full configuration on stdin, CNI_COMMAND set to `command`.
 pub fn delegate(plugin_type: &str, command: &str, stdin: &[u8]) -> CniResult<Vec<u8>> {
-    let env = |k: &str| std::env::var(k).unwrap_or_default();
-    let args = Args {
-        command: command.to_string(),
-        container_id: env("CNI_CONTAINERID"),
-        netns: env("CNI_NETNS"),
-        ifname: env("CNI_IFNAME"),
-        args: env("CNI_ARGS"),
-        path: env("CNI_PATH"),
-    };
+    let args = Args::delegated(command);
     let plugin = find_in_path(plugin_type, &split_paths(&args.path))?;
     exec_plugin(&plugin, stdin, &args)
+}
+
+impl Args {
+    /// The variables a delegated plugin gets: this process's CNI_* with
+    /// CNI_COMMAND set to `command`.
+    pub fn delegated(command: &str) -> Args {
+        let env = |k: &str| std::env::var(k).unwrap_or_default();
+        Args {
+            command: command.to_string(),
+            container_id: env("CNI_CONTAINERID"),
+            netns: env("CNI_NETNS"),
+            ifname: env("CNI_IFNAME"),
+            args: env("CNI_ARGS"),
+            path: env("CNI_PATH"),
+        }
+    }
 }

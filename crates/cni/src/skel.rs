@@ -138,38 +138,88 @@ pub fn plugin_main(name: &str, plugin: &dyn Plugin, about: &str) -> ! {
         eprintln!("{about}");
         std::process::exit(1);
     }
-    let (at, start) = (std::time::SystemTime::now(), std::time::Instant::now());
     let env = |k: &str| std::env::var(k).ok();
     let mut stdin = Vec::new();
-    let read = std::io::stdin().read_to_end(&mut stdin);
-    let outcome = match read {
-        Ok(_) => dispatch(plugin, env, &stdin),
-        Err(e) => error_outcome(CniError::io(format!("error reading from stdin: {e}")), ""),
+    let outcome = match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => run(name, plugin, &env, &stdin),
+        Err(e) => {
+            let err = CniError::io(format!("error reading from stdin: {e}"));
+            let outcome = error_outcome(err, "");
+            record(name, &env, &stdin, Run::now(), &outcome);
+            outcome
+        }
     };
-    let duration = start.elapsed();
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(&outcome.stdout);
     let _ = out.flush();
-    if let Some(socket) = report::target(env) {
-        report::send(&socket, &run_report(name, env, &stdin, duration, &outcome));
+    std::process::exit(outcome.exit_code)
+}
+
+/// One invocation of plugin `name` as its process would run it: the
+/// dispatch, then the report to ferryd and the log line. A plugin running
+/// Ferry's own IPAM in-process calls this too (crates/plugins, delegate.rs),
+/// so the IPAM run is reported and logged as its own process would be, with
+/// its own warnings: the caller's pending ones are set aside meanwhile.
+pub fn run(
+    name: &str,
+    plugin: &dyn Plugin,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Outcome {
+    let callers_warnings = oplog::take_warnings();
+    let started = Run::now();
+    let outcome = dispatch(plugin, env, stdin);
+    record(name, env, stdin, started, &outcome);
+    for w in callers_warnings {
+        oplog::warn(w);
     }
-    if let Some(path) = oplog::target(env, &stdin) {
+    outcome
+}
+
+/// When a run started.
+struct Run {
+    at: std::time::SystemTime,
+    start: std::time::Instant,
+}
+
+impl Run {
+    fn now() -> Run {
+        Run {
+            at: std::time::SystemTime::now(),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+/// The run's report to ferryd and its log line (with the warnings it noted).
+fn record(
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    started: Run,
+    outcome: &Outcome,
+) {
+    let duration = started.start.elapsed();
+    if let Some(socket) = report::target(env) {
+        report::send(&socket, &run_report(name, env, stdin, duration, outcome));
+    }
+    let warnings = oplog::take_warnings();
+    if let Some(path) = oplog::target(env, stdin) {
         let var = |k: &str| env(k).unwrap_or_default();
         let entry = oplog::Entry {
-            at,
+            at: started.at,
             plugin: name,
             command: &var("CNI_COMMAND"),
             container_id: &var("CNI_CONTAINERID"),
             ifname: &var("CNI_IFNAME"),
             duration,
             error: outcome.error.as_ref(),
-            warnings: &oplog::take_warnings(),
+            warnings: &warnings,
         };
         if let Err(e) = oplog::append(&path, &entry) {
             eprintln!("{name}: cannot append to log file {path}: {e}");
         }
     }
-    std::process::exit(outcome.exit_code)
 }
 
 /// This run's report to ferryd: the verb, the attachment and the outcome.

@@ -90,9 +90,10 @@ pub fn kernel(context: impl Into<String>) -> impl FnOnce(ferry_linux::Error) -> 
     move |e| CniError::new(code::INTERNAL, context, e.to_string())
 }
 
-/// An nftables socket in the plugin's (the node's) namespace.
-pub fn nft_socket() -> CniResult<ferry_linux::nft::Socket> {
-    ferry_linux::nft::Socket::new().map_err(kernel("failed to open an nftables socket"))
+/// An nftables socket in the plugin's (the node's) namespace; closing it
+/// never waits for the kernel's grace period (`ferry_drivers::link::detach`).
+pub fn nft_socket() -> CniResult<ferry_drivers::network::NftSocket> {
+    ferry_drivers::network::nft_socket().map_err(driver_err)
 }
 
 /// A driver error as a CNI error (see [`crate::portmap::driver_err`]).

@@ -102,6 +102,24 @@ pub fn cni_path<'a>(
     dir
 }
 
+/// Runs `cmd` (a plugin, usually, its CNI_* variables set) with `stdin` on
+/// its standard input and its standard output captured; panics naming the
+/// program when it cannot be started.
+pub fn run_with_stdin(cmd: &mut std::process::Command, stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+    if let Some(mut pipe) = child.stdin.take() {
+        // A plugin may exit without reading all of it.
+        let _ = pipe.write_all(stdin);
+    }
+    child.wait_with_output().expect("wait for the plugin")
+}
+
 /// A named network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,

@@ -18,10 +18,23 @@
 //! a subreaper) reaps it. A long-lived process (ferryd) would collect
 //! zombies that way, so it asks for [`Deleter::Thread`]: the same delete,
 //! sent from a detached thread over a socket of the link's namespace.
+//!
+//! Closing an nftables socket has the same kind of wait. The kernel frees
+//! what a batch deleted (rules, set elements: masquerade, port mappings,
+//! firewall) from a work item after an RCU grace period, and the last close
+//! of any nf_tables socket while that work is pending waits for it: 4-26 ms
+//! in `close()` (`strace -T`), paid by every DEL with `ipMasq`, portmap or
+//! firewall. The deletions themselves are committed (and visible) when the
+//! batch is acknowledged, so [`close_nft`] lets a forked child hold the last
+//! reference: the child keeps the socket and a pipe, the parent closes its
+//! copy (not the last, so nothing waits) and then the pipe, and the child,
+//! seeing the pipe's end, exits; its exit is the last close and takes the
+//! wait. A daemon keeps its socket open instead
+//! (`network::keep_nft_socket_open`).
 
 use crate::{Error, Result};
-use ferry_linux::{Netlink, Netns};
-use std::os::fd::AsRawFd;
+use ferry_linux::{nft, Netlink, Netns};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// `RTM_DELLINK` from linux/rtnetlink.h.
@@ -176,36 +189,22 @@ fn spawn_deleter(netns: &Netns, index: u32) -> bool {
     msg[16] = libc::AF_UNSPEC as u8;
     msg[20..24].copy_from_slice(&(index as i32).to_ne_bytes());
     let ns_fd = netns.as_raw_fd();
-    let dev_null = c"/dev/null";
     // SAFETY: the plugin is single-threaded here (its helper threads are
     // scoped and joined), and the child only makes async-signal-safe system
     // calls on memory prepared before the fork, then `_exit`s.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => false,
-        // SAFETY: in the child: only raw system calls on `msg`, `ns_fd` and
-        // `dev_null`, all prepared before the fork and valid in the child's
+        // SAFETY: in the child: only raw system calls on `msg` and `ns_fd`,
+        // both prepared before the fork and valid in the child's
         // copy of the address space; no allocation, no lock, no Rust I/O,
         // and every path ends in `_exit`, so no destructor or atexit runs.
         0 => unsafe {
-            libc::setsid();
-            let null = libc::open(dev_null.as_ptr(), libc::O_RDWR);
-            if null >= 0 {
-                for fd in 0..3 {
-                    libc::dup2(null, fd);
-                }
-            }
+            leave_caller();
             if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
                 libc::_exit(1);
             }
-            // Drop every other descriptor: the runtime's pipes must see EOF
-            // when the plugin exits, and no lock may outlive it.
-            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
-                // Kernels before 5.9 have no close_range.
-                for fd in 3..4096 {
-                    libc::close(fd);
-                }
-            }
+            close_all_but(&[]);
             let sock = libc::socket(
                 libc::AF_NETLINK,
                 libc::SOCK_RAW | libc::SOCK_CLOEXEC,
@@ -218,5 +217,89 @@ fn spawn_deleter(netns: &Netns, index: u32) -> bool {
             libc::_exit(if sent == msg.len() as isize { 0 } else { 1 })
         },
         _ => true,
+    }
+}
+
+/// Closes nftables socket `sock` without waiting for the kernel's grace
+/// period (module doc): when it deleted something, a forked child holds the
+/// last reference and closes it when it exits. Otherwise, or when the child
+/// cannot be started, the socket is closed here.
+pub fn close_nft(sock: nft::Socket) {
+    let keep = sock.as_raw_fd();
+    let mut pipe: [RawFd; 2] = [-1; 2];
+    // SAFETY: pipe2 writes two descriptors into the array it is given.
+    if !sock.deleted() || keep < 3 || unsafe { libc::pipe2(pipe.as_mut_ptr(), 0) } != 0 {
+        return;
+    }
+    let [gate, gate_writer] = pipe;
+    // SAFETY: as in `spawn_deleter`: the caller is single-threaded here and
+    // the child makes only raw system calls on descriptors that exist before
+    // the fork, then `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: in the child: raw system calls only, ending in `_exit`.
+        unsafe {
+            leave_caller();
+            close_all_but(&[keep.min(gate), keep.max(gate)]);
+            // Returns 0 once the parent has closed the pipe's other end,
+            // after its copy of the socket.
+            let mut byte = 0u8;
+            while libc::read(gate, (&raw mut byte).cast(), 1) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::_exit(0)
+        }
+    }
+    drop(sock);
+    // SAFETY: both ends are this function's own descriptors, closed once.
+    unsafe {
+        libc::close(gate_writer);
+        libc::close(gate);
+    }
+}
+
+/// In a forked child: its own session, stdin/stdout/stderr on /dev/null (the
+/// runtime waits for EOF on the plugin's pipes).
+///
+/// # Safety
+/// Only between fork and `_exit`: raw system calls, no allocation.
+unsafe fn leave_caller() {
+    libc::setsid();
+    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+    if null >= 0 {
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+    }
+}
+
+/// In a forked child: closes every descriptor from 3 up but those in `keep`
+/// (ascending): the runtime's pipes must see EOF when the plugin exits, and
+/// no lock may outlive it.
+///
+/// # Safety
+/// Only between fork and `_exit`: raw system calls, no allocation.
+unsafe fn close_all_but(keep: &[RawFd]) {
+    let mut from = 3u32;
+    for &k in keep {
+        let k = k as u32;
+        if k > from {
+            close_range(from, k - 1);
+        }
+        from = from.max(k + 1);
+    }
+    close_range(from, u32::MAX);
+}
+
+/// Closes descriptors `first..=last`.
+///
+/// # Safety
+/// Only between fork and `_exit`: raw system calls, no allocation.
+unsafe fn close_range(first: u32, last: u32) {
+    if libc::syscall(libc::SYS_close_range, first, last, 0u32) != 0 {
+        // Kernels before 5.9 have no close_range.
+        for fd in first..=last.min(4095) {
+            libc::close(fd as i32);
+        }
     }
 }

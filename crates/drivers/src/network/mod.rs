@@ -39,7 +39,7 @@ mod single;
 pub mod tap;
 mod veth_endpoint;
 
-pub use veth_endpoint::keep_nft_socket_open;
+pub use veth_endpoint::{keep_nft_socket_open, nft_socket, NftSocket};
 
 use crate::link::detach::Pending;
 use crate::link::iface::InterfaceConfig;

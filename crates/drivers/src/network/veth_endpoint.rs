@@ -405,7 +405,8 @@ static KEPT: Mutex<Option<nft::Socket>> = Mutex::new(None);
 /// process. Closing a socket that deleted set elements waits for a kernel
 /// grace period: 10-12 ms per close in ferryd's DeleteEndpoint and
 /// RevokeExternalConnectivity (`strace -T`). A one-shot plugin pays that
-/// once, at exit; a daemon (which calls this at start) pays it never. The
+/// never ([`crate::link::detach::close_nft`]), nor does a daemon (which
+/// calls this at start): its socket is never closed. The
 /// socket speaks for the namespace it was opened in: the node's.
 pub fn keep_nft_socket_open() {
     KEEP_OPEN.store(true, Ordering::Relaxed);
@@ -414,7 +415,7 @@ pub fn keep_nft_socket_open() {
 /// An nftables socket, returned to the kept slot when dropped (see
 /// [`keep_nft_socket_open`]); stale replies on a reused socket are skipped
 /// by sequence number.
-pub(super) struct NftSocket(Option<nft::Socket>);
+pub struct NftSocket(Option<nft::Socket>);
 
 impl std::ops::Deref for NftSocket {
     type Target = nft::Socket;
@@ -435,18 +436,23 @@ impl std::ops::DerefMut for NftSocket {
 
 impl Drop for NftSocket {
     fn drop(&mut self) {
+        let Some(sock) = self.0.take() else {
+            return;
+        };
         if !KEEP_OPEN.load(Ordering::Relaxed) {
+            // A one-shot process: the close must not wait either.
+            crate::link::detach::close_nft(sock);
             return;
         }
         let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
         if kept.is_none() {
-            *kept = self.0.take();
+            *kept = Some(sock);
         }
     }
 }
 
 /// An nftables socket now: the kept one when there is one, else a new one.
-pub(super) fn nft_socket() -> Result<NftSocket> {
+pub fn nft_socket() -> Result<NftSocket> {
     if KEEP_OPEN.load(Ordering::Relaxed) {
         let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(s) = kept {

@@ -99,6 +99,22 @@ impl Batch {
         self.msgs.is_empty()
     }
 
+    /// Whether the batch deletes anything (a flush is a delete too): the
+    /// kernel then frees objects after a grace period ([`super::Socket::deleted`]).
+    pub(crate) fn deletes(&self) -> bool {
+        self.msgs.iter().any(|m| {
+            matches!(
+                m.kind,
+                NFT_MSG_DELTABLE
+                    | NFT_MSG_DELCHAIN
+                    | NFT_MSG_DELRULE
+                    | NFT_MSG_DELSET
+                    | NFT_MSG_DELSETELEM
+                    | NFT_MSG_DESTROYSETELEM
+            )
+        })
+    }
+
     fn fail(&mut self, msg: String) {
         if self.error.is_none() {
             self.error = Some(msg);
