@@ -29,6 +29,10 @@ fn install_systemd_writes_verified_units_and_says_what_to_run() {
     let root = tempfile::tempdir().unwrap();
     let bin_dir = workspace_bin(env!("CARGO_BIN_EXE_ferry"), "ferryd");
     let bin_dir = bin_dir.parent().unwrap();
+    // The DHCP daemon's unit runs the multi-call plugin under the name dhcp.
+    let cni_bin = root.path().join("cni-bin");
+    std::fs::create_dir(&cni_bin).unwrap();
+    std::os::unix::fs::symlink(bin_dir.join("ferry-plugin"), cni_bin.join("dhcp")).unwrap();
     let out = ferry(&[
         "install",
         "--systemd",
@@ -36,6 +40,8 @@ fn install_systemd_writes_verified_units_and_says_what_to_run() {
         root.path().to_str().unwrap(),
         "--bin-dir",
         bin_dir.to_str().unwrap(),
+        "--cni-bin-dir",
+        cni_bin.to_str().unwrap(),
     ]);
     let said = text(&out);
     let unit_path = root.path().join("etc/systemd/system/ferryd.service");
@@ -45,7 +51,9 @@ fn install_systemd_writes_verified_units_and_says_what_to_run() {
     );
     assert!(said.contains("systemctl daemon-reload"), "{said}");
     assert!(
-        said.contains("systemctl enable --now ferryd.service"),
+        said.lines()
+            .any(|l| l.trim().starts_with("systemctl enable --now ")
+                && l.split_whitespace().any(|u| u == "ferryd.service")),
         "{said}"
     );
 
