@@ -57,20 +57,27 @@ pub fn write_atomic(
 /// writable by others. An unprivileged user who can write to a parent
 /// (a world-writable `dataDir`, say) could otherwise plant a link to a
 /// directory of their choice, or a directory of their own, and have root
-/// write files there. A refusal is `PermissionDenied` naming the path and why.
+/// write files there. The same holds for every directory on the way: a
+/// symbolic link or a directory owned by another user (neither root nor
+/// this process's user) is refused, since its owner could point it
+/// elsewhere; root's own links (`/var/run`) are fine. The check runs before
+/// anything is created, so nothing is made through a planted link, and
+/// again after. A refusal is `PermissionDenied` naming the path and why.
 pub fn create_state_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)?;
-    let m = std::fs::symlink_metadata(path)?;
     let refuse = |why: String| {
         std::io::Error::new(
             std::io::ErrorKind::PermissionDenied,
             format!("refusing to keep state in {}: {why}", path.display()),
         )
     };
+    check_ancestors(path).map_err(refuse)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)?;
+    check_ancestors(path).map_err(refuse)?;
+    let m = std::fs::symlink_metadata(path)?;
     if m.file_type().is_symlink() {
         return Err(refuse(
             "it is a symbolic link (planted by someone who can write to its parent?)".into(),
@@ -91,6 +98,38 @@ pub fn create_state_dir(path: &Path, mode: u32) -> std::io::Result<()> {
             "any user can write to it (mode {:o})",
             m.mode() & 0o7777
         )));
+    }
+    Ok(())
+}
+
+/// The directories above `path` that exist: none may be a link or a
+/// directory another user owns (the reason otherwise).
+fn check_ancestors(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let abs = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir()
+            .map_err(|e| format!("no current directory: {e}"))?
+            .join(path),
+    };
+    for dir in abs.ancestors().skip(1) {
+        let Ok(m) = std::fs::symlink_metadata(dir) else {
+            continue; // not there yet: created below, by us
+        };
+        if m.uid() == 0 || m.uid() == me {
+            continue;
+        }
+        let what = if m.file_type().is_symlink() {
+            "a symbolic link"
+        } else {
+            "a directory"
+        };
+        return Err(format!(
+            "{} on its path is {what} owned by uid {}, who could redirect it",
+            dir.display(),
+            m.uid()
+        ));
     }
     Ok(())
 }
@@ -125,6 +164,25 @@ mod tests {
             nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
             let e = create_state_dir(&theirs, 0o700).unwrap_err();
             assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+        }
+        if nix::unistd::geteuid().is_root() {
+            // A link another user planted above the directory: refused
+            // before anything is created through it.
+            let open = dir.path().join("open");
+            let target = dir.path().join("target");
+            std::fs::create_dir(&target).unwrap();
+            let planted = open.join("planted");
+            std::os::unix::fs::symlink(&target, &planted).unwrap();
+            std::os::unix::fs::lchown(&planted, Some(65534), None).unwrap();
+            let e = create_state_dir(&planted.join("net"), 0o700).unwrap_err();
+            assert!(
+                e.to_string().contains("symbolic link owned by uid 65534"),
+                "{e}"
+            );
+            assert!(
+                std::fs::read_dir(&target).unwrap().next().is_none(),
+                "something was created through the link"
+            );
         }
         // A file planted under the name.
         let file = dir.path().join("file");
