@@ -264,9 +264,20 @@ impl Store {
         }
     }
 
+    /// [`load`](Self::load) for DEL: when there is no record, the
+    /// temporary file of a writer killed before its rename goes too.
+    pub fn load_for_del(&self, a: &Attachment) -> Result<Option<Record>> {
+        let r = self.load(a)?;
+        if r.is_none() {
+            ferry_linux::fs::remove_stale_temps(&self.path(a));
+        }
+        Ok(r)
+    }
+
     /// Removes the attachment's record (no error when absent).
     pub fn remove(&self, a: &Attachment) -> Result<()> {
         let path = self.path(a);
+        ferry_linux::fs::remove_stale_temps(&path);
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 // The network's directory goes with its last attachment
@@ -380,7 +391,7 @@ pub fn commit_recorded(
 /// Removes an attachment's elements and its record: one batch, one file.
 /// Nothing to do when there is no record or no table.
 pub fn release(sock: &mut nft::Socket, store: &Store, table: &Table, a: &Attachment) -> Result<()> {
-    let Some(rec) = store.load(a)? else {
+    let Some(rec) = store.load_for_del(a)? else {
         return Ok(());
     };
     let bridge_table = Table::new(Family::Bridge, table.name.clone());
