@@ -27,6 +27,7 @@ use crate::util;
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
 use ferry_linux::Netns;
+use ferry_testkit::files;
 use ipnet::IpNet;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -520,16 +521,6 @@ impl Setup {
         }
         Ok(())
     }
-}
-
-fn files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Files below `dir`, as paths relative to it.

@@ -4,7 +4,7 @@
 //! have landed during both verbs of both chains. The failure message lists
 //! exactly what was left (and in which phase the kill had landed).
 
-use ferry_testkit::require_root;
+use ferry_testkit::{files, require_root};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -68,14 +68,10 @@ fn killed_adds_and_dels_leave_nothing_behind() {
     );
     // The run's own namespaces and work directory are gone.
     let prefix = format!("ch{tag}");
-    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let namespaces: Vec<String> = files(Path::new("/run/netns"))
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
     assert!(namespaces.is_empty(), "namespaces left: {namespaces:?}");
     assert!(
         !Path::new("/run/ferry-bench").join(&tag).exists(),
