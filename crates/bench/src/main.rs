@@ -18,6 +18,7 @@
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
 //! `floor.rs`).
 
+mod chaos;
 mod cleanup;
 mod ctx;
 mod floor;
@@ -91,6 +92,17 @@ struct Opts {
     /// netavark.
     #[arg(long, default_value = "/usr/lib/podman/netavark")]
     netavark: PathBuf,
+    /// Crash points instead of the scenarios: N iterations per chain
+    /// (bridge+host-local, the full chain) and killed verb (ADD, DEL), for
+    /// Ferry and the reference; writes chaos.md and chaos.json.
+    #[arg(long, value_name = "N")]
+    chaos: Option<usize>,
+    /// Seed of the chaos mode's kill moments (default: from the clock).
+    #[arg(long)]
+    chaos_seed: Option<u64>,
+    /// Chaos mode without the reference plugins (CI).
+    #[arg(long)]
+    chaos_skip_reference: bool,
     /// The 4-character tag in every name (default: random).
     #[arg(long)]
     tag: Option<String>,
@@ -98,6 +110,9 @@ struct Opts {
 
 fn main() {
     if let Some(code) = floor::dispatch_argv0() {
+        std::process::exit(code);
+    }
+    if let Some(code) = chaos::dispatch_child() {
         std::process::exit(code);
     }
     let opts = Opts::parse();
@@ -360,7 +375,9 @@ fn run(opts: Opts) -> i32 {
     }
     let netavark = opts.netavark.exists().then(|| opts.netavark.clone());
     let wanted = |num: u8| {
-        opts.only.is_empty() || opts.only.contains(&num) || (num == 1 && opts.only.contains(&8))
+        opts.chaos.is_none() && opts.only.is_empty()
+            || opts.only.contains(&num)
+            || (num == 1 && opts.only.contains(&8))
     };
     let mut s7_notes = Vec::new();
     let ferryd = if wanted(7) || wanted(9) || wanted(10) {
@@ -465,6 +482,9 @@ fn run(opts: Opts) -> i32 {
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let date = now_utc();
+    if let Some(n) = opts.chaos {
+        return chaos_main(&ctx, &opts, n, &command, &date, &mach);
+    }
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
     let list: [(u8, &str, Scenario); 9] = [
@@ -552,4 +572,62 @@ fn run(opts: Opts) -> i32 {
     } else {
         0
     }
+}
+
+/// `--chaos N`: the crash-point run, its report on stdout and in
+/// `OUT/chaos.{md,json}`. Exit 1 when the harness itself failed (leftovers
+/// are its findings, in the report).
+fn chaos_main(
+    ctx: &Ctx,
+    opts: &Opts,
+    n: usize,
+    command: &str,
+    date: &str,
+    mach: &[(String, String)],
+) -> i32 {
+    let seed = opts.chaos_seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let t = std::time::Instant::now();
+    let result = chaos::run(ctx, n, seed, !opts.chaos_skip_reference);
+    let took = t.elapsed().as_secs_f64();
+    let cleanup_problems = ctx.janitor.run_all();
+    let _ = std::fs::remove_dir("/run/ferry-bench");
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry-bench: chaos run failed: {e}");
+            for p in cleanup_problems {
+                eprintln!("ferry-bench: cleanup: {p}");
+            }
+            return 1;
+        }
+    };
+    let mut header = format!("`{command}`, {date}, seed {seed}, {took:.0} s\n\n");
+    for (k, v) in mach {
+        header.push_str(&format!("- {k}: {v}\n"));
+    }
+    for (_, note) in ctx.notes() {
+        header.push_str(&format!("- {note}\n"));
+    }
+    let md = chaos::markdown(&stats, &header);
+    println!("{md}");
+    let json = serde_json::json!({"seed": seed, "seconds": took, "runs": chaos::to_json(&stats)});
+    let written = std::fs::create_dir_all(&opts.out)
+        .and_then(|_| std::fs::write(opts.out.join("chaos.md"), &md))
+        .and_then(|_| std::fs::write(opts.out.join("chaos.json"), json.to_string()));
+    if let Err(e) = written {
+        eprintln!("ferry-bench: write {}: {e}", opts.out.display());
+        return 1;
+    }
+    if !cleanup_problems.is_empty() {
+        for p in cleanup_problems {
+            eprintln!("ferry-bench: cleanup: {p}");
+        }
+        return 1;
+    }
+    0
 }

@@ -96,7 +96,7 @@ fn default_routes(nets: &[IpNet]) -> Value {
     )
 }
 
-fn host_local(nets: &[IpNet], data_dir: &Path) -> Value {
+pub(crate) fn host_local(nets: &[IpNet], data_dir: &Path) -> Value {
     json!({
         "type": "host-local",
         "dataDir": data_dir,
@@ -105,7 +105,7 @@ fn host_local(nets: &[IpNet], data_dir: &Path) -> Value {
     })
 }
 
-fn bridge_plugin(bridge: &str, ipam: Value) -> Value {
+pub(crate) fn bridge_plugin(bridge: &str, ipam: Value) -> Value {
     json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipam": ipam})
 }
 
@@ -114,7 +114,7 @@ fn ptp_plugin(ipam: Value) -> Value {
 }
 
 /// Reference chained plugins of the full chain (Ferry has none yet).
-fn chained_plugins() -> Vec<Value> {
+pub(crate) fn chained_plugins() -> Vec<Value> {
     vec![
         json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}),
         json!({"type": "firewall", "backend": "iptables"}),
@@ -499,7 +499,7 @@ fn bridge_pass(ctx: &Ctx, s: &'static str, masq: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn port_caps(base: u16) -> Map<String, Value> {
+pub(crate) fn port_caps(base: u16) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert(
         "portMappings".into(),

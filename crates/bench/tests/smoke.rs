@@ -4,7 +4,7 @@
 //! and rules mentioning the bench's address ranges. Never checks speed.
 
 use ferry_testkit::docker::DOCKERD;
-use ferry_testkit::{host_links, require_reference, require_root, sh};
+use ferry_testkit::{files, host_links, require_reference, require_root, sh};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -171,14 +171,10 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
     assert_eq!(svg.matches("<circle").count(), 40);
 
     // Nothing left behind.
-    let namespaces: Vec<String> = std::fs::read_dir("/run/netns")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let namespaces: Vec<String> = files(Path::new("/run/netns"))
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
     assert!(namespaces.is_empty(), "namespaces left: {namespaces:?}");
     assert!(
         host_links(&prefix).is_empty(),

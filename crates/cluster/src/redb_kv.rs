@@ -33,7 +33,8 @@ impl RedbKv {
             reason: e.to_string(),
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+            // Not through a link or a directory another user planted.
+            ferry_linux::fs::create_state_dir(dir, 0o755).map_err(|e| err(&e))?;
         }
         let db = Database::create(path).map_err(|e| err(&e))?;
         let txn = db.begin_write().map_err(|e| err(&e))?;
@@ -198,5 +199,22 @@ impl Kv for RedbKv {
         let _ = tx.send(Event::Snapshot(snapshot));
         watchers.push(tx);
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_is_not_kept_through_a_planted_link() {
+        ferry_testkit::require_root();
+        let p = ferry_testkit::PlantedLink::new();
+        let e = RedbKv::open(&p.link.join("cluster.redb"), "h1")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        p.assert_untouched("the cluster store");
     }
 }

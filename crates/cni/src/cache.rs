@@ -112,11 +112,18 @@ impl Cache {
     /// Removes an entry; a missing one is fine.
     pub fn delete(&self, network: &str, container_id: &str, ifname: &str) -> CniResult<()> {
         let path = self.path(network, container_id, ifname);
+        ferry_linux::fs::remove_stale_temps(&path);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(CniError::io(format!("removing {}: {e}", path.display()))),
         }
+    }
+
+    /// Removes the temporary files of writers killed before their rename
+    /// (GC; safe while others write).
+    pub fn remove_dead_writers_temps(&self) {
+        ferry_linux::fs::remove_dead_writers_temps(&self.results_dir());
     }
 
     /// Every readable entry, optionally only one container's (libcni `GetCachedAttachments`).

@@ -334,6 +334,7 @@ impl CniConfig {
         let mut errors: Vec<CniError> = Vec::new();
         let valid_set: std::collections::HashSet<&Attachment> =
             valid.unwrap_or_default().iter().collect();
+        self.cache.remove_dead_writers_temps();
         for cached in self.cache.list(None) {
             if cached.network_name != list.name {
                 continue;

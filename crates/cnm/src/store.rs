@@ -44,7 +44,8 @@ fn write(t: &mut redb::Table<&str, &[u8]>, c: &Change) -> Result<()> {
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
+            // Not through a link or a directory another user planted.
+            ferry_linux::fs::create_state_dir(dir, 0o755).map_err(|e| err(e.to_string()))?;
         }
         let db = Database::create(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
         let txn = db.begin_write().map_err(err)?;
@@ -83,5 +84,21 @@ impl Store {
             out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_not_kept_through_a_planted_link() {
+        ferry_testkit::require_root();
+        let p = ferry_testkit::PlantedLink::new();
+        for path in [p.link.join("ferryd.redb"), p.link.join("lib/ferryd.redb")] {
+            let e = Store::open(&path).map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("symbolic link"), "{e}");
+        }
+        p.assert_untouched("ferryd's state store");
     }
 }

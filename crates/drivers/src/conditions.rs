@@ -216,7 +216,8 @@ pub fn save(root: &Path, p: &Profile) -> Result<()> {
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(&d).map_err(|e| io("failed to create the directory of", e))?;
+    ferry_linux::fs::create_state_dir(&d, 0o755)
+        .map_err(|e| io("failed to create the directory of", e))?;
     let bytes = serde_json::to_vec(p).map_err(|e| io("failed to encode", e.into()))?;
     write_atomic(&path, &bytes, 0o666, Durability::Synced).map_err(|e| io("failed to write", e))
 }
@@ -243,6 +244,18 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn profiles_are_not_kept_through_a_planted_link() {
+        ferry_testkit::require_root();
+        let p = ferry_testkit::PlantedLink::new();
+        let profile = Profile::new(s(&["!", "-d", "192.0.2.0/24"]), vec![])
+            .unwrap()
+            .unwrap();
+        let e = save(&p.link, &profile).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        p.assert_untouched("the portmap conditions profile");
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub fn del(
     a: &Attachment,
     fallback: &[IpAddr],
 ) -> Result<()> {
-    if store.load(a)?.is_none() {
+    if store.load_for_del(a)?.is_none() {
         let t = table();
         if fallback.is_empty()
             || !sock

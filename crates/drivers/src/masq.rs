@@ -128,7 +128,7 @@ pub fn del(
     a: &Attachment,
     fallback: &[IpNet],
 ) -> Result<()> {
-    if store.load(a)?.is_none() && !fallback.is_empty() {
+    if store.load_for_del(a)?.is_none() && !fallback.is_empty() {
         let t = table();
         if sock
             .table_exists(&t)

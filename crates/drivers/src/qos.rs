@@ -407,7 +407,12 @@ pub fn remove(deleter: Deleter, nl: Netlink, host: Option<&Link>, ifb: &str) -> 
     let mut nl = nl;
     let ifb_index = match nl.link_by_name(ifb) {
         Ok(l) if l.kind.as_deref() == Some("ifb") => Some(l.index),
-        _ => None,
+        _ => {
+            // A DEL killed after renaming the ifb.
+            detach::delete_left_behind(&mut nl, ifb)
+                .map_err(kernel(format!("failed to delete ifb {ifb}")))?;
+            None
+        }
     };
     if let Some(host) = host {
         teardown_host(&mut nl, host, ifb_index).map_err(kernel(format!(
@@ -417,7 +422,7 @@ pub fn remove(deleter: Deleter, nl: Netlink, host: Option<&Link>, ifb: &str) -> 
     }
     if let Some(index) = ifb_index {
         let node = Netns::current().map_err(kernel("failed to open the node's namespace"))?;
-        detach::start(deleter, &node, nl, index)
+        detach::start(deleter, &node, nl, index, ifb)
             .map_err(kernel(format!("failed to delete ifb {ifb}")))?
             .finish();
     }

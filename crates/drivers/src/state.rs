@@ -211,7 +211,8 @@ impl Store {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.root)
+        // Not through a link or a directory another user planted.
+        ferry_linux::fs::create_state_dir(&self.root, 0o755)
             .map_err(|e| io("failed to create the directory of", e))?;
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -241,7 +242,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(self.net_dir(&a.network))
+        ferry_linux::fs::create_state_dir(&self.net_dir(&a.network), 0o755)
             .map_err(|e| io("failed to create the directory of", e))?;
         let bytes = serde_json::to_vec(r).map_err(|e| io("failed to encode", e.into()))?;
         write_atomic(&path, &bytes, 0o666, Durability::Synced).map_err(|e| io("failed to write", e))
@@ -263,9 +264,20 @@ impl Store {
         }
     }
 
+    /// [`load`](Self::load) for DEL: when there is no record, the
+    /// temporary file of a writer killed before its rename goes too.
+    pub fn load_for_del(&self, a: &Attachment) -> Result<Option<Record>> {
+        let r = self.load(a)?;
+        if r.is_none() {
+            ferry_linux::fs::remove_stale_temps(&self.path(a));
+        }
+        Ok(r)
+    }
+
     /// Removes the attachment's record (no error when absent).
     pub fn remove(&self, a: &Attachment) -> Result<()> {
         let path = self.path(a);
+        ferry_linux::fs::remove_stale_temps(&path);
         match std::fs::remove_file(&path) {
             Ok(()) => {
                 // The network's directory goes with its last attachment
@@ -379,7 +391,7 @@ pub fn commit_recorded(
 /// Removes an attachment's elements and its record: one batch, one file.
 /// Nothing to do when there is no record or no table.
 pub fn release(sock: &mut nft::Socket, store: &Store, table: &Table, a: &Attachment) -> Result<()> {
-    let Some(rec) = store.load(a)? else {
+    let Some(rec) = store.load_for_del(a)? else {
         return Ok(());
     };
     let bridge_table = Table::new(Family::Bridge, table.name.clone());
@@ -472,6 +484,28 @@ pub fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_not_kept_through_a_planted_link() {
+        ferry_testkit::require_root();
+        let p = ferry_testkit::PlantedLink::new();
+        // The link as the state root, and as a directory under it.
+        for root in [p.link.clone(), p.link.join("ferry")] {
+            let s = Store::new(&root, "portmap");
+            let a = Attachment::new("net", "c1", "eth0").unwrap();
+            let r = Record {
+                container_id: "c1".into(),
+                ifname: "eth0".into(),
+                elements: Vec::new(),
+                bridge_elements: Vec::new(),
+            };
+            let e = s.save(&a, &r).unwrap_err().to_string();
+            assert!(e.contains("symbolic link"), "{e}");
+            let e = s.lock("portmap").map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("symbolic link"), "{e}");
+        }
+        p.assert_untouched("the drivers' records");
+    }
 
     #[test]
     fn records_round_trip_and_list() {

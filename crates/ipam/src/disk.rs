@@ -173,6 +173,27 @@ mod tests {
     /// trusted: lookups read the directory. Shown with a lease rewritten in
     /// place, which only a walk can see.
     #[test]
+    fn a_reservation_killed_before_its_content_is_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = DiskStore::open("n", tmp.path()).unwrap();
+        let a = Attachment::new("a", "eth0");
+        let ip: IpAddr = "198.18.64.2".parse().unwrap();
+        {
+            let mut txn = store.lock().unwrap();
+            assert!(txn.reserve(&a, ip, 0).unwrap());
+        }
+        // What a writer killed between create and write leaves.
+        fs::write(store.dir().join(ip.to_string()), "").unwrap();
+        let mut txn = store.lock().unwrap();
+        txn.release(&a).unwrap();
+        assert!(
+            !store.dir().join(ip.to_string()).exists(),
+            "the empty reservation is left"
+        );
+        assert!(txn.get_by_id(&a).unwrap().is_empty());
+    }
+
+    #[test]
     fn an_unprovable_stamp_is_not_trusted() {
         let tmp = tempfile::tempdir().unwrap();
         let store = DiskStore::open("n", tmp.path()).unwrap();

@@ -102,7 +102,7 @@ impl Plugin for Firewall {
             .map(|p| addrs(&p))
             .unwrap_or_default();
         let store = firewall::store(&ferry_drivers::state_dir());
-        if store.load(&a).map_err(driver_err)?.is_none() && fallback.is_empty() {
+        if store.load_for_del(&a).map_err(driver_err)?.is_none() && fallback.is_empty() {
             return Ok(());
         }
         let mut sock = conf::nft_socket()?;

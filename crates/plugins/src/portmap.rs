@@ -229,7 +229,7 @@ impl Plugin for PortMap {
         let c: PortMapConf = conf::parse(args)?;
         let a = attachment(args, &c.name)?;
         let store = portmap::store(&ferry_drivers::state_dir());
-        if store.load(&a).map_err(driver_err)?.is_none() {
+        if store.load_for_del(&a).map_err(driver_err)?.is_none() {
             return Ok(());
         }
         let mut sock = conf::nft_socket()?;

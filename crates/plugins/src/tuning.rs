@@ -306,6 +306,8 @@ impl Plugin for Tuning {
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let c: TuningConf = conf::parse(args)?;
         let path = backup_path(&c.data_dir(), &args.container_id, &args.ifname);
+        // A backup whose writer was killed before its rename.
+        ferry_linux::fs::remove_stale_temps(&path);
         let data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -213,6 +213,52 @@ pub fn files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A symbolic link an unprivileged user (nobody, uid 65534) planted in a
+/// world-writable, sticky directory (like `/tmp`), pointing to a directory
+/// of root's: state created through `link` must be refused, and `target`
+/// must stay empty. Needs root (to give the link away).
+pub struct PlantedLink {
+    _dir: tempfile::TempDir,
+    pub link: PathBuf,
+    pub target: PathBuf,
+}
+
+impl PlantedLink {
+    pub fn new() -> PlantedLink {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let world = dir.path().join("world");
+        let target = dir.path().join("target");
+        std::fs::create_dir(&world).expect("world-writable directory");
+        std::fs::set_permissions(&world, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        std::fs::create_dir(&target).expect("target directory");
+        let link = world.join("planted");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).expect("lchown to nobody");
+        PlantedLink {
+            _dir: dir,
+            link,
+            target,
+        }
+    }
+
+    /// Panics naming what was written through the link.
+    pub fn assert_untouched(&self, what: &str) {
+        let written = files(&self.target);
+        assert!(
+            written.is_empty(),
+            "{what} wrote through the planted link into {}: {written:?}",
+            self.target.display()
+        );
+    }
+}
+
+impl Default for PlantedLink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Ferry's firewall inserts one rule into the node's iptables `filter
 /// FORWARD` (ip and ip6) when that chain exists. Tests that run it in the
 /// namespace they were started in hold this guard: when the last guard of

@@ -13,6 +13,10 @@
 //! within a millisecond or so, before its long wait; when that has not
 //! happened within a second, the parent deletes the link itself.
 //!
+//! The 8 hex digits are a hash of the link's name ([`dying_name`]; random
+//! only when that name is taken), so a DEL repeated after the first was
+//! killed between the rename and the delete finds the link and deletes it.
+//!
 //! The fork is meant for a plugin process, which exits right after DEL: the
 //! child is not waited for, so the init process (or the runtime, when it is
 //! a subreaper) reaps it. A long-lived process (ferryd) would collect
@@ -85,16 +89,43 @@ impl Pending {
     }
 }
 
-/// Takes link `index` out of the namespace `nl` speaks for (`netns`): down
-/// and renamed at once, deleted by a detached child. Errors are those of the
-/// in-place fallback; a link that is already gone is not an error.
+/// The name link `ifname` takes while it is deleted: `dying` and the
+/// 32-bit FNV-1a hash of `ifname` in hex (stable across builds, so any
+/// later DEL finds it).
+pub fn dying_name(ifname: &str) -> String {
+    let h = ifname.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("dying{h:08x}")
+}
+
+/// Deletes (in place) the link a killed DEL left renamed from `ifname` and
+/// not deleted, if there is one; the rare path, so the kernel's wait is
+/// taken here.
+pub fn delete_left_behind(nl: &mut Netlink, ifname: &str) -> ferry_linux::Result<()> {
+    let found = match nl.link_by_name(&dying_name(ifname)) {
+        Ok(l) => l,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    match nl.delete_link(found.index) {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Takes link `index` (named `name`) out of the namespace `nl` speaks for
+/// (`netns`): down and renamed at once, deleted by a detached child.
+/// Errors are those of the in-place fallback; a link that is already gone
+/// is not an error.
 pub fn start(
     deleter: Deleter,
     netns: &Netns,
     mut nl: Netlink,
     index: u32,
+    name: &str,
 ) -> ferry_linux::Result<Pending> {
-    if let Err(e) = step_aside(&mut nl, index) {
+    if let Err(e) = step_aside(&mut nl, index, name) {
         if e.is_not_found() {
             return Ok(Pending::none());
         }
@@ -122,9 +153,14 @@ pub fn start_by_name(deleter: Deleter, netns: &Netns, ifname: &str) -> Result<Pe
         return Ok(Pending::none());
     };
     match nl.link_by_name(ifname) {
-        Ok(link) => start(deleter, netns, nl, link.index)
+        Ok(link) => start(deleter, netns, nl, link.index, ifname)
             .map_err(Error::kernel(format!("failed to delete {ifname}"))),
-        Err(e) if e.is_not_found() => Ok(Pending::none()),
+        Err(e) if e.is_not_found() => delete_left_behind(&mut nl, ifname)
+            .map(|()| Pending::none())
+            .map_err(Error::kernel(format!(
+                "failed to delete {}",
+                dying_name(ifname)
+            ))),
         Err(e) => Err(Error::kernel(format!("failed to look up {ifname}"))(e)),
     }
 }
@@ -142,14 +178,18 @@ pub fn start_in_netns(deleter: Deleter, path: &str, ifname: &str) -> Result<Pend
 }
 
 /// Frees the link's name: the kernel renames only a link that is down.
-fn step_aside(nl: &mut Netlink, index: u32) -> ferry_linux::Result<()> {
+fn step_aside(nl: &mut Netlink, index: u32, name: &str) -> ferry_linux::Result<()> {
     nl.set_down(index)?;
     let mut last = None;
-    for _ in 0..3 {
-        let Ok(name) = super::attr::random_name("dying") else {
-            break;
+    for attempt in 0..4 {
+        let new = match attempt {
+            0 => dying_name(name),
+            _ => match super::attr::random_name("dying") {
+                Ok(n) => n,
+                Err(_) => break,
+            },
         };
-        match nl.rename(index, &name) {
+        match nl.rename(index, &new) {
             Ok(()) => return Ok(()),
             Err(e) if e.is_exists() => last = Some(e),
             Err(e) => return Err(e),

@@ -362,12 +362,12 @@ pub(super) fn revoke_outside(state_dir: &Path, net: &NetworkSpec, ep: &Endpoint)
     let a = attachment(net, &ep.id)?;
     let mut sock = LazySocket(None);
     let ports = portmap::store(state_dir);
-    if ports.load(&a)?.is_some() {
+    if ports.load_for_del(&a)?.is_some() {
         portmap::del(sock.get()?, &ports, &a)?;
     }
     let m = masq::store(state_dir);
     let fallback: &[ipnet::IpNet] = if net.masquerade { &ep.addresses } else { &[] };
-    if m.load(&a)?.is_some() || !fallback.is_empty() {
+    if m.load_for_del(&a)?.is_some() || !fallback.is_empty() {
         masq::del(sock.get()?, &m, &a, fallback)?;
     }
     Ok(())
@@ -390,7 +390,7 @@ pub(super) fn if_recorded(
     a: &crate::state::Attachment,
     f: impl FnOnce(&mut nft::Socket) -> Result<()>,
 ) -> Result<()> {
-    if store.load(a)?.is_none() {
+    if store.load_for_del(a)?.is_none() {
         return Ok(());
     }
     f(&mut *nft_socket()?)

@@ -128,6 +128,8 @@ impl DiskTxn<'_> {
     pub(super) fn write_index(&self, key: &Attachment, ips: &[IpAddr]) -> Result<()> {
         let path = self.index_path(key);
         if ips.is_empty() {
+            // Under the lock: no other writer of this entry runs.
+            ferry_linux::fs::remove_stale_temps(&path);
             self.remove(&path)?;
             self.drop_index_dir_if_empty();
             return Ok(());

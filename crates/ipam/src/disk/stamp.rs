@@ -4,7 +4,7 @@
 //! else changed it since. Why this holds: `DESIGN.md`.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::libc;
@@ -169,10 +169,7 @@ fn multigrain(dev: u64, boot: &str) -> bool {
     // Best effort: without the cache the next stampless operation detects
     // again.
     let text = format!("{boot} {}\n", u8::from(verdict));
-    let _ = fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(VERDICT_DIR)
+    let _ = ferry_linux::fs::create_state_dir(Path::new(VERDICT_DIR), 0o755)
         .and_then(|()| write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached));
     verdict
 }

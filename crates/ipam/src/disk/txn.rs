@@ -46,9 +46,18 @@ impl DiskTxn<'_> {
     }
 
     /// Holder of the reservation file at `path`, `None` when there is none.
+    /// An empty one is a writer's killed between create and write (every
+    /// writer, Ferry's or the reference's, holds the lock this transaction
+    /// holds, so that writer is gone): nobody's, and removed.
     fn holder_at(&self, path: &Path) -> Result<Option<Holder>> {
         let data = not_found_ok(fs::read(path)).map_err(|e| IpamError::io("read", path, e))?;
-        Ok(data.map(|d| parse_holder(&d)))
+        match data {
+            Some(d) if d.is_empty() => {
+                self.remove(path)?;
+                Ok(None)
+            }
+            d => Ok(d.map(|d| parse_holder(&d))),
+        }
     }
 
     pub(super) fn remove(&self, path: &Path) -> Result<bool> {

@@ -479,7 +479,7 @@ fn follow(key: &str, old: &Lease, new: &Lease) {
 
 /// Runs the daemon until killed.
 pub fn run(settings: Settings) -> Result<(), String> {
-    std::fs::create_dir_all(&settings.state_dir)
+    ferry_linux::fs::create_state_dir(&settings.state_dir, 0o755)
         .map_err(|e| format!("state directory {}: {e}", settings.state_dir.display()))?;
     if let Some(dir) = settings.socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
