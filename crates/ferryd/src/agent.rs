@@ -11,6 +11,9 @@
 //!   `RECONCILE_EVERY`, the kernel is reconciled with what the store says:
 //!   missing entries are added, extra ones removed (`OverlayDriver::reconcile`).
 //!
+//! - Other hosts' endpoints are handed to the DNS server (`dns::Remote`),
+//!   which answers their names on this host.
+//!
 //! The agent runs on its own thread. It takes the controller's lock only to
 //! adopt networks and read their specs, never while it programs the kernel.
 
@@ -62,6 +65,7 @@ pub struct Agent {
     ctl: Arc<Mutex<Controller>>,
     drivers: Arc<LinuxDrivers>,
     view: View,
+    names: crate::dns::Remote,
 }
 
 impl Agent {
@@ -71,6 +75,7 @@ impl Agent {
         vtep: IpAddr,
         ctl: Arc<Mutex<Controller>>,
         drivers: Arc<LinuxDrivers>,
+        names: crate::dns::Remote,
     ) -> Agent {
         Agent {
             store,
@@ -79,6 +84,7 @@ impl Agent {
             ctl,
             drivers,
             view: View::default(),
+            names,
         }
     }
 
@@ -103,7 +109,10 @@ impl Agent {
             loop {
                 let wait = next_reconcile.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
-                    Ok(event) => self.apply(event),
+                    Ok(event) => {
+                        self.apply(event);
+                        self.share_names();
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         self.ensure_registered();
                         self.reconcile_all("periodic");
@@ -200,6 +209,21 @@ impl Agent {
                 }
             }
             Event::BlockUp(_) | Event::BlockDown { .. } => {}
+        }
+    }
+
+    /// Hands the other hosts' endpoints to the DNS server (its next
+    /// refresh serves their names).
+    fn share_names(&self) {
+        let remote: Vec<EndpointRecord> = self
+            .view
+            .endpoints
+            .values()
+            .filter(|e| e.host != self.host)
+            .cloned()
+            .collect();
+        if let Ok(mut names) = self.names.lock() {
+            *names = remote;
         }
     }
 

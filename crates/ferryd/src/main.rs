@@ -108,13 +108,14 @@ fn run(args: Args) -> Result<(), String> {
     let mut controller = Controller::open(config, drivers.clone()).map_err(|e| e.to_string())?;
     let cluster = join_cluster(&args, &mut controller)?;
     let shared = Arc::new(Mutex::new(controller));
+    let remote = dns::Remote::default();
     if let Some((store, host)) = cluster {
         let vtep = shared
             .lock()
             .ok()
             .and_then(|c| c.cluster().map(|c| c.vtep))
             .ok_or("controller lock poisoned")?;
-        agent::Agent::new(store, host, vtep, shared.clone(), drivers)
+        agent::Agent::new(store, host, vtep, shared.clone(), drivers, remote.clone())
             .spawn()
             .map_err(|e| format!("overlay agent: {e}"))?;
     }
@@ -150,10 +151,13 @@ fn run(args: Args) -> Result<(), String> {
             dns::Config {
                 ttl: args.dns_ttl,
                 resolv_conf: args.dns_resolv_conf.clone(),
+                cni_names: args.state.with_file_name("dns-cni.json"),
+                remote,
             },
         )
         .await;
         let ferry = plugin_api::ferry_router(shared.clone(), hooks.clone())
+            .merge(dns::cni::router(dns.clone()))
             .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
         let a = tokio::spawn(plugin_api::serve(api, ferry));
         let served = hooks.metrics.clone();
