@@ -19,6 +19,7 @@ packages=(
   etcd-server                 # etcd for ferry-cluster's tests (started by the tests)
   dnsmasq-base                # the DHCP server of the dhcp IPAM tests; the DNS tests' upstream
   bind9-dnsutils              # dig, the client of ferryd's DNS tests
+  dnsperf aardvark-dns        # the DNS benchmark (scenario 11): the load and a peer
 )
 missing=()
 for p in "${packages[@]}"; do
