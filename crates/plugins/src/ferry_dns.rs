@@ -167,12 +167,7 @@ impl Plugin for FerryDns {
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let c = DnsConf::load(args)?;
-        let valid = ferryd_client::valid_attachments(&args.config);
-        match c.call("gc", &json!({"network": c.name, "valid": valid})) {
-            Ok(_) => Ok(()),
-            Err(f) if f.is_gone() => Ok(()),
-            Err(f) => Err(f.cni(c.socket())),
-        }
+        ferryd_client::gc(c.socket(), "/dns/cni/gc", &c.name, &args.config)
     }
 }
 

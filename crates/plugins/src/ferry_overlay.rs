@@ -151,12 +151,7 @@ impl Plugin for FerryOverlay {
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let c = OverlayConf::load(args)?;
-        let valid = ferryd_client::valid_attachments(&args.config);
-        match c.call("gc", &json!({"network": c.network, "valid": valid})) {
-            Ok(_) => Ok(()),
-            Err(f) if f.is_gone() => Ok(()),
-            Err(f) => Err(f.cni(c.socket())),
-        }
+        ferryd_client::gc(c.socket(), "/cni/gc", &c.network, &args.config)
     }
 }
 

@@ -140,10 +140,11 @@ pub fn status(socket: &Path) -> ferry_cni::CniResult<()> {
     })
 }
 
-/// The runtime's valid attachments of a GC request (`cni.dev/valid-attachments`),
-/// as ferryd's API takes them.
-pub fn valid_attachments(config: &Value) -> Vec<Value> {
-    config
+/// A plugin's GC through ferryd (POST `path`): ferryd keeps the runtime's
+/// valid attachments (`cni.dev/valid-attachments`) of `network` and drops
+/// the rest. No socket at all is success (nothing is left to collect).
+pub fn gc(socket: &Path, path: &str, network: &str, config: &Value) -> ferry_cni::CniResult<()> {
+    let valid: Vec<Value> = config
         .get("cni.dev/valid-attachments")
         .and_then(Value::as_array)
         .map(|list| {
@@ -154,5 +155,16 @@ pub fn valid_attachments(config: &Value) -> Vec<Value> {
                 })
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let body = serde_json::json!({"network": network, "valid": valid});
+    match call(
+        socket,
+        path,
+        &body,
+        &format!("ferryd refused GC on network {network:?}"),
+    ) {
+        Ok(_) => Ok(()),
+        Err(f) if f.is_gone() => Ok(()),
+        Err(f) => Err(f.cni(socket)),
+    }
 }
