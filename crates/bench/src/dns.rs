@@ -13,8 +13,9 @@
 //! Everything lives in a "host" namespace (ferryd, aardvark-dns, dockerd)
 //! linked to dnsmasq's namespace (198.19.49.0/29). Rounds alternate the
 //! servers; each run is `--dns-seconds` of queries of one kind (on-network
-//! name, forwarded name). Measured: queries per second, and p50/p99 latency
-//! from dnsperf's per-query report (`-v`).
+//! name, forwarded name). Measured: queries per second, p50/p99 latency
+//! from dnsperf's per-query report (`-v`), and the answering process's CPU
+//! time per query (ferryd, aardvark-dns, dockerd).
 
 use crate::ctx::{Ctx, Row};
 use crate::util;
@@ -52,6 +53,18 @@ struct Target {
     /// The command prefix that enters the client's namespace.
     enter: String,
     server: String,
+    /// The process that answers (its CPU time is measured per query).
+    pid: Option<u32>,
+}
+
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command's `(name)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn sh(cmd: &str) -> Result<String, String> {
@@ -200,8 +213,14 @@ pub fn dns(ctx: &Ctx) -> Result<(), String> {
         for (name, t) in &targets {
             for (kind, fixed) in KINDS {
                 crate::cleanup::check_stop()?;
+                let cpu_before = t.pid.and_then(cpu_seconds);
                 let run = dnsperf(&dir, t, &query(fixed), secs)?;
                 ctx.record(S11, name, &format!("{kind}-qps"), round, 0, run.qps, "q/s");
+                if let (Some(b), Some(a)) = (cpu_before, t.pid.and_then(cpu_seconds)) {
+                    // The server's CPU per answered query: what bounds it when it is busy.
+                    let us = (a - b) * 1e6 / (run.qps * secs as f64).max(1.0);
+                    ctx.record(S11, name, &format!("{kind}-cpu"), round, 0, us, "us/query");
+                }
                 for (p, v) in [("p50", 50.0), ("p99", 99.0)] {
                     let ms = crate::report::percentile(&run.latencies_ms, v).unwrap_or(f64::NAN);
                     ctx.record(S11, name, &format!("{kind}-{p}"), round, 0, ms, "ms");
@@ -329,6 +348,7 @@ fn ferry(
         Target {
             enter: format!("ip netns exec {client}"),
             server: gw,
+            pid: Some(d.0.id()),
         },
         Box::new(d),
     ))
@@ -387,6 +407,7 @@ fn aardvark(
         Target {
             enter: format!("ip netns exec {client}"),
             server: AARDVARK_GW.into(),
+            pid: pid.parse().ok(),
         },
         Box::new(pid),
     ))
@@ -417,10 +438,15 @@ fn docker(ctx: &Ctx, host: &str, target: &str) -> Result<(Target, Box<dyn std::a
         "run -d --name client --network dnsbench --dns {UPSTREAM} fbdns sleep 100000"
     ))?;
     let pid = run("inspect -f '{{.State.Pid}}' client")?;
+    // The embedded resolver runs inside dockerd.
+    let dockerd = std::fs::read_to_string(ddir.join("dockerd.pid"))
+        .ok()
+        .and_then(|p| p.trim().parse().ok());
     Ok((
         Target {
             enter: format!("nsenter --net=/proc/{pid}/ns/net"),
             server: "127.0.0.11".into(),
+            pid: dockerd,
         },
         Box::new(d),
     ))
@@ -449,7 +475,7 @@ pub fn markdown(rows: &[Row]) -> Option<String> {
     let _ = writeln!(w, "\n## 11 DNS (dnsperf, median of rounds)\n");
     let _ = writeln!(
         w,
-        "| server | names | queries/s | p50 ms | p99 ms | Ferry's q/s ÷ this |\n| --- | --- | --- | --- | --- | --- |"
+        "| server | names | queries/s | p50 ms | p99 ms | server CPU µs/query | Ferry's q/s ÷ this |\n| --- | --- | --- | --- | --- | --- | --- |"
     );
     for (kind, _) in KINDS {
         let ferry = median("ferry", &format!("{kind}-qps"));
@@ -461,10 +487,11 @@ pub fn markdown(rows: &[Row]) -> Option<String> {
             };
             let _ = writeln!(
                 w,
-                "| {s} | {kind} | {} | {} | {} | {ratio} |",
+                "| {s} | {kind} | {} | {} | {} | {} | {ratio} |",
                 fmt(qps, 0),
                 fmt(median(s, &format!("{kind}-p50")), 3),
                 fmt(median(s, &format!("{kind}-p99")), 3),
+                fmt(median(s, &format!("{kind}-cpu")), 1),
             );
         }
     }
