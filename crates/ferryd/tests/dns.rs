@@ -458,14 +458,7 @@ fn cni(w: &World, cni_path: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn cni_ok(w: &World, cni_path: &Path, args: &[&str]) -> Value {
-    let out = cni(w, cni_path, args);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "ferry cni {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(&stdout).unwrap_or(Value::Null)
+    ok_json(&cni(w, cni_path, args), &format!("ferry cni {args:?}"))
 }
 
 /// The container's address of `family` (4 or 6) in a CNI result.
