@@ -21,6 +21,7 @@ packages=(
   bind9-dnsutils              # dig, the client of ferryd's DNS tests
   systemd man-db              # systemd-analyze verify (and man for Documentation=) of the units ferry install writes
   chromium chromium-driver    # a headless browser for the topology page test (WebDriver)
+  dnsperf aardvark-dns        # the DNS benchmark (scenario 11): the load and a peer
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -36,6 +36,8 @@ pub struct Sizes {
     pub ipam_requests: usize,
     /// Attachments timed in the overlay scenario (10).
     pub overlay_attachments: usize,
+    /// Seconds of each dnsperf run in the DNS scenario (11).
+    pub dns_seconds: u64,
 }
 
 pub struct Ctx {

@@ -12,7 +12,8 @@
 //! network, through a private dockerd and ferryd the bench starts), 8 the
 //! floor (the kernel work of a bridge ADD in one process and in one process
 //! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
-//! one /18 through a private ferryd's plugin socket). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! one /18 through a private ferryd's plugin socket), 10 the overlay, 11 DNS
+//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -21,6 +22,7 @@
 mod chaos;
 mod cleanup;
 mod ctx;
+mod dns;
 mod floor;
 mod overlay;
 mod peer;
@@ -86,6 +88,9 @@ struct Opts {
     /// Attachments timed in scenario 10, the overlay (default 100; smoke 5).
     #[arg(long)]
     overlay_attachments: Option<usize>,
+    /// Seconds of each dnsperf run in scenario 11, DNS (default 5; smoke 1).
+    #[arg(long)]
+    dns_seconds: Option<u64>,
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference: PathBuf,
@@ -343,6 +348,7 @@ fn run(opts: Opts) -> i32 {
             .overlay_attachments
             .unwrap_or(if smoke { 5 } else { 100 })
             .max(1),
+        dns_seconds: opts.dns_seconds.unwrap_or(if smoke { 1 } else { 5 }).max(1),
     };
     let tag = match &opts.tag {
         Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),
@@ -380,7 +386,7 @@ fn run(opts: Opts) -> i32 {
             || (num == 1 && opts.only.contains(&8))
     };
     let mut s7_notes = Vec::new();
-    let ferryd = if wanted(7) || wanted(9) || wanted(10) {
+    let ferryd = if wanted(7) || wanted(9) || wanted(10) || wanted(11) {
         match sibling_binary(opts.ferryd.as_ref(), "--ferryd", "ferryd", "ferryd") {
             Ok(p) => Some(p),
             Err(e) => {
@@ -474,7 +480,12 @@ fn run(opts: Opts) -> i32 {
         ctx.note("run", n);
     }
     for n in s7_notes {
-        for (num, s) in [(7, scenarios::S7), (9, scenarios::S9), (10, scenarios::S10)] {
+        for (num, s) in [
+            (7, scenarios::S7),
+            (9, scenarios::S9),
+            (10, scenarios::S10),
+            (11, dns::S11),
+        ] {
             if wanted(num) {
                 ctx.note(s, n.clone());
             }
@@ -487,7 +498,7 @@ fn run(opts: Opts) -> i32 {
     }
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 9] = [
+    let list: [(u8, &str, Scenario); 10] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -497,6 +508,7 @@ fn run(opts: Opts) -> i32 {
         (7, scenarios::S7, scenarios::cnm),
         (9, scenarios::S9, scenarios::ipam),
         (10, scenarios::S10, overlay::overlay),
+        (11, dns::S11, dns::dns),
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {

@@ -446,6 +446,10 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
         );
     }
 
+    if let Some(section) = crate::dns::markdown(rows) {
+        w.push_str(&section);
+    }
+
     let _ = writeln!(w, "\n## Targets\n");
     let _ = writeln!(w, "| target | measured | status |\n| --- | --- | --- |");
     for t in targets(rows) {

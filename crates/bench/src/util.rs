@@ -21,8 +21,13 @@ pub fn create_netns(j: &Janitor, name: &str) -> Result<(String, Ticket), String>
     let ns = Netns::create(name).map_err(|e| format!("create namespace {name}: {e}"))?;
     let path = ns.path().display().to_string();
     drop(ns);
+    Ok((path, own_netns(j, name)))
+}
+
+/// Registers namespace `/run/netns/NAME` (made by someone else) for removal.
+pub fn own_netns(j: &Janitor, name: &str) -> Ticket {
     let n = name.to_string();
-    let t = j.push(
+    j.push(
         Stage::Netns,
         format!("namespace {name}"),
         move || match Netns::delete(&n) {
@@ -30,8 +35,7 @@ pub fn create_netns(j: &Janitor, name: &str) -> Result<(String, Ticket), String>
             Err(e) if e.is_not_found() => Ok(()),
             Err(e) => Err(e.to_string()),
         },
-    );
-    Ok((path, t))
+    )
 }
 
 /// Deletes host link `name` if it exists.

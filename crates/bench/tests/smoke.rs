@@ -99,6 +99,7 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         "## 7. CNM (docker run --rm)",
         "## 8. The floor",
         "## 9. CNM IPAM at scale",
+        "## 11 DNS",
         "kernel",
         "CPU",
     ] {
@@ -153,6 +154,9 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("9-ipam", "ferry", "RequestAddress", 200),
         ("9-ipam", "ferry", "ReleaseAddress", 200),
         ("9-ipam", "ferry", "leftover-pools", 1),
+        ("11-dns", "ferry", "local-qps", 1),
+        ("11-dns", "aardvark-dns", "forwarded-p99", 1),
+        ("11-dns", "docker", "local-p50", 1),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }
@@ -194,6 +198,15 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         !Path::new(&format!("/var/tmp/ferry-bench-{tag}-ipam")).exists(),
         "scenario 9's ferryd directory left"
     );
+    // Scenario 11's dockerd directory and its namespace's resolv.conf.
+    assert!(
+        !Path::new(&format!("/var/tmp/ferry-bench-dns-{tag}")).exists(),
+        "scenario 11's dockerd directory left"
+    );
+    assert!(
+        !Path::new(&format!("/etc/netns/{prefix}dnh")).exists(),
+        "scenario 11's /etc/netns directory left"
+    );
     for s in ["d", "i9"] {
         assert!(
             !Path::new(&format!("/run/docker/plugins/{prefix}{s}.sock")).exists(),
@@ -202,7 +215,9 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
     }
     let daemons = sh("ps -eo args");
     assert!(
-        !daemons.contains(&format!("ferry-bench-{tag}")),
+        !daemons.contains(&format!("ferry-bench-{tag}"))
+            && !daemons.contains(&format!("ferry-bench-dns-{tag}"))
+            && !daemons.contains(&format!("ferry-bench/{tag}/dns")),
         "dockerd or ferryd still running:\n{daemons}"
     );
     let new_rules: Vec<String> = rules_in_ranges()

@@ -45,8 +45,13 @@ pub struct EndpointRecord {
     pub ip: IpAddr,
     pub mac: String,
     pub host: String,
+    /// The sandbox's name.
     #[serde(default)]
     pub name: Option<String>,
+    /// The endpoint's aliases (DNS names besides the sandbox's); absent in
+    /// records written before names crossed hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// The whole cluster state at one moment.
@@ -71,4 +76,20 @@ pub enum Event {
     EndpointDown { network: String, ip: IpAddr },
     BlockUp(BlockRecord),
     BlockDown { network: String, block: IpNet },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_records_without_aliases_still_read() {
+        let old = r#"{"network":"ov","ip":"198.19.48.2","mac":"02:00:00:00:00:01","host":"h1","name":"app"}"#;
+        let rec: EndpointRecord = serde_json::from_str(old).expect("an old record reads");
+        assert!(rec.aliases.is_empty());
+        assert_eq!(rec.name.as_deref(), Some("app"));
+        // And a record without aliases is written as before.
+        let back = serde_json::to_value(&rec).expect("serialize");
+        assert!(back.get("aliases").is_none(), "{back}");
+    }
 }

@@ -40,6 +40,7 @@ fn populate(s: &dyn ClusterStore, id: &str, net: &str, ip: &str) -> EndpointReco
         mac: "02:00:00:00:00:09".into(),
         host: id.into(),
         name: None,
+        aliases: Vec::new(),
     };
     s.publish_endpoint(&ep).expect("publish");
     ep
@@ -119,6 +120,7 @@ fn a_watch_behind_compaction_lists_again() {
             mac: "02:00:00:00:00:0a".into(),
             host: "ca".into(),
             name: None,
+            aliases: Vec::new(),
         };
         a.publish_endpoint(&ep).expect("publish");
     }
@@ -161,6 +163,7 @@ fn publish_endpoint_is_one_write() {
         mac: "02:00:00:00:00:0b".into(),
         host: "ow".into(),
         name: Some("c".into()),
+        aliases: Vec::new(),
     };
     a.publish_endpoint(&ep).expect("publish");
     assert_eq!(etcd.revision(), before + 1);
@@ -206,6 +209,7 @@ fn unreachable_etcd_fails_fast_and_the_store_recovers() {
         mac: "02:00:00:00:00:0c".into(),
         host: "ua".into(),
         name: None,
+        aliases: Vec::new(),
     };
     for (what, res) in [
         (

@@ -137,6 +137,7 @@ fn exercise(a: Arc<dyn ClusterStore>, b: Arc<dyn ClusterStore>, a_id: &str, b_id
         mac: "02:00:00:00:00:02".into(),
         host: a_id.into(),
         name: Some("c1".into()),
+        aliases: Vec::new(),
     };
     a.publish_endpoint(&ep).expect("publish");
     assert_eq!(

@@ -345,6 +345,7 @@ impl Controller {
                 mac: ep.mac.clone(),
                 host: cluster.host.clone(),
                 name: Some(sandbox.to_string()),
+                aliases: ep.aliases.clone(),
             });
             if let Err(e) = published {
                 for done in &addresses[..i] {

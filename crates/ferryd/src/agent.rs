@@ -11,6 +11,9 @@
 //!   `RECONCILE_EVERY`, the kernel is reconciled with what the store says:
 //!   missing entries are added, extra ones removed (`OverlayDriver::reconcile`).
 //!
+//! - Other hosts' endpoints are handed to the DNS server (`dns::Remote`),
+//!   which answers their names on this host.
+//!
 //! The agent runs on its own thread. It takes the controller's lock only to
 //! adopt networks and read their specs, never while it programs the kernel.
 
@@ -63,6 +66,7 @@ pub struct Agent {
     drivers: Arc<LinuxDrivers>,
     view: View,
     metrics: Arc<crate::metrics::Metrics>,
+    names: crate::dns::Remote,
 }
 
 impl Agent {
@@ -73,6 +77,7 @@ impl Agent {
         ctl: crate::state::Shared,
         drivers: Arc<LinuxDrivers>,
         metrics: Arc<crate::metrics::Metrics>,
+        names: crate::dns::Remote,
     ) -> Agent {
         Agent {
             store,
@@ -82,6 +87,7 @@ impl Agent {
             drivers,
             view: View::default(),
             metrics,
+            names,
         }
     }
 
@@ -109,6 +115,7 @@ impl Agent {
                     Ok(event) => {
                         self.apply(event);
                         self.count_peers();
+                        self.share_names();
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         self.ensure_registered();
@@ -218,6 +225,21 @@ impl Agent {
                 }
             }
             Event::BlockUp(_) | Event::BlockDown { .. } => {}
+        }
+    }
+
+    /// Hands the other hosts' endpoints to the DNS server (its next
+    /// refresh serves their names).
+    fn share_names(&self) {
+        let remote: Vec<EndpointRecord> = self
+            .view
+            .endpoints
+            .values()
+            .filter(|e| e.host != self.host)
+            .cloned()
+            .collect();
+        if let Ok(mut names) = self.names.lock() {
+            *names = remote;
         }
     }
 

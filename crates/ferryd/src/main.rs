@@ -130,15 +130,24 @@ fn run(args: Args) -> Result<(), String> {
         std::time::Duration::from_secs(args.unclaimed_address_grace),
     )
     .map_err(|e| format!("address sweep: {e}"))?;
+    let remote = dns::Remote::default();
     if let Some((store, host)) = cluster {
         let vtep = shared
             .lock()
             .ok()
             .and_then(|c| c.cluster().map(|c| c.vtep))
             .ok_or("controller lock poisoned")?;
-        agent::Agent::new(store, host, vtep, shared.clone(), drivers, metrics.clone())
-            .spawn()
-            .map_err(|e| format!("overlay agent: {e}"))?;
+        agent::Agent::new(
+            store,
+            host,
+            vtep,
+            shared.clone(),
+            drivers,
+            metrics.clone(),
+            remote.clone(),
+        )
+        .spawn()
+        .map_err(|e| format!("overlay agent: {e}"))?;
     }
     // Handlers that touch the controller run on the blocking pool; the
     // workers parse, answer reads from the snapshot and write: one per core.
@@ -176,10 +185,13 @@ fn run(args: Args) -> Result<(), String> {
                 ttl: args.dns_ttl,
                 resolv_conf: args.dns_resolv_conf.clone(),
                 metrics: hooks.metrics.clone(),
+                cni_names: args.state.with_file_name("dns-cni.json"),
+                remote,
             },
         )
         .await;
         let ferry = plugin_api::ferry_router(shared.clone(), hooks.clone())
+            .merge(dns::cni::router(dns.clone()))
             .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
         let a = tokio::spawn(plugin_api::serve(api, ferry));
         let page = metrics::router(hooks.metrics.clone(), shared, hooks.events.clone());

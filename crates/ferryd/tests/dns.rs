@@ -1,7 +1,8 @@
 //! ferryd's DNS server, in namespaces: ferryd runs in a test "host"
 //! namespace whose resolv.conf lists a dead server first and a dnsmasq (in
 //! its own namespace, behind a veth) second; `dig` runs in the sandboxes.
-//! 198.18.88.0/22 and fd00:88::/48.
+//! 198.18.88.0/22 and fd00:88::/48; the CNI test 198.19.48.0/21 and
+//! fd00:1948::/48.
 
 use ferry_testkit::docker::http;
 use ferry_testkit::*;
@@ -82,16 +83,30 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
 
 struct World {
     api: PathBuf,
-    _ferryd: Proc,
+    /// Replaced to restart or stop ferryd.
+    ferryd: std::cell::RefCell<Proc>,
     _dnsmasq: Proc,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     // Dropped last: deleting the namespaces removes bridges, veths and nft tables.
-    _host: Netns,
+    host: Netns,
     _up: Netns,
 }
 
+/// A world's addresses: the /29 link to the upstream (`LINK.1` the host,
+/// `LINK.2` dnsmasq, `LINK.3` a dead server; dnsmasq answers
+/// `upstream.test` with `LINK.9`) and ferryd's default pools.
+struct Ranges {
+    link: &'static str,
+    pools: [&'static str; 2],
+}
+
+const RANGES: Ranges = Ranges {
+    link: "198.18.91",
+    pools: ["base=198.18.88.0/22,size=24", "base=fd00:88::/48,size=64"],
+};
+
 /// The namespaces, dnsmasq (answering `upstream.test`) and ferryd.
-fn world() -> World {
+fn world(r: &Ranges) -> World {
     assert!(
         sh_ok("command -v dig"),
         "dig is missing: apt-get install bind9-dnsutils"
@@ -103,44 +118,79 @@ fn world() -> World {
     let host = Netns::new("dnh");
     let up = Netns::new("dnu");
     let (h, u) = (unique("dnv"), unique("dnv"));
+    let link = r.link;
     sh(&format!(
         "ip -n {hn} link set lo up && ip -n {un} link set lo up && \
          ip -n {hn} link add {h} type veth peer name {u} netns {un} && \
-         ip -n {hn} addr add 198.18.91.1/29 dev {h} && ip -n {hn} link set {h} up && \
-         ip -n {un} addr add 198.18.91.2/29 dev {u} && ip -n {un} link set {u} up",
+         ip -n {hn} addr add {link}.1/29 dev {h} && ip -n {hn} link set {h} up && \
+         ip -n {un} addr add {link}.2/29 dev {u} && ip -n {un} link set {u} up",
         hn = host.name,
         un = up.name
     ));
     let dnsmasq = Command::new("ip")
         .args(["netns", "exec", &up.name, "dnsmasq", "--keep-in-foreground"])
         .args(["--no-resolv", "--no-hosts", "--port", "53", "--user=root"])
-        .args(["--bind-interfaces", "--listen-address", "198.18.91.2"])
-        .arg("--address=/upstream.test/198.18.91.9")
+        .args([
+            "--bind-interfaces",
+            "--listen-address",
+            &format!("{link}.2"),
+        ])
+        .arg(format!("--address=/upstream.test/{link}.9"))
+        // Every other name is unknown (NXDOMAIN), as on a real resolver.
+        .arg("--server=/#/")
         .arg(format!("--pid-file={}/dnsmasq.pid", dir.path().display()))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start dnsmasq");
     let dnsmasq = Proc(dnsmasq);
-    // 198.18.91.3 is on the link but nobody holds it: a dead server.
+    // LINK.3 is on the link but nobody holds it: a dead server.
     let resolv = dir.path().join("resolv.conf");
-    std::fs::write(&resolv, "nameserver 198.18.91.3\nnameserver 198.18.91.2\n")
-        .expect("resolv.conf");
+    std::fs::write(
+        &resolv,
+        format!("nameserver {link}.3\nnameserver {link}.2\n"),
+    )
+    .expect("resolv.conf");
     let api = dir.path().join("api.sock");
-    let log = std::fs::File::create(dir.path().join("ferryd.log")).expect("log");
+    let ferryd = start_ferryd(dir.path(), &host, r);
+    eventually("dnsmasq answers", || {
+        host.exec(&format!(
+            "dig +time=1 +tries=1 +short @{link}.2 x.upstream.test"
+        ))
+        .contains(&format!("{link}.9"))
+    });
+    World {
+        api,
+        ferryd: std::cell::RefCell::new(ferryd),
+        _dnsmasq: dnsmasq,
+        dir,
+        host,
+        _up: up,
+    }
+}
+
+/// ferryd in the host namespace, its files in `dir`; returns once its API answers.
+fn start_ferryd(dir: &Path, host: &Netns, r: &Ranges) -> Proc {
+    let api = dir.join("api.sock");
+    let _ = std::fs::remove_file(&api);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("ferryd.log"))
+        .expect("log");
     let ferryd = Command::new("nsenter")
         .arg(format!("--net={}", host.path()))
         .arg(env!("CARGO_BIN_EXE_ferryd"))
         .arg("--plugin-socket")
-        .arg(dir.path().join("plugin.sock"))
+        .arg(dir.join("plugin.sock"))
         .arg("--api-socket")
         .arg(&api)
         .arg("--state")
-        .arg(dir.path().join("ferryd.redb"))
-        .args(["--default-address-pool", "base=198.18.88.0/22,size=24"])
-        .args(["--default-address-pool", "base=fd00:88::/48,size=64"])
+        .arg(dir.join("ferryd.redb"))
+        .args(["--default-address-pool", r.pools[0]])
+        .args(["--default-address-pool", r.pools[1]])
         .arg("--dns-resolv-conf")
-        .arg(&resolv)
+        .arg(dir.join("resolv.conf"))
         .args(["--dns-ttl", "7", "--log-level", "debug"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -153,22 +203,11 @@ fn world() -> World {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "ferryd did not start: {}",
-            std::fs::read_to_string(dir.path().join("ferryd.log")).unwrap_or_default()
+            std::fs::read_to_string(dir.join("ferryd.log")).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    eventually("dnsmasq answers", || {
-        host.exec("dig +time=1 +tries=1 +short @198.18.91.2 x.upstream.test")
-            .contains("198.18.91.9")
-    });
-    World {
-        api,
-        _ferryd: ferryd,
-        _dnsmasq: dnsmasq,
-        _dir: dir,
-        _host: host,
-        _up: up,
-    }
+    ferryd
 }
 
 /// A network's IPv4 and IPv6 gateway addresses.
@@ -206,7 +245,7 @@ fn connect(w: &World, net: &str, sb: &str, aliases: &[&str]) -> (String, String)
 #[test]
 fn sandboxes_resolve_each_other_and_the_world_but_not_other_networks() {
     require_root();
-    let w = world();
+    let w = world(&RANGES);
     let mut cleanup = Cleanup::default();
     let a = api(
         &w.api,
@@ -395,4 +434,227 @@ fn sandboxes_resolve_each_other_and_the_world_but_not_other_networks() {
     for n in ["dnsa", "dnsb", "dnsc"] {
         api(&w.api, "DELETE", &format!("/networks/{n}"), json!({}));
     }
+}
+
+/// A binary of the workspace, beside ferryd (`cargo build --workspace` first).
+fn workspace_bin(name: &str) -> PathBuf {
+    ferry_testkit::workspace_bin(env!("CARGO_BIN_EXE_ferryd"), name)
+}
+
+/// `ferry --json cni ARGS` in the host namespace, with the test's conflists
+/// and Ferry's bridge, host-local and ferry-dns in CNI_PATH.
+fn cni(w: &World, cni_path: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("nsenter")
+        .arg(format!("--net={}", w.host.path()))
+        .arg(workspace_bin("ferry"))
+        .args(["--json", "cni"])
+        .args(args)
+        .env("NETCONFPATH", w.dir.path().join("net.d"))
+        .env("CNI_PATH", cni_path)
+        .env("FERRY_CNI_CACHE_DIR", w.dir.path().join("cache"))
+        .env("FERRY_STATE_DIR", w.dir.path().join("plugin-state"))
+        .output()
+        .expect("run ferry cni")
+}
+
+fn cni_ok(w: &World, cni_path: &Path, args: &[&str]) -> Value {
+    ok_json(&cni(w, cni_path, args), &format!("ferry cni {args:?}"))
+}
+
+/// The container's address of `family` (4 or 6) in a CNI result.
+fn result_ip(result: &Value, v6: bool) -> String {
+    result["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|ip| ip_of(&ip["address"]))
+        .find(|a| a.contains(':') == v6)
+        .unwrap_or_else(|| panic!("no address (v6: {v6}) in {result}"))
+}
+
+#[test]
+fn cni_attachments_get_names_through_ferry_dns() {
+    require_root();
+    let r = Ranges {
+        link: "198.19.55",
+        pools: ["base=198.19.48.0/22,size=24", "base=fd00:1948::/48,size=64"],
+    };
+    let w = world(&r);
+    let plugin = workspace_bin("ferry-plugin");
+    let path = cni_path(
+        plugin.to_str().expect("utf-8 path"),
+        ["bridge", "host-local", "ferry-dns"],
+    );
+    let netd = w.dir.path().join("net.d");
+    std::fs::create_dir_all(&netd).expect("net.d");
+    let (gw4, gw6) = ("198.19.52.1", "fd00:1948:52::1");
+    std::fs::write(
+        netd.join("10-dncni.conflist"),
+        json!({
+            "cniVersion": "1.1.0",
+            "name": "dncni",
+            "plugins": [
+                {"type": "bridge", "bridge": unique("dnbr"), "isGateway": true,
+                 "ipam": {"type": "host-local",
+                          "dataDir": w.dir.path().join("ipam"),
+                          "ranges": [[{"subnet": "198.19.52.0/24"}],
+                                     [{"subnet": "fd00:1948:52::/64"}]]}},
+                {"type": "ferry-dns", "apiSocket": w.api,
+                 "capabilities": {"aliases": true}},
+            ],
+        })
+        .to_string(),
+    )
+    .expect("conflist");
+    let server = Netns::new("dnc");
+    let client = Netns::new("dnc");
+    let add = |ns: &Netns, id: &str, pod: &str, aliases: Value| {
+        let netns = ns.path();
+        let caps = json!({ "aliases": aliases }).to_string();
+        let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}");
+        cni_ok(
+            &w,
+            path.path(),
+            &[
+                "add",
+                "dncni",
+                &netns,
+                "--container-id",
+                id,
+                "--cap-args",
+                &caps,
+                "--cni-args",
+                &args,
+            ],
+        )
+    };
+    let del = |ns: &Netns, id: &str| {
+        cni_ok(
+            &w,
+            path.path(),
+            &["del", "dncni", &ns.path(), "--container-id", id],
+        )
+    };
+    // The aliases of another network are not this attachment's.
+    let result = add(
+        &server,
+        "dnctr1",
+        "web-0",
+        json!({"dncni": ["db", "Primary"], "othernet": ["elsewhere"]}),
+    );
+    let servers: Vec<&str> = result["dns"]["nameservers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        servers,
+        [gw4, gw6],
+        "the gateways are the resolvers: {result}"
+    );
+    assert!(
+        result["interfaces"]
+            .as_array()
+            .is_some_and(|i| i.len() == 3),
+        "prevResult passes through: {result}"
+    );
+    let (ip4, ip6) = (result_ip(&result, false), result_ip(&result, true));
+    add(&client, "dnctr2", "client-0", json!({}));
+    eventually("the client reaches the IPv6 gateway", || {
+        client.exec_ok(&format!("ping -6 -c1 -W1 {gw6}"))
+    });
+
+    // The aliases and the pod's name, A and AAAA, over both transports.
+    let resolves = |name: &str| {
+        for gw in [gw4, gw6] {
+            let a = dig(&client.name, gw, &format!("{name} A"));
+            assert_eq!(
+                (a.status.as_str(), a.data.clone()),
+                ("NOERROR", vec![ip4.clone()]),
+                "{name} A @{gw}"
+            );
+            let a = dig(&client.name, gw, &format!("{name} AAAA"));
+            assert_eq!(a.data, vec![ip6.clone()], "{name} AAAA @{gw}");
+        }
+    };
+    for name in ["db", "primary", "web-0"] {
+        resolves(name);
+    }
+    let a = dig(&client.name, gw4, "elsewhere A");
+    // Not Ferry's name here: forwarded, and the upstream knows nothing of it.
+    assert!(a.data.is_empty(), "another network's alias: {a:?}");
+    let ptr: BTreeSet<String> = dig(&client.name, gw4, &format!("-x {ip4}"))
+        .data
+        .into_iter()
+        .collect();
+    let want: BTreeSet<String> = ["db.", "primary.", "web-0."].map(String::from).into();
+    assert_eq!(ptr, want, "PTR {ip4}");
+    let check = cni(
+        &w,
+        path.path(),
+        &["check", "dncni", &server.path(), "--container-id", "dnctr1"],
+    );
+    assert!(
+        check.status.success(),
+        "CHECK: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // A restarted ferryd serves them again (they are kept on disk).
+    stop_ferryd(&w);
+    w.ferryd.replace(start_ferryd(w.dir.path(), &w.host, &r));
+    eventually("names after a restart", || {
+        dig(&client.name, gw4, "db A").data == [ip4.clone()]
+    });
+
+    // DEL: the names are gone; DEL again succeeds.
+    del(&server, "dnctr1");
+    for name in ["db", "web-0"] {
+        let a = dig(&client.name, gw4, &format!("{name} A"));
+        assert_eq!(a.status, "NXDOMAIN", "{name} after DEL: {a:?}");
+    }
+    del(&server, "dnctr1");
+    resolves_self(&client, gw4, "client-0");
+
+    // GC: an attachment not in the valid list loses its names, a valid one keeps them.
+    add(&server, "dnctr1", "web-0", json!({"dncni": ["db"]}));
+    cni_ok(&w, path.path(), &["gc", "dncni", "--valid", "dnctr1/eth0"]);
+    let a = dig(&server.name, gw4, "client-0 A");
+    assert_eq!(a.status, "NXDOMAIN", "client-0 after GC: {a:?}");
+    resolves_self(&server, gw4, "db");
+
+    // Without ferryd: ADD is code 11, DEL succeeds.
+    stop_ferryd(&w);
+    let out = cni(
+        &w,
+        path.path(),
+        &[
+            "add",
+            "dncni",
+            &client.path(),
+            "--container-id",
+            "dnctr3",
+            "--cni-args",
+            "IgnoreUnknown=1;K8S_POD_NAME=late",
+        ],
+    );
+    let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(!out.status.success(), "ADD without ferryd succeeded: {err}");
+    assert_eq!(err["code"], 11, "ADD without ferryd: {err}");
+    del(&client, "dnctr3");
+    del(&server, "dnctr1");
+}
+
+/// Kills ferryd (its socket stays behind, as after a crash).
+fn stop_ferryd(w: &World) {
+    drop(
+        w.ferryd
+            .replace(Proc(Command::new("true").spawn().expect("true"))),
+    );
+}
+
+/// `name` resolves (A) at `gw` from `ns`.
+fn resolves_self(ns: &Netns, gw: &str, name: &str) {
+    let a = dig(&ns.name, gw, &format!("{name} A"));
+    assert_eq!(a.status, "NOERROR", "{name}: {a:?}");
+    assert_eq!(a.data.len(), 1, "{name}: {a:?}");
 }

@@ -98,14 +98,7 @@ impl World {
     }
 
     fn cni_ok(&self, h: usize, args: &[&str]) -> Value {
-        let out = self.cni(h, args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "ferry cni {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(&stdout).unwrap_or(Value::Null)
+        ok_json(&self.cni(h, args), &format!("ferry cni {args:?}"))
     }
 
     /// The CNI error code of a failed `ferry cni`.

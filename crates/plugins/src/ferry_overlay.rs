@@ -18,14 +18,12 @@
 //! STATUS answers 50 while ferryd's socket cannot be reached.
 
 use crate::conf;
-use crate::ferryd_client::{error_text, request, CallError};
+use crate::ferryd_client::{self, Failed, DEFAULT_API_SOCKET};
 use ferry_cni::skel::{CmdArgs, Plugin};
-use ferry_cni::{code, CniError, CniResult};
+use ferry_cni::{CniError, CniResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-const DEFAULT_API_SOCKET: &str = "/run/ferry/ferry.sock";
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,27 +53,8 @@ impl OverlayConf {
 
     /// A request to `/cni/VERB`: the answer, or the CNI error ferryd chose.
     fn call(&self, verb: &str, body: &Value) -> Result<Value, Failed> {
-        let (status, v) = request(self.socket(), "POST", &format!("/cni/{verb}"), Some(body))
-            .map_err(|e| match e {
-                CallError::Unreachable(e) => Failed::Unreachable(e),
-                other => Failed::Cni(CniError::new(
-                    code::IO_FAILURE,
-                    format!("ferryd at {} did not answer", self.socket().display()),
-                    other.to_string(),
-                )),
-            })?;
-        if (200..300).contains(&status) {
-            return Ok(v);
-        }
-        let code = v["code"]
-            .as_u64()
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(code::INTERNAL);
-        Err(Failed::Cni(CniError::new(
-            code,
-            format!("ferryd refused {verb} on network {:?}", self.network),
-            error_text(status, &v),
-        )))
+        let refused = format!("ferryd refused {verb} on network {:?}", self.network);
+        ferryd_client::call(self.socket(), &format!("/cni/{verb}"), body, &refused)
     }
 
     fn attachment(&self, args: &CmdArgs) -> Value {
@@ -85,28 +64,6 @@ impl OverlayConf {
             "ifname": args.ifname,
             "netns": args.netns,
         })
-    }
-}
-
-/// Why a call to ferryd failed.
-enum Failed {
-    /// ferryd's socket could not be connected.
-    Unreachable(std::io::Error),
-    /// ferryd, or the exchange with it, failed: the CNI error to print.
-    Cni(CniError),
-}
-
-impl Failed {
-    /// As a CNI error: an unreachable ferryd is worth another try later.
-    fn cni(self, socket: &Path) -> CniError {
-        match self {
-            Failed::Unreachable(e) => CniError::new(
-                code::TRY_AGAIN_LATER,
-                format!("cannot reach ferryd at {}", socket.display()),
-                format!("{e} (is ferryd running? see apiSocket)"),
-            ),
-            Failed::Cni(e) => e,
-        }
     }
 }
 
@@ -174,7 +131,7 @@ impl Plugin for FerryOverlay {
         match c.call("del", &c.attachment(args)) {
             Ok(_) => Ok(()),
             // No socket: ferryd and its attachments are gone from the node.
-            Err(Failed::Unreachable(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(f) if f.is_gone() => Ok(()),
             Err(f) => Err(f.cni(c.socket())),
         }
     }
@@ -189,37 +146,12 @@ impl Plugin for FerryOverlay {
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
         let c: OverlayConf = conf::parse(args)?;
-        std::os::unix::net::UnixStream::connect(c.socket())
-            .map(|_| ())
-            .map_err(|e| {
-                CniError::new(
-                    code::PLUGIN_NOT_AVAILABLE,
-                    format!("ferryd is not reachable at {}", c.socket().display()),
-                    e.to_string(),
-                )
-            })
+        ferryd_client::status(c.socket())
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let c = OverlayConf::load(args)?;
-        let valid: Vec<Value> = args
-            .config
-            .get("cni.dev/valid-attachments")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .map(|v| {
-                        let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
-                        json!({"container_id": text("containerID"), "ifname": text("ifname")})
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        match c.call("gc", &json!({"network": c.network, "valid": valid})) {
-            Ok(_) => Ok(()),
-            Err(Failed::Unreachable(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(f) => Err(f.cni(c.socket())),
-        }
+        ferryd_client::gc(c.socket(), "/cni/gc", &c.network, &args.config)
     }
 }
 

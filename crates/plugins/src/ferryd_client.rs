@@ -71,3 +71,100 @@ pub fn error_text(status: u16, value: &Value) -> String {
         .map(str::to_string)
         .unwrap_or_else(|| format!("ferryd answered {status}: {value}"))
 }
+
+/// The default of the plugins' `apiSocket` key.
+pub const DEFAULT_API_SOCKET: &str = "/run/ferry/ferry.sock";
+
+/// Why a plugin's call to ferryd failed.
+pub enum Failed {
+    /// ferryd's socket could not be connected.
+    Unreachable(std::io::Error),
+    /// ferryd, or the exchange with it, failed: the CNI error to print.
+    Cni(ferry_cni::CniError),
+}
+
+impl Failed {
+    /// As a CNI error: an unreachable ferryd is worth another try later.
+    pub fn cni(self, socket: &Path) -> ferry_cni::CniError {
+        match self {
+            Failed::Unreachable(e) => ferry_cni::CniError::new(
+                ferry_cni::code::TRY_AGAIN_LATER,
+                format!("cannot reach ferryd at {}", socket.display()),
+                format!("{e} (is ferryd running? see apiSocket)"),
+            ),
+            Failed::Cni(e) => e,
+        }
+    }
+
+    /// No socket at all: ferryd and its state are gone from the node, so
+    /// there is nothing left to delete (DEL and GC succeed).
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Failed::Unreachable(e) if e.kind() == std::io::ErrorKind::NotFound)
+    }
+}
+
+/// A plugin's POST to ferryd: the answer, or the CNI error ferryd chose
+/// (its `code`), described as `refused` (e.g. "ferryd refused add").
+pub fn call(socket: &Path, path: &str, body: &Value, refused: &str) -> Result<Value, Failed> {
+    use ferry_cni::{code, CniError};
+    let (status, v) = request(socket, "POST", path, Some(body)).map_err(|e| match e {
+        CallError::Unreachable(e) => Failed::Unreachable(e),
+        other => Failed::Cni(CniError::new(
+            code::IO_FAILURE,
+            format!("ferryd at {} did not answer", socket.display()),
+            other.to_string(),
+        )),
+    })?;
+    if (200..300).contains(&status) {
+        return Ok(v);
+    }
+    let code = v["code"]
+        .as_u64()
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(code::INTERNAL);
+    Err(Failed::Cni(CniError::new(
+        code,
+        refused,
+        error_text(status, &v),
+    )))
+}
+
+/// A plugin's STATUS: code 50 while ferryd's socket cannot be reached.
+pub fn status(socket: &Path) -> ferry_cni::CniResult<()> {
+    UnixStream::connect(socket).map(|_| ()).map_err(|e| {
+        ferry_cni::CniError::new(
+            ferry_cni::code::PLUGIN_NOT_AVAILABLE,
+            format!("ferryd is not reachable at {}", socket.display()),
+            e.to_string(),
+        )
+    })
+}
+
+/// A plugin's GC through ferryd (POST `path`): ferryd keeps the runtime's
+/// valid attachments (`cni.dev/valid-attachments`) of `network` and drops
+/// the rest. No socket at all is success (nothing is left to collect).
+pub fn gc(socket: &Path, path: &str, network: &str, config: &Value) -> ferry_cni::CniResult<()> {
+    let valid: Vec<Value> = config
+        .get("cni.dev/valid-attachments")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .map(|v| {
+                    let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                    serde_json::json!({"container_id": text("containerID"), "ifname": text("ifname")})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = serde_json::json!({"network": network, "valid": valid});
+    match call(
+        socket,
+        path,
+        &body,
+        &format!("ferryd refused GC on network {network:?}"),
+    ) {
+        Ok(_) => Ok(()),
+        Err(f) if f.is_gone() => Ok(()),
+        Err(f) => Err(f.cni(socket)),
+    }
+}

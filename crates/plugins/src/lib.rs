@@ -8,6 +8,7 @@ pub mod conf;
 pub mod delegate;
 pub mod dhcp;
 pub mod endpoint;
+pub mod ferry_dns;
 pub mod ferry_overlay;
 pub mod ferryd_client;
 pub mod firewall;
@@ -112,6 +113,11 @@ pub static REGISTRY: &[Entry] = &[
         name: "ferry-overlay",
         about: "Ferry overlay plugin: attaches the container to a network of the local ferryd (an overlay of the cluster)",
         plugin: &ferry_overlay::FerryOverlay,
+    },
+    Entry {
+        name: "ferry-dns",
+        about: "Ferry DNS plugin: registers the attachment's names (runtimeConfig.aliases, K8S_POD_NAME) with the local ferryd, which serves them on the network's gateway",
+        plugin: &ferry_dns::FerryDns,
     },
 ];
 

@@ -7,7 +7,7 @@ pub mod docker;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -304,4 +304,16 @@ pub fn fuzz_cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256)
+}
+
+/// The JSON on stdout of a command that must have succeeded (`what` names
+/// it in the failure, with its stdout and stderr); `null` when not JSON.
+pub fn ok_json(out: &Output, what: &str) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null)
 }

@@ -4,12 +4,18 @@
 //! only to clients inside the network's subnets; other names go upstream
 //! ([`forward`]).
 //!
+//! CNI attachments get names through the `ferry-dns` plugin ([`cni`]): their
+//! networks are zones of their own, served on the gateways the plugin
+//! reports. Overlay networks also answer the names other hosts published
+//! (the overlay agent's view, [`Remote`]).
+//!
 //! The record table is rebuilt from the controller after every successful
 //! write on Ferry's API ([`after_writes`]) and every [`TICK`], and swapped
 //! whole; listening sockets stay open across rebuilds (a query in flight
 //! is never dropped). A network's sockets open when it appears and close
 //! when it goes.
 
+pub mod cni;
 pub mod forward;
 pub mod records;
 
@@ -50,7 +56,15 @@ pub struct Config {
     pub resolv_conf: PathBuf,
     /// Where each query is counted (`ferry_dns_queries_total`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the names of CNI attachments are kept.
+    pub cni_names: PathBuf,
+    /// Other hosts' endpoints on overlay networks, kept by the overlay agent.
+    pub remote: Remote,
 }
+
+/// The endpoints other hosts published on overlay networks, as the overlay
+/// agent last saw them.
+pub type Remote = Arc<std::sync::Mutex<Vec<ferry_cluster::EndpointRecord>>>;
 
 /// What every network's handler reads: swapped, never locked.
 struct Names {
@@ -64,6 +78,8 @@ struct Names {
 #[derive(Clone)]
 pub struct Dns {
     ctl: Shared,
+    cni: Arc<cni::Registry>,
+    remote: Remote,
     names: Arc<Names>,
     listeners: Arc<tokio::sync::Mutex<BTreeMap<String, Listener>>>,
 }
@@ -87,6 +103,8 @@ impl Dns {
     pub async fn start(ctl: Shared, config: Config) -> Dns {
         let dns = Dns {
             ctl,
+            cni: Arc::new(cni::Registry::open(config.cni_names)),
+            remote: config.remote,
             names: Arc::new(Names {
                 table: ArcSwap::from_pointee(Table::default()),
                 upstream: Upstream::new(config.resolv_conf),
@@ -106,12 +124,16 @@ impl Dns {
         dns
     }
 
-    /// Rebuilds the table from the controller, swaps it in when it changed,
+    /// Rebuilds the table from its sources, swaps it in when it changed,
     /// and binds the sockets of new networks (closing those of removed ones).
     pub async fn refresh(&self) {
         let ctl = self.ctl.clone();
-        let built =
-            tokio::task::spawn_blocking(move || ctl.lock().map(|c| Table::build(&c)).ok()).await;
+        let cni = self.cni.all();
+        let remote = self.remote.lock().map(|r| r.clone()).unwrap_or_default();
+        let built = tokio::task::spawn_blocking(move || {
+            ctl.lock().map(|c| Table::build(&c, &cni, &remote)).ok()
+        })
+        .await;
         let Ok(Some(table)) = built else {
             tracing::error!("DNS: cannot read the controller");
             return;
