@@ -191,9 +191,10 @@ pub struct Controller {
     pub(crate) drivers: Arc<dyn Drivers>,
     pub(crate) defaults: Vec<DefaultPool>,
     pub(crate) ipam: Ipam,
-    pub(crate) networks: BTreeMap<String, Network>,
-    pub(crate) endpoints: BTreeMap<String, Endpoint>,
-    pub(crate) sandboxes: BTreeMap<String, crate::sandbox::Sandbox>,
+    // Persistent maps: a snapshot for the readers is O(1) (snapshot.rs).
+    pub(crate) networks: im::OrdMap<String, Network>,
+    pub(crate) endpoints: im::OrdMap<String, Endpoint>,
+    pub(crate) sandboxes: im::OrdMap<String, crate::sandbox::Sandbox>,
     /// This host in a cluster, for overlay networks.
     pub(crate) cluster: Option<crate::overlay::Cluster>,
 }
@@ -281,9 +282,9 @@ impl Controller {
             drivers,
             defaults: config.default_pools,
             ipam: Ipam::default(),
-            networks: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            sandboxes: BTreeMap::new(),
+            networks: im::OrdMap::new(),
+            endpoints: im::OrdMap::new(),
+            sandboxes: im::OrdMap::new(),
             cluster: None,
         };
         for (k, v) in c.store.load()? {
@@ -312,9 +313,9 @@ impl Controller {
             .values()
             .map(|n| {
                 let spec = n.spec();
-                let mine = self.endpoints.values().filter(|e| e.network_id == n.id);
-                let ids: Vec<String> = mine.clone().map(|e| e.id.clone()).collect();
-                let keep: Vec<String> = mine.map(|e| e.host_veth.clone()).collect();
+                let mine = || self.endpoints.values().filter(|e| e.network_id == n.id);
+                let ids: Vec<String> = mine().map(|e| e.id.clone()).collect();
+                let keep: Vec<String> = mine().map(|e| e.host_veth.clone()).collect();
                 let driver = self.driver(&spec);
                 let done = driver
                     .gc(&spec, &ids)
@@ -368,6 +369,16 @@ impl Controller {
     }
     pub fn ipam(&self) -> &Ipam {
         &self.ipam
+    }
+
+    /// What reads answer from, sharing the controller's maps: O(1).
+    pub fn snapshot(&self) -> crate::Snapshot {
+        crate::Snapshot {
+            networks: self.networks.clone(),
+            endpoints: self.endpoints.clone(),
+            sandboxes: self.sandboxes.clone(),
+            pools: self.ipam.pools.clone(),
+        }
     }
 
     pub(crate) fn driver(&self, n: &NetworkSpec) -> &dyn NetworkDriver {
@@ -719,17 +730,7 @@ impl Controller {
     }
 
     pub fn endpoint_oper_info(&self, req: &wire::EndpointRef) -> Result<Value> {
-        let ep = self
-            .endpoints
-            .get(&req.endpoint_id)
-            .ok_or_else(|| CnmError::not_found("endpoint", &req.endpoint_id))?;
-        Ok(serde_json::json!({
-            "driver": self.networks.get(&ep.network_id).map(|n| n.driver.name()),
-            crate::publish::OPER_PORTMAP: ep.published,
-            "host_veth": ep.host_veth,
-            "bridge": self.networks.get(&ep.network_id).map(|n| n.bridge.clone()),
-            "mac": ep.mac,
-        }))
+        self.snapshot().endpoint_oper_info(&req.endpoint_id)
     }
 
     pub fn join(&mut self, req: &wire::Join) -> Result<wire::JoinResponse> {

@@ -84,9 +84,13 @@ impl Ipam {
                 }
             }
         }
-        for p in ipam.pools.values_mut() {
+        let ids: Vec<String> = ipam.pools.keys().cloned().collect();
+        for id in ids {
             // Resume after the highest address of the range (the cursor is
             // not stored: an order, not a reservation).
+            let Some(p) = ipam.pools.get_mut(&id) else {
+                continue;
+            };
             if let Ok(span) = p.span() {
                 p.last = p
                     .allocated

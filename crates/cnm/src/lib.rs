@@ -14,11 +14,13 @@ pub mod overlay;
 pub mod overlay_docker;
 pub mod publish;
 pub mod sandbox;
+pub mod snapshot;
 pub mod store;
 pub mod wire;
 
 pub use controller::{Controller, ControllerConfig, Endpoint, Network};
 pub use error::{CnmError, Result};
+pub use snapshot::Snapshot;
 
 #[cfg(test)]
 mod fake;

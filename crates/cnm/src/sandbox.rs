@@ -216,11 +216,7 @@ impl Controller {
 
     /// Endpoints joined to a Ferry sandbox, in a stable order.
     pub fn sandbox_endpoints(&self, name: &str) -> Vec<&Endpoint> {
-        // Docker's sandbox keys are paths, Ferry's sandbox names never are.
-        self.endpoints
-            .values()
-            .filter(|e| e.sandbox.as_deref() == Some(name))
-            .collect()
+        crate::snapshot::joined(&self.endpoints, name)
     }
 
     /// Creates a bridge network by name, with pools from the given subnets or the defaults.
