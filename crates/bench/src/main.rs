@@ -11,7 +11,8 @@
 //! network, through a private dockerd and ferryd the bench starts), 8 the
 //! floor (the kernel work of a bridge ADD in one process and in one process
 //! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
-//! one /18 through a private ferryd's plugin socket). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! one /18 through a private ferryd's plugin socket), 23 load on ferryd's
+//! sockets (`socket_load.rs`). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -25,6 +26,7 @@ mod peer;
 mod report;
 mod rss;
 mod scenarios;
+mod socket_load;
 mod util;
 
 use clap::Parser;
@@ -362,7 +364,7 @@ fn run(opts: Opts) -> i32 {
         opts.only.is_empty() || opts.only.contains(&num) || (num == 1 && opts.only.contains(&8))
     };
     let mut s7_notes = Vec::new();
-    let ferryd = if wanted(7) || wanted(9) || wanted(10) {
+    let ferryd = if wanted(7) || wanted(9) || wanted(10) || wanted(23) {
         match sibling_binary(opts.ferryd.as_ref(), "--ferryd", "ferryd", "ferryd") {
             Ok(p) => Some(p),
             Err(e) => {
@@ -456,7 +458,12 @@ fn run(opts: Opts) -> i32 {
         ctx.note("run", n);
     }
     for n in s7_notes {
-        for (num, s) in [(7, scenarios::S7), (9, scenarios::S9), (10, scenarios::S10)] {
+        for (num, s) in [
+            (7, scenarios::S7),
+            (9, scenarios::S9),
+            (10, scenarios::S10),
+            (23, socket_load::S23),
+        ] {
             if wanted(num) {
                 ctx.note(s, n.clone());
             }
@@ -466,7 +473,7 @@ fn run(opts: Opts) -> i32 {
     let date = now_utc();
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 9] = [
+    let list: [(u8, &str, Scenario); 10] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -476,6 +483,7 @@ fn run(opts: Opts) -> i32 {
         (7, scenarios::S7, scenarios::cnm),
         (9, scenarios::S9, scenarios::ipam),
         (10, scenarios::S10, overlay::overlay),
+        (23, socket_load::S23, socket_load::sockets),
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {
@@ -527,7 +535,7 @@ fn run(opts: Opts) -> i32 {
         failures: failures.clone(),
         cleanup: cleanup_problems.clone(),
     };
-    let md = report::markdown(&rows, &meta);
+    let md = report::markdown(&rows, &meta) + &socket_load::markdown(&rows);
     println!("{md}");
     let write = |name: &str, body: String| -> Result<(), String> {
         let p = opts.out.join(name);

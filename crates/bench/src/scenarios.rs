@@ -980,7 +980,11 @@ fn missing_ferry_tables() -> Vec<(&'static str, &'static str)> {
 }
 
 /// A daemon owned by the janitor (its drop stops it), shared with the scenario.
-fn own_daemon<T: Send + Sync + 'static>(ctx: &Ctx, what: &str, d: T) -> (Arc<T>, Ticket) {
+pub(crate) fn own_daemon<T: Send + Sync + 'static>(
+    ctx: &Ctx,
+    what: &str,
+    d: T,
+) -> (Arc<T>, Ticket) {
     let d = Arc::new(d);
     let held = Arc::clone(&d);
     let t = ctx
