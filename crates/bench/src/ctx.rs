@@ -36,6 +36,8 @@ pub struct Sizes {
     pub ipam_requests: usize,
     /// Attachments timed in the overlay scenario (10).
     pub overlay_attachments: usize,
+    /// Concurrent requests of the socket burst (scenario 23).
+    pub socket_requests: usize,
 }
 
 pub struct Ctx {

@@ -86,6 +86,10 @@ struct Opts {
     /// Attachments timed in scenario 10, the overlay (default 100; smoke 5).
     #[arg(long)]
     overlay_attachments: Option<usize>,
+    /// Concurrent requests of scenario 23's burst on ferryd's sockets
+    /// (default 1000; smoke 100).
+    #[arg(long)]
+    socket_requests: Option<usize>,
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference: PathBuf,
@@ -329,6 +333,10 @@ fn run(opts: Opts) -> i32 {
             .overlay_attachments
             .unwrap_or(if smoke { 5 } else { 100 })
             .max(1),
+        socket_requests: opts
+            .socket_requests
+            .unwrap_or(if smoke { 100 } else { 1000 })
+            .max(100),
     };
     let tag = match &opts.tag {
         Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),

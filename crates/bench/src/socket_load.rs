@@ -32,13 +32,13 @@ const API_SUBNET: &str = "198.19.26.0/24";
 /// ferryd's default pools (unused by the requests, which name theirs).
 const DEFAULT_POOL: &str = "base=198.19.28.0/22,size=24";
 
-/// The burst's mix: 1,000 requests.
-const PLUGIN_LIVES: usize = 80; // x 6 requests
-const API_LIVES: usize = 40; // x 2 (connect, disconnect)
-const READS: usize = 440; // 5 kinds, 88 each
-/// Reads under write load: readers, reads per reader and phase, writers.
+/// The burst's mix, per 100 requests: 8 plugin endpoint lives (6 requests
+/// each), 4 API lives (connect, disconnect), 44 reads of 5 kinds.
+const PLUGIN_LIVES: usize = 8;
+const API_LIVES: usize = 4;
+/// Reads under write load: readers and writers; each reader makes 15 reads
+/// per 100 burst requests in each phase.
 const READERS: usize = 4;
-const READS_PER_READER: usize = 150;
 const WRITERS: usize = 4;
 
 /// One timed request: kind, start (since the phase began) and latency.
@@ -276,8 +276,9 @@ fn failed(what: &str, errors: &[String]) -> Result<(), String> {
 
 /// Part 1: 1,000 requests at once.
 fn burst(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
+    let hundreds = ctx.sizes.socket_requests / 100;
     let mut sandboxes = Vec::new();
-    for i in 0..API_LIVES {
+    for i in 0..API_LIVES * hundreds {
         let name = format!("sb{}{i}", ctx.tag);
         // Created by ferryd; ours to remove if the run stops half-way.
         let n = name.clone();
@@ -292,7 +293,7 @@ fn burst(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
     let log: Samples = Arc::default();
     let t0 = Instant::now();
     let mut jobs: Vec<Box<dyn FnOnce() -> Result<(), String> + Send>> = Vec::new();
-    for i in 0..PLUGIN_LIVES {
+    for i in 0..PLUGIN_LIVES * hundreds {
         let (rig, log) = (rig.clone(), log.clone());
         jobs.push(Box::new(move || {
             plugin_life(&rig, &rig.ep("b", i), &log, t0)
@@ -311,7 +312,8 @@ fn burst(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
             Ok(())
         }));
     }
-    for i in 0..READS {
+    let reads = (100 - 6 * PLUGIN_LIVES - 2 * API_LIVES) * hundreds;
+    for i in 0..reads {
         let (rig, log) = (rig.clone(), log.clone());
         jobs.push(Box::new(move || {
             let (kind, path) = [
@@ -333,8 +335,19 @@ fn burst(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
     let errors = run_all(jobs);
     let wall = t0.elapsed();
     let samples = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut spans: Vec<(&str, Duration, Duration)> = Vec::new();
     for s in &samples {
         ctx.record(S23, "burst", s.kind, 0, 0, ms(s.took), "ms");
+        let end = s.start + s.took;
+        match spans.iter_mut().find(|(k, ..)| *k == s.kind) {
+            Some((_, first, last)) => (*first, *last) = ((*first).min(s.start), (*last).max(end)),
+            None => spans.push((s.kind, s.start, end)),
+        }
+    }
+    // Throughput of a kind: its requests over the time from its first
+    // start to its last answer.
+    for (kind, first, last) in spans {
+        ctx.record(S23, "burst-span", kind, 0, 0, ms(last - first), "ms");
     }
     ctx.record(
         S23,
@@ -360,6 +373,7 @@ fn burst(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
 
 /// Part 2: the two reads alone, then under endpoint create/join.
 fn reads_under_writes(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
+    let hundreds = ctx.sizes.socket_requests / 100;
     for loaded in [false, true] {
         let log: Samples = Arc::default();
         let writes: Samples = Arc::default();
@@ -373,7 +387,7 @@ fn reads_under_writes(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
                 if loaded {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                let res = (0..READS_PER_READER).try_for_each(|i| read(&rig, i + r, &log, t0));
+                let res = (0..15 * hundreds).try_for_each(|i| read(&rig, i + r, &log, t0));
                 done.store(true, Ordering::Relaxed);
                 res
             }));
@@ -396,9 +410,13 @@ fn reads_under_writes(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
             ctx.record(S23, part, s.kind, 0, 0, ms(s.took), "ms");
         }
         let writes = std::mem::take(&mut *writes.lock().unwrap_or_else(|p| p.into_inner()));
+        // The writes that overlapped the reads.
+        let from = samples.iter().map(|s| s.start).min().unwrap_or_default();
+        let to = samples.iter().map(|s| s.start + s.took).max();
+        let to = to.unwrap_or_default();
         for s in writes
             .iter()
-            .filter(|s| s.start > Duration::from_millis(200))
+            .filter(|s| s.start < to && s.start + s.took > from)
         {
             ctx.record(S23, "writes", s.kind, 0, 0, ms(s.took), "ms");
         }
@@ -453,7 +471,7 @@ pub fn markdown(rows: &[crate::ctx::Row]) -> String {
         wall,
         one("burst", "requests") / (wall / 1000.0).max(1e-9)
     );
-    md += "| request | n | p50 ms | p99 ms |\n|---|---|---|---|\n";
+    md += "| request | n | p50 ms | p99 ms | requests/s |\n|---|---|---|---|---|\n";
     let mut kinds: Vec<&str> = Vec::new();
     for r in rows.iter().filter(|r| r.scenario == S23 && r.unit == "ms") {
         if r.part == "burst" && r.op != "wall" && !kinds.contains(&r.op.as_str()) {
@@ -462,11 +480,13 @@ pub fn markdown(rows: &[crate::ctx::Row]) -> String {
     }
     for k in kinds {
         let v = values("burst", k);
+        let span = one("burst-span", k) / 1000.0;
         md += &format!(
-            "| {k} | {} | {} | {} |\n",
+            "| {k} | {} | {} | {} | {:.0} |\n",
             v.len(),
             f(percentile(&v, 50.0)),
-            f(percentile(&v, 99.0))
+            f(percentile(&v, 99.0)),
+            v.len() as f64 / span.max(1e-9)
         );
     }
     md +=
@@ -488,7 +508,7 @@ pub fn markdown(rows: &[crate::ctx::Row]) -> String {
     }
     let w = values("writes", "CreateEndpoint");
     md += &format!(
-        "\nWrites during the loaded reads: {} CreateEndpoint (p50 {} ms), {} Join (p50 {} ms).\n",
+        "\nWrites overlapping the loaded reads ({WRITERS} writers, endpoint lives with real veths): {} CreateEndpoint (p50 {} ms), {} Join (p50 {} ms).\n",
         w.len(),
         f(percentile(&w, 50.0)),
         values("writes", "Join").len(),
