@@ -16,10 +16,9 @@
 use crate::cleanup::Stage;
 use crate::ctx::Ctx;
 use crate::report::percentile;
-use crate::util::{ms, own_dir, own_link};
+use crate::util::{ms, own_link};
 use ferry_testkit::docker::{try_http, Ferryd};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
@@ -37,9 +36,10 @@ const DEFAULT_POOL: &str = "base=198.19.28.0/22,size=24";
 const PLUGIN_LIVES: usize = 8;
 const API_LIVES: usize = 4;
 /// Reads under write load: readers and writers; each reader makes 15 reads
-/// per 100 burst requests in each phase.
+/// per 100 burst requests in each phase, one every 5 ms.
 const READERS: usize = 4;
 const WRITERS: usize = 4;
+const READ_PACE: Duration = Duration::from_millis(5);
 
 /// One timed request: kind, start (since the phase began) and latency.
 struct Sample {
@@ -64,7 +64,7 @@ struct Rig {
 
 impl Rig {
     fn ep(&self, what: &str, n: usize) -> String {
-        format!("{:0<64}", format!("{}{what}{n:x}", self.tag))
+        format!("{:0<64}", format!("{}{what}{n:08x}", self.tag))
     }
 }
 
@@ -108,24 +108,11 @@ pub fn sockets(ctx: &Ctx) -> Result<(), String> {
     let Some(bin) = ctx.ferryd.clone() else {
         return Ok(()); // main noted why
     };
-    let dir = PathBuf::from(format!("/var/tmp/ferry-bench-{}-sockets", ctx.tag));
-    let dir_t = own_dir(&ctx.janitor, &dir);
-    let driver = ctx.name("s23");
-    let (ferryd, ferryd_t) = crate::scenarios::own_daemon(
-        ctx,
-        "ferryd (scenario 23)",
-        Ferryd::try_start(&bin, &dir, &driver, &[DEFAULT_POOL])?,
-    );
-    let measured = rig(ctx, ferryd.clone()).map(Arc::new).and_then(|rig| {
+    crate::scenarios::with_ferryd(ctx, &bin, "s23", DEFAULT_POOL, |ferryd| {
+        let rig = Arc::new(rig(ctx, ferryd.clone())?);
         let r = burst(ctx, &rig).and_then(|_| reads_under_writes(ctx, &rig));
         r.and(teardown(&rig))
-    });
-    drop(ferryd);
-    let stopped = ctx
-        .janitor
-        .run(ferryd_t)
-        .and_then(|_| ctx.janitor.run(dir_t));
-    measured.and(stopped)
+    })
 }
 
 /// The networks on both sockets and the endpoint that stays.
@@ -387,7 +374,11 @@ fn reads_under_writes(ctx: &Ctx, rig: &Arc<Rig>) -> Result<(), String> {
                 if loaded {
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                let res = (0..15 * hundreds).try_for_each(|i| read(&rig, i + r, &log, t0));
+                // Paced, so that the reads span many writes.
+                let res = (0..15 * hundreds).try_for_each(|i| {
+                    std::thread::sleep(READ_PACE);
+                    read(&rig, i + r, &log, t0)
+                });
                 done.store(true, Ordering::Relaxed);
                 res
             }));

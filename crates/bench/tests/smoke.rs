@@ -153,6 +153,9 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("9-ipam", "ferry", "RequestAddress", 200),
         ("9-ipam", "ferry", "ReleaseAddress", 200),
         ("9-ipam", "ferry", "leftover-pools", 1),
+        ("23-sockets", "burst", "RequestAddress", 8),
+        ("23-sockets", "unloaded", "GET /networks", 30),
+        ("23-sockets", "loaded", "EndpointOperInfo", 30),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }
