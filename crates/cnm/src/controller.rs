@@ -10,6 +10,7 @@ use crate::driver::Driver;
 use crate::error::{CnmError, Result};
 use crate::ipam::{DefaultPool, Ipam};
 use crate::limits;
+use crate::pmap::PMap;
 use crate::store::{Change, Store};
 use crate::wire::{self, keys};
 use ferry_drivers::link::iface::{Address, InterfaceConfig};
@@ -192,9 +193,9 @@ pub struct Controller {
     pub(crate) defaults: Vec<DefaultPool>,
     pub(crate) ipam: Ipam,
     // Persistent maps: a snapshot for the readers is O(1) (snapshot.rs).
-    pub(crate) networks: im::OrdMap<String, Network>,
-    pub(crate) endpoints: im::OrdMap<String, Endpoint>,
-    pub(crate) sandboxes: im::OrdMap<String, crate::sandbox::Sandbox>,
+    pub(crate) networks: PMap<Network>,
+    pub(crate) endpoints: PMap<Endpoint>,
+    pub(crate) sandboxes: PMap<crate::sandbox::Sandbox>,
     /// This host in a cluster, for overlay networks.
     pub(crate) cluster: Option<crate::overlay::Cluster>,
 }
@@ -282,9 +283,9 @@ impl Controller {
             drivers,
             defaults: config.default_pools,
             ipam: Ipam::default(),
-            networks: im::OrdMap::new(),
-            endpoints: im::OrdMap::new(),
-            sandboxes: im::OrdMap::new(),
+            networks: PMap::new(),
+            endpoints: PMap::new(),
+            sandboxes: PMap::new(),
             cluster: None,
         };
         for (k, v) in c.store.load()? {

@@ -167,7 +167,7 @@ impl Pool {
 /// they were last handed to the store ([`Ipam::take_changes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipam {
-    pub pools: im::OrdMap<String, Pool>,
+    pub pools: crate::pmap::PMap<Pool>,
     /// Pools (`None`) and addresses changed since the last `take_changes`.
     #[serde(skip)]
     pub(crate) dirty: BTreeSet<(String, Option<IpAddr>)>,

@@ -12,6 +12,7 @@ pub mod ipam_store;
 pub mod limits;
 pub mod overlay;
 pub mod overlay_docker;
+pub mod pmap;
 pub mod publish;
 pub mod sandbox;
 pub mod snapshot;

@@ -611,7 +611,7 @@ impl Controller {
                 if let Some(p) = n.pools.iter().find(|p| {
                     self.ipam
                         .pools
-                        .get(*p)
+                        .get(p)
                         .is_some_and(|pool| pool.subnet.contains(&a.addr()))
                 }) {
                     self.ipam.release_address(p, a.addr())?;

@@ -1,24 +1,24 @@
 //! The controller's state as read requests see it. The maps are persistent
-//! (`im`): taking a snapshot is O(1) whatever the number of endpoints or
+//! (`pmap`): taking a snapshot is O(1) whatever the number of endpoints or
 //! allocated addresses, and a later write copies only the path it changes.
 
 use crate::controller::{Endpoint, Network};
 use crate::ipam::Pool;
+use crate::pmap::PMap;
 use crate::sandbox::Sandbox;
 use crate::{CnmError, Result};
-use im::OrdMap;
 use serde_json::Value;
 
 #[derive(Clone)]
 pub struct Snapshot {
     /// By network ID.
-    pub networks: OrdMap<String, Network>,
+    pub networks: PMap<Network>,
     /// By endpoint ID.
-    pub endpoints: OrdMap<String, Endpoint>,
+    pub endpoints: PMap<Endpoint>,
     /// By sandbox name.
-    pub sandboxes: OrdMap<String, Sandbox>,
+    pub sandboxes: PMap<Sandbox>,
     /// By pool ID.
-    pub pools: OrdMap<String, Pool>,
+    pub pools: PMap<Pool>,
 }
 
 impl Snapshot {
@@ -54,7 +54,7 @@ impl Snapshot {
 
 /// Endpoints joined to sandbox `name`. Docker's sandbox keys are paths,
 /// Ferry's sandbox names never are.
-pub(crate) fn joined<'a>(endpoints: &'a OrdMap<String, Endpoint>, name: &str) -> Vec<&'a Endpoint> {
+pub(crate) fn joined<'a>(endpoints: &'a PMap<Endpoint>, name: &str) -> Vec<&'a Endpoint> {
     endpoints
         .values()
         .filter(|e| e.sandbox.as_deref() == Some(name))
