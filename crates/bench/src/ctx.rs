@@ -38,6 +38,8 @@ pub struct Sizes {
     pub overlay_attachments: usize,
     /// Seconds of each dnsperf run in the DNS scenario (11).
     pub dns_seconds: u64,
+    /// Concurrent requests of the socket burst (scenario 23).
+    pub socket_requests: usize,
 }
 
 pub struct Ctx {

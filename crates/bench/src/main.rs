@@ -13,7 +13,8 @@
 //! floor (the kernel work of a bridge ADD in one process and in one process
 //! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
 //! one /18 through a private ferryd's plugin socket), 10 the overlay, 11 DNS
-//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver), 23 load
+//! on ferryd's sockets (`socket_load.rs`). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -29,6 +30,7 @@ mod peer;
 mod report;
 mod rss;
 mod scenarios;
+mod socket_load;
 mod util;
 
 use clap::Parser;
@@ -91,6 +93,10 @@ struct Opts {
     /// Seconds of each dnsperf run in scenario 11, DNS (default 5; smoke 1).
     #[arg(long)]
     dns_seconds: Option<u64>,
+    /// Concurrent requests of scenario 23's burst on ferryd's sockets
+    /// (default 1000; smoke 100).
+    #[arg(long)]
+    socket_requests: Option<usize>,
     /// The reference plugins.
     #[arg(long, default_value = "/usr/lib/cni")]
     reference: PathBuf,
@@ -349,6 +355,10 @@ fn run(opts: Opts) -> i32 {
             .unwrap_or(if smoke { 5 } else { 100 })
             .max(1),
         dns_seconds: opts.dns_seconds.unwrap_or(if smoke { 1 } else { 5 }).max(1),
+        socket_requests: opts
+            .socket_requests
+            .unwrap_or(if smoke { 100 } else { 1000 })
+            .max(100),
     };
     let tag = match &opts.tag {
         Some(t) if t.len() == 4 && t.chars().all(|c| c.is_ascii_alphanumeric()) => t.to_lowercase(),
@@ -386,7 +396,7 @@ fn run(opts: Opts) -> i32 {
             || (num == 1 && opts.only.contains(&8))
     };
     let mut s7_notes = Vec::new();
-    let ferryd = if wanted(7) || wanted(9) || wanted(10) || wanted(11) {
+    let ferryd = if wanted(7) || wanted(9) || wanted(10) || wanted(11) || wanted(23) {
         match sibling_binary(opts.ferryd.as_ref(), "--ferryd", "ferryd", "ferryd") {
             Ok(p) => Some(p),
             Err(e) => {
@@ -485,6 +495,7 @@ fn run(opts: Opts) -> i32 {
             (9, scenarios::S9),
             (10, scenarios::S10),
             (11, dns::S11),
+            (23, socket_load::S23),
         ] {
             if wanted(num) {
                 ctx.note(s, n.clone());
@@ -498,7 +509,7 @@ fn run(opts: Opts) -> i32 {
     }
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 10] = [
+    let list: [(u8, &str, Scenario); 11] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -509,6 +520,7 @@ fn run(opts: Opts) -> i32 {
         (9, scenarios::S9, scenarios::ipam),
         (10, scenarios::S10, overlay::overlay),
         (11, dns::S11, dns::dns),
+        (23, socket_load::S23, socket_load::sockets),
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {
@@ -560,7 +572,7 @@ fn run(opts: Opts) -> i32 {
         failures: failures.clone(),
         cleanup: cleanup_problems.clone(),
     };
-    let md = report::markdown(&rows, &meta);
+    let md = report::markdown(&rows, &meta) + &socket_load::markdown(&rows);
     println!("{md}");
     let write = |name: &str, body: String| -> Result<(), String> {
         let p = opts.out.join(name);

@@ -1212,18 +1212,30 @@ const S9_FERRYD_POOL: &str = "base=198.18.128.0/18,size=24";
 /// one HTTP request per connection over the plugin socket, as Docker does.
 /// The cost of a request must not grow with the addresses already taken.
 pub fn ipam(ctx: &Ctx) -> Result<(), String> {
-    let Some(ferryd_bin) = ctx.ferryd.clone() else {
+    let Some(bin) = ctx.ferryd.clone() else {
         return Ok(()); // main noted why
     };
-    let dir = PathBuf::from(format!("/var/tmp/ferry-bench-{}-ipam", ctx.tag));
+    with_ferryd(ctx, &bin, "i9", S9_FERRYD_POOL, |f| ipam_measure(ctx, f))
+}
+
+/// Runs `f` against a private ferryd: driver `ctx.name(driver)`, its state
+/// and API socket on disk under /var/tmp as a real state file is, `pool`
+/// its default address pool. Stopped and its directory removed afterwards.
+pub(crate) fn with_ferryd(
+    ctx: &Ctx,
+    bin: &Path,
+    driver: &str,
+    pool: &str,
+    f: impl FnOnce(&Arc<Ferryd>) -> Result<(), String>,
+) -> Result<(), String> {
+    let dir = PathBuf::from(format!("/var/tmp/ferry-bench-{}-{driver}", ctx.tag));
     let dir_t = util::own_dir(&ctx.janitor, &dir);
-    let driver = ctx.name("i9");
     let (ferryd, ferryd_t) = own_daemon(
         ctx,
-        "ferryd (scenario 9)",
-        Ferryd::try_start(&ferryd_bin, &dir, &driver, &[S9_FERRYD_POOL])?,
+        &format!("ferryd ({driver})"),
+        Ferryd::try_start(bin, &dir, &ctx.name(driver), &[pool])?,
     );
-    let measured = ipam_measure(ctx, &ferryd);
+    let measured = f(&ferryd);
     drop(ferryd);
     let stopped = ctx
         .janitor

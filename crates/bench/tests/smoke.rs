@@ -157,6 +157,9 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("11-dns", "ferry", "local-qps", 1),
         ("11-dns", "aardvark-dns", "forwarded-p99", 1),
         ("11-dns", "docker", "local-p50", 1),
+        ("23-sockets", "burst", "RequestAddress", 8),
+        ("23-sockets", "unloaded", "GET /networks", 30),
+        ("23-sockets", "loaded", "EndpointOperInfo", 30),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }

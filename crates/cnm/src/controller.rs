@@ -10,6 +10,7 @@ use crate::driver::Driver;
 use crate::error::{CnmError, Result};
 use crate::ipam::{DefaultPool, Ipam};
 use crate::limits;
+use crate::pmap::PMap;
 use crate::store::{Change, Store};
 use crate::wire::{self, keys};
 use ferry_drivers::link::iface::{Address, InterfaceConfig};
@@ -191,11 +192,11 @@ pub struct Controller {
     pub(crate) drivers: Arc<dyn Drivers>,
     pub(crate) defaults: Vec<DefaultPool>,
     pub(crate) ipam: Ipam,
-    pub(crate) networks: BTreeMap<String, Network>,
-    pub(crate) endpoints: BTreeMap<String, Endpoint>,
-    pub(crate) sandboxes: BTreeMap<String, crate::sandbox::Sandbox>,
-    /// Services that move between sandboxes, by name.
-    pub(crate) services: BTreeMap<String, crate::service::Service>,
+    // Persistent maps: a snapshot for the readers is O(1) (snapshot.rs).
+    pub(crate) networks: PMap<Network>,
+    pub(crate) endpoints: PMap<Endpoint>,
+    pub(crate) sandboxes: PMap<crate::sandbox::Sandbox>,
+    pub(crate) services: PMap<crate::service::Service>,
     /// This host in a cluster, for overlay networks.
     pub(crate) cluster: Option<crate::overlay::Cluster>,
 }
@@ -283,10 +284,10 @@ impl Controller {
             drivers,
             defaults: config.default_pools,
             ipam: Ipam::default(),
-            networks: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
-            sandboxes: BTreeMap::new(),
-            services: BTreeMap::new(),
+            networks: PMap::new(),
+            endpoints: PMap::new(),
+            sandboxes: PMap::new(),
+            services: PMap::new(),
             cluster: None,
         };
         for (k, v) in c.store.load()? {
@@ -318,9 +319,9 @@ impl Controller {
             .values()
             .map(|n| {
                 let spec = n.spec();
-                let mine = self.endpoints.values().filter(|e| e.network_id == n.id);
-                let ids: Vec<String> = mine.clone().map(|e| e.id.clone()).collect();
-                let keep: Vec<String> = mine.map(|e| e.host_veth.clone()).collect();
+                let mine = || self.endpoints.values().filter(|e| e.network_id == n.id);
+                let ids: Vec<String> = mine().map(|e| e.id.clone()).collect();
+                let keep: Vec<String> = mine().map(|e| e.host_veth.clone()).collect();
                 let driver = self.driver(&spec);
                 let done = driver
                     .gc(&spec, &ids)
@@ -374,6 +375,17 @@ impl Controller {
     }
     pub fn ipam(&self) -> &Ipam {
         &self.ipam
+    }
+
+    /// What reads answer from, sharing the controller's maps: O(1).
+    pub fn snapshot(&self) -> crate::Snapshot {
+        crate::Snapshot {
+            networks: self.networks.clone(),
+            endpoints: self.endpoints.clone(),
+            sandboxes: self.sandboxes.clone(),
+            pools: self.ipam.pools.clone(),
+            services: self.services.clone(),
+        }
     }
 
     pub(crate) fn driver(&self, n: &NetworkSpec) -> &dyn NetworkDriver {
@@ -725,17 +737,7 @@ impl Controller {
     }
 
     pub fn endpoint_oper_info(&self, req: &wire::EndpointRef) -> Result<Value> {
-        let ep = self
-            .endpoints
-            .get(&req.endpoint_id)
-            .ok_or_else(|| CnmError::not_found("endpoint", &req.endpoint_id))?;
-        Ok(serde_json::json!({
-            "driver": self.networks.get(&ep.network_id).map(|n| n.driver.name()),
-            crate::publish::OPER_PORTMAP: ep.published,
-            "host_veth": ep.host_veth,
-            "bridge": self.networks.get(&ep.network_id).map(|n| n.bridge.clone()),
-            "mac": ep.mac,
-        }))
+        self.snapshot().endpoint_oper_info(&req.endpoint_id)
     }
 
     pub fn join(&mut self, req: &wire::Join) -> Result<wire::JoinResponse> {

@@ -15,7 +15,7 @@ use crate::error::{CnmError, Result};
 use ferry_ipam::{nets_overlap, next_free, Range, RangeConfig};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 pub const LOCAL_SPACE: &str = "local";
@@ -131,7 +131,7 @@ pub struct Pool {
     /// The sub-pool addresses are handed out from (`--ip-range`).
     pub range: Option<IpNet>,
     #[serde(default)]
-    pub allocated: BTreeSet<IpAddr>,
+    pub allocated: im::OrdSet<IpAddr>,
     /// The address last handed out without being asked for: the next
     /// search starts after it (kept in memory; see `ipam_store`).
     #[serde(skip)]
@@ -167,7 +167,7 @@ impl Pool {
 /// they were last handed to the store ([`Ipam::take_changes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ipam {
-    pub pools: BTreeMap<String, Pool>,
+    pub pools: crate::pmap::PMap<Pool>,
     /// Pools (`None`) and addresses changed since the last `take_changes`.
     #[serde(skip)]
     pub(crate) dirty: BTreeSet<(String, Option<IpAddr>)>,
@@ -254,7 +254,7 @@ impl Ipam {
             space: space.to_string(),
             subnet,
             range,
-            allocated: BTreeSet::new(),
+            allocated: im::OrdSet::new(),
             last: None,
         };
         p.span()?;
@@ -363,7 +363,7 @@ impl Ipam {
 
     pub fn release_address(&mut self, id: &str, ip: IpAddr) -> Result<()> {
         if let Some(pool) = self.pools.get_mut(id) {
-            if pool.allocated.remove(&ip) {
+            if pool.allocated.remove(&ip).is_some() {
                 self.dirty.insert((pool.id.clone(), Some(ip)));
             }
         }

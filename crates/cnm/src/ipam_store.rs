@@ -58,13 +58,13 @@ impl Ipam {
                     for ip in &p.allocated {
                         ipam.dirty.insert((id.clone(), Some(*ip)));
                     }
-                    let merged = ipam.pools.entry(id).or_insert_with(|| p.clone());
+                    let merged = ipam.pools.or_insert_with(id, || p.clone());
                     merged.allocated.extend(p.allocated);
                 }
                 ipam.legacy = true;
             } else if let Some(id) = k.strip_prefix(POOL) {
                 let p = serde_json::from_slice(&v).map_err(bad)?;
-                let merged = ipam.pools.entry(id.to_string()).or_insert(p);
+                let merged = ipam.pools.or_insert_with(id.to_string(), || p);
                 merged.id = id.to_string();
             } else if let Some(rest) = k.strip_prefix(ADDRESS) {
                 let parsed = rest
@@ -84,9 +84,13 @@ impl Ipam {
                 }
             }
         }
-        for p in ipam.pools.values_mut() {
+        let ids: Vec<String> = ipam.pools.keys().cloned().collect();
+        for id in ids {
             // Resume after the highest address of the range (the cursor is
             // not stored: an order, not a reservation).
+            let Some(p) = ipam.pools.get_mut(&id) else {
+                continue;
+            };
             if let Ok(span) = p.span() {
                 p.last = p
                     .allocated

@@ -12,14 +12,17 @@ pub mod ipam_store;
 pub mod limits;
 pub mod overlay;
 pub mod overlay_docker;
+pub mod pmap;
 pub mod publish;
 pub mod sandbox;
 pub mod service;
+pub mod snapshot;
 pub mod store;
 pub mod wire;
 
 pub use controller::{Controller, ControllerConfig, Endpoint, Network};
 pub use error::{CnmError, Result};
+pub use snapshot::Snapshot;
 
 #[cfg(test)]
 mod fake;

@@ -216,11 +216,7 @@ impl Controller {
 
     /// Endpoints joined to a Ferry sandbox, in a stable order.
     pub fn sandbox_endpoints(&self, name: &str) -> Vec<&Endpoint> {
-        // Docker's sandbox keys are paths, Ferry's sandbox names never are.
-        self.endpoints
-            .values()
-            .filter(|e| e.sandbox.as_deref() == Some(name))
-            .collect()
+        crate::snapshot::joined(&self.endpoints, name)
     }
 
     /// Creates a bridge network by name, with pools from the given subnets or the defaults.
@@ -643,7 +639,7 @@ impl Controller {
             if let Some(p) = n.pools.iter().find(|p| {
                 self.ipam
                     .pools
-                    .get(*p)
+                    .get(p)
                     .is_some_and(|pool| pool.subnet.contains(&a.addr()))
             }) {
                 self.ipam.release_address(p, a.addr())?;

@@ -798,3 +798,39 @@ fn service_errors_are_clear_and_change_nothing() {
         "the new interface was deleted"
     );
 }
+
+#[test]
+fn a_snapshot_keeps_its_state_and_shares_what_no_write_changed() {
+    let s = Setup::new();
+    let mut c = s.open();
+    net(&mut c, "web", "198.18.64.0/24");
+    c.create_sandbox("app", None).expect("sandbox");
+    let before = c.snapshot();
+    assert!(before.ptr_eq(&c.snapshot()), "nothing changed: all shared");
+    let taken = allocated(&c); // the gateway
+
+    let ep = connect(&mut c, "web", "app", 0);
+    let after = c.snapshot();
+    // The older snapshot still answers as before the write; the newer one
+    // sees it, in every part that shows it.
+    assert!(before.endpoint_oper_info(&ep.id).is_err());
+    assert!(before.sandbox_endpoints("app").is_empty());
+    assert!(after.endpoint_oper_info(&ep.id).is_ok());
+    assert_eq!(after.sandbox_endpoints("app").len(), 1);
+    assert_eq!(allocated(&c), taken + 1, "connect took one address");
+    assert_eq!(
+        before
+            .pools
+            .values()
+            .map(|p| p.allocated.len())
+            .sum::<usize>(),
+        taken,
+        "the old snapshot's pools changed under it"
+    );
+    assert!(!before.endpoints.ptr_eq(&after.endpoints));
+    assert!(!before.pools.ptr_eq(&after.pools));
+    assert!(
+        before.networks.ptr_eq(&after.networks),
+        "a connect must leave the networks shared"
+    );
+}

@@ -17,6 +17,7 @@ use ferry_cnm::{wire, CnmError, Controller};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::path::Path;
+use std::sync::Arc;
 use tokio::net::UnixListener;
 
 use crate::state::{Shared, View};
@@ -70,6 +71,10 @@ pub async fn serve(listener: UnixListener, router: Router) -> Result<(), String>
 }
 
 fn reply(status: StatusCode, body: Value) -> Response {
+    reply_ref(status, &body)
+}
+
+fn reply_ref(status: StatusCode, body: &Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
@@ -261,7 +266,7 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
         .merge(crate::cluster_api::router(c.clone()))
         .route(
             "/networks",
-            get(with!(c, |ctl| read(&ctl, |v| v.networks.clone()))).post({
+            get(with!(c, |ctl| read(&ctl, |v| v.networks()))).post({
                 let ctl = c.clone();
                 move |body: Bytes| {
                     write(ctl, body, |c, r: ferry_cnm::sandbox::NetworkCreate| {
@@ -287,20 +292,18 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
         )
         .route(
             "/endpoints",
-            get(with!(c, |ctl| read(&ctl, |v| v.endpoints.clone()))),
+            get(with!(c, |ctl| read(&ctl, |v| v.endpoints()))),
         )
         // `ferry doctor` compares it with its own.
         .route(
             "/version",
             get(|| async { axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
         )
-        .route(
-            "/pools",
-            get(with!(c, |ctl| read(&ctl, |v| v.pools.clone()))),
-        )
+        .route("/pools", get(with!(c, |ctl| read(&ctl, |v| v.pools()))))
+        .route("/pools", get(with!(c, |ctl| read(&ctl, |v| v.pools()))))
         .route(
             "/sandboxes",
-            get(with!(c, |ctl| read(&ctl, |v| v.sandboxes.clone()))).post({
+            get(with!(c, |ctl| read(&ctl, |v| v.sandboxes()))).post({
                 let ctl = c.clone();
                 move |body: Bytes| {
                     write(ctl, body, |c, r: SandboxCreate| {
@@ -403,7 +406,7 @@ fn services_router(ctl: Shared) -> Router {
             "/services",
             get({
                 let ctl = ctl.clone();
-                move || async move { read(&ctl, |v| v.services.clone()) }
+                move || async move { read(&ctl, |v| v.services()) }
             })
             .post({
                 let ctl = ctl.clone();
@@ -472,8 +475,10 @@ fn status_of(e: &CnmError) -> StatusCode {
     }
 }
 
-fn read(ctl: &Shared, f: impl FnOnce(&View) -> Value) -> Response {
-    read_result(ctl, |v| Ok(f(v)))
+/// A whole-list read: the snapshot's answer, shared by the reads of one
+/// state, serialised without a copy.
+fn read(ctl: &Shared, f: impl FnOnce(&View) -> Arc<Value>) -> Response {
+    reply_ref(StatusCode::OK, &f(&ctl.view()))
 }
 
 /// A read answers from the snapshot of the last write: it takes no lock.

@@ -2,13 +2,17 @@
 //! answer, published after every write before the lock is released. Reads
 //! (`GET /networks`, `EndpointOperInfo`, ...) load the snapshot and never
 //! wait behind a write that is busy with the kernel.
+//!
+//! Publishing is O(1): the controller's maps are persistent (`im`), so the
+//! snapshot shares them. Each JSON answer is built by the first read after
+//! a write that changed its part and kept for the reads after it; a write
+//! costs nothing per allocation or endpoint (issue 11's regression).
 
 use arc_swap::ArcSwap;
-use ferry_cnm::{CnmError, Controller};
+use ferry_cnm::{CnmError, Controller, Snapshot};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 pub type Shared = Arc<State>;
 
@@ -23,7 +27,7 @@ pub struct Poisoned;
 
 impl State {
     pub fn new(c: Controller) -> Shared {
-        let view = ArcSwap::from_pointee(View::of(&c));
+        let view = ArcSwap::from_pointee(View::new(c.snapshot(), None));
         Arc::new(State {
             ctl: Mutex::new(c),
             view,
@@ -69,94 +73,135 @@ impl DerefMut for Guard<'_> {
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
-        if self.wrote {
-            self.view.store(Arc::new(View::of(&self.c)));
+        if !self.wrote {
+            return;
+        }
+        let old = self.view.load();
+        let new = self.c.snapshot();
+        // A mutable borrow that changed nothing publishes nothing.
+        if !old.data.ptr_eq(&new) {
+            self.view.store(Arc::new(View::new(new, Some(&old))));
         }
     }
 }
 
-/// The read API's answers, built once per write.
+/// One JSON answer, built on first use.
+type Lazy = OnceLock<Arc<Value>>;
+
+/// The read API's answers for one committed state.
 pub struct View {
-    pub networks: Value,
-    pub endpoints: Value,
-    pub pools: Value,
-    pub sandboxes: Value,
-    pub services: Value,
-    /// `GET /services/NAME`.
-    service: HashMap<String, Value>,
-    /// `GET /networks/NAME`, by name and by ID.
-    network: HashMap<String, Value>,
-    /// `GET /sandboxes/NAME`.
-    sandbox: HashMap<String, Value>,
-    /// Docker's `EndpointOperInfo`, by endpoint ID.
-    oper_info: HashMap<String, Value>,
+    data: Snapshot,
+    networks: Lazy,
+    endpoints: Lazy,
+    pools: Lazy,
+    sandboxes: Lazy,
+    services: Lazy,
+}
+
+/// `part`'s answer carried over from the previous view when its data is
+/// the same (shared, so unchanged), else empty.
+fn carry(old: Option<&View>, same: bool, part: fn(&View) -> &Lazy) -> Lazy {
+    let cell = Lazy::new();
+    if let Some(v) = old.filter(|_| same).and_then(|o| part(o).get()) {
+        let _ = cell.set(v.clone());
+    }
+    cell
 }
 
 impl View {
-    fn of(c: &Controller) -> View {
-        let mut network = HashMap::new();
-        for n in c.networks() {
-            let v = json!(n);
-            if let Some(name) = &n.name {
-                network.insert(name.clone(), v.clone());
-            }
-            network.insert(n.id.clone(), v);
-        }
-        let sandbox = c
-            .sandboxes()
-            .map(|s| {
-                let v = json!({"sandbox": s, "endpoints": c.sandbox_endpoints(&s.name)});
-                (s.name.clone(), v)
-            })
-            .collect();
-        let oper_info = c
-            .endpoints()
-            .filter_map(|e| {
-                let r = ferry_cnm::wire::EndpointRef {
-                    network_id: e.network_id.clone(),
-                    endpoint_id: e.id.clone(),
-                };
-                c.endpoint_oper_info(&r).ok().map(|v| (e.id.clone(), v))
-            })
-            .collect();
+    fn new(data: Snapshot, old: Option<&View>) -> View {
+        let same = |f: fn(&Snapshot, &Snapshot) -> bool| old.is_some_and(|o| f(&o.data, &data));
         View {
-            networks: json!(c.networks().collect::<Vec<_>>()),
-            endpoints: json!(c.endpoints().collect::<Vec<_>>()),
-            pools: json!(c.ipam().pools),
-            sandboxes: json!(c.sandboxes().collect::<Vec<_>>()),
-            services: json!(c.services().collect::<Vec<_>>()),
-            service: c.services().map(|s| (s.name.clone(), json!(s))).collect(),
-            network,
-            sandbox,
-            oper_info,
+            networks: carry(old, same(|a, b| a.networks.ptr_eq(&b.networks)), |v| {
+                &v.networks
+            }),
+            endpoints: carry(old, same(|a, b| a.endpoints.ptr_eq(&b.endpoints)), |v| {
+                &v.endpoints
+            }),
+            pools: carry(old, same(|a, b| a.pools.ptr_eq(&b.pools)), |v| &v.pools),
+            sandboxes: carry(old, same(|a, b| a.sandboxes.ptr_eq(&b.sandboxes)), |v| {
+                &v.sandboxes
+            }),
+            services: carry(old, same(|a, b| a.services.ptr_eq(&b.services)), |v| {
+                &v.services
+            }),
+            data,
         }
     }
 
-    pub fn network(&self, name: &str) -> Result<Value, CnmError> {
-        self.network
-            .get(name)
-            .cloned()
-            .ok_or_else(|| CnmError::not_found("network", name))
+    /// `GET /networks`.
+    pub fn networks(&self) -> Arc<Value> {
+        let d = &self.data;
+        self.networks
+            .get_or_init(|| Arc::new(json!(d.networks.values().collect::<Vec<_>>())))
+            .clone()
     }
 
-    pub fn sandbox(&self, name: &str) -> Result<Value, CnmError> {
-        self.sandbox
-            .get(name)
-            .cloned()
-            .ok_or_else(|| CnmError::not_found("sandbox", name))
+    /// `GET /endpoints`.
+    pub fn endpoints(&self) -> Arc<Value> {
+        let d = &self.data;
+        self.endpoints
+            .get_or_init(|| Arc::new(json!(d.endpoints.values().collect::<Vec<_>>())))
+            .clone()
     }
 
+    /// `GET /pools`: every allocated address, so built only when asked.
+    pub fn pools(&self) -> Arc<Value> {
+        let d = &self.data;
+        self.pools.get_or_init(|| Arc::new(json!(d.pools))).clone()
+    }
+
+    /// `GET /sandboxes`.
+    pub fn sandboxes(&self) -> Arc<Value> {
+        let d = &self.data;
+        self.sandboxes
+            .get_or_init(|| Arc::new(json!(d.sandboxes.values().collect::<Vec<_>>())))
+            .clone()
+    }
+
+    /// `GET /services`.
+    pub fn services(&self) -> Arc<Value> {
+        let d = &self.data;
+        self.services
+            .get_or_init(|| Arc::new(json!(d.services.values().collect::<Vec<_>>())))
+            .clone()
+    }
+
+    /// `GET /services/NAME`.
     pub fn service(&self, name: &str) -> Result<Value, CnmError> {
-        self.service
+        self.data
+            .services
             .get(name)
-            .cloned()
+            .map(|s| json!(s))
             .ok_or_else(|| CnmError::not_found("service", name))
     }
 
+    /// `GET /networks/NAME`, by name or by ID.
+    pub fn network(&self, name: &str) -> Result<Value, CnmError> {
+        let d = &self.data;
+        d.networks
+            .get(name)
+            .or_else(|| {
+                d.networks
+                    .values()
+                    .find(|n| n.name.as_deref() == Some(name))
+            })
+            .map(|n| json!(n))
+            .ok_or_else(|| CnmError::not_found("network", name))
+    }
+
+    /// `GET /sandboxes/NAME`.
+    pub fn sandbox(&self, name: &str) -> Result<Value, CnmError> {
+        let d = &self.data;
+        let s = d
+            .sandboxes
+            .get(name)
+            .ok_or_else(|| CnmError::not_found("sandbox", name))?;
+        Ok(json!({"sandbox": s, "endpoints": d.sandbox_endpoints(name)}))
+    }
+
+    /// Docker's `EndpointOperInfo`.
     pub fn oper_info(&self, endpoint_id: &str) -> Result<Value, CnmError> {
-        self.oper_info
-            .get(endpoint_id)
-            .cloned()
-            .ok_or_else(|| CnmError::not_found("endpoint", endpoint_id))
+        self.data.endpoint_oper_info(endpoint_id)
     }
 }
