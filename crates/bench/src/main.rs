@@ -13,7 +13,8 @@
 //! floor (the kernel work of a bridge ADD in one process and in one process
 //! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
 //! one /18 through a private ferryd's plugin socket), 10 the overlay, 11 DNS
-//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver), 12
+//! the plugins' cost of reporting to ferryd. Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -27,6 +28,7 @@ mod floor;
 mod overlay;
 mod peer;
 mod report;
+mod reporting;
 mod rss;
 mod scenarios;
 mod util;
@@ -498,7 +500,7 @@ fn run(opts: Opts) -> i32 {
     }
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 10] = [
+    let list: [(u8, &str, Scenario); 11] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -509,6 +511,7 @@ fn run(opts: Opts) -> i32 {
         (9, scenarios::S9, scenarios::ipam),
         (10, scenarios::S10, overlay::overlay),
         (11, dns::S11, dns::dns),
+        (12, reporting::S12, reporting::report_cost),
     ];
     let mut failures = Vec::new();
     for (num, name, f) in list {

@@ -100,6 +100,7 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         "## 8. The floor",
         "## 9. CNM IPAM at scale",
         "## 11 DNS",
+        "## 12. Plugin reporting cost",
         "kernel",
         "CPU",
     ] {
@@ -157,6 +158,8 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("11-dns", "ferry", "local-qps", 1),
         ("11-dns", "aardvark-dns", "forwarded-p99", 1),
         ("11-dns", "docker", "local-p50", 1),
+        ("12-report-cost", "ferry", "no-listener", 5),
+        ("12-report-cost", "ferry", "listener", 5),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }
