@@ -13,8 +13,9 @@
 //! floor (the kernel work of a bridge ADD in one process and in one process
 //! per plugin; run with scenario 1), 9 CNM IPAM at scale (RequestAddress on
 //! one /18 through a private ferryd's plugin socket), 10 the overlay, 11 DNS
-//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver), 23 load
-//! on ferryd's sockets (`socket_load.rs`). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
+//! (dnsperf against ferryd's server, aardvark-dns and Docker's resolver), 12
+//! the plugins' cost of reporting to ferryd, 23 load on ferryd's sockets
+//! (`socket_load.rs`). Outputs: `report.md` (also printed), `results.csv`, `scale.svg`.
 //!
 //! This binary is also the per-process floor's two "plugins": run through a
 //! symlink named `fbfloor-bridge` or `fbfloor-ipam` it acts as one (see
@@ -28,6 +29,7 @@ mod floor;
 mod overlay;
 mod peer;
 mod report;
+mod reporting;
 mod rss;
 mod scenarios;
 mod socket_load;
@@ -509,7 +511,7 @@ fn run(opts: Opts) -> i32 {
     }
 
     type Scenario = fn(&Ctx) -> Result<(), String>;
-    let list: [(u8, &str, Scenario); 11] = [
+    let list: [(u8, &str, Scenario); 12] = [
         (1, scenarios::S1, scenarios::bridge),
         (2, scenarios::S2, scenarios::chain),
         (3, scenarios::S3, scenarios::ptp),
@@ -520,6 +522,7 @@ fn run(opts: Opts) -> i32 {
         (9, scenarios::S9, scenarios::ipam),
         (10, scenarios::S10, overlay::overlay),
         (11, dns::S11, dns::dns),
+        (12, reporting::S12, reporting::report_cost),
         (23, socket_load::S23, socket_load::sockets),
     ];
     let mut failures = Vec::new();

@@ -95,6 +95,8 @@ pub struct Meta {
 pub struct Target {
     pub what: &'static str,
     pub limit: f64,
+    /// How `measured` is shown: `×` for a ratio, or ` ms`, ` µs`.
+    pub unit: &'static str,
     pub measured: Option<f64>,
     pub how: String,
 }
@@ -138,36 +140,42 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         Target {
             what: "bridge+host-local ADD p50 ≤ 0.15× reference",
             limit: 0.15,
+            unit: "×",
             measured: add1,
             how: "Ferry / reference, ADD p50".into(),
         },
         Target {
             what: "bridge+host-local ADD p50 ≤ 1.3× per-process floor",
             limit: 1.3,
+            unit: "×",
             measured: floor,
             how: "Ferry / floor-procs, ADD p50".into(),
         },
         Target {
             what: "bridge+host-local DEL p50 ≤ 0.2× reference",
             limit: 0.2,
+            unit: "×",
             measured: del1,
             how: "Ferry / reference, DEL p50".into(),
         },
         Target {
             what: "bridge+host-local DEL p50 with ipMasq ≤ 0.15× reference",
             limit: 0.15,
+            unit: "×",
             measured: del1m,
             how: "Ferry / reference, DEL p50, both with ipMasq".into(),
         },
         Target {
             what: "full chain ADD p50 ≤ 0.08× reference",
             limit: 0.08,
+            unit: "×",
             measured: chain,
             how: "Ferry chain / reference chain, ADD p50".into(),
         },
         Target {
             what: "parallel ADD-all and DEL-all phases ≤ 0.2× reference",
             limit: 0.2,
+            unit: "×",
             measured: phases,
             how: format!(
                 "worse of ADD phase {} and DEL phase {}",
@@ -178,30 +186,35 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         Target {
             what: "ADD at the Nth container ≤ 1.1× the first",
             limit: 1.1,
+            unit: "×",
             measured: growth,
             how: format!("Ferry ADD p50, last {k} / first {k}"),
         },
         Target {
             what: "CNM RequestAddress, last 1000 ≤ 1.2× first 1000",
             limit: 1.2,
+            unit: "×",
             measured: ratio(ipam_last, ipam_first),
             how: format!("ferryd RequestAddress p50, last {IPAM_K} / first {IPAM_K}"),
         },
         Target {
             what: "overlay convergence p50 ≤ 50 ms",
             limit: 50.0,
+            unit: " ms",
             measured: p50(rows, S10, "ferry", "convergence"),
             how: "attach on host A to first ping answered from host B, p50, ms".into(),
         },
         Target {
             what: "overlay convergence p99 ≤ 250 ms",
             limit: 250.0,
+            unit: " ms",
             measured: percentile(&values(rows, S10, "ferry", "convergence"), 99.0),
             how: "the same, p99, ms".into(),
         },
         Target {
             what: "overlay stream ≥ 0.9× raw VXLAN",
             limit: 1.0 / 0.9,
+            unit: "×",
             measured: ratio(
                 p50(rows, S10, "raw-vxlan", "iperf3"),
                 p50(rows, S10, "ferry", "iperf3"),
@@ -211,6 +224,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         Target {
             what: "CNI ferry-overlay ADD p50 ≤ 1.3× Ferry's bridge ADD",
             limit: 1.3,
+            unit: "×",
             measured: ratio(
                 p50(rows, S10, "ferry", "cni-ADD"),
                 p50(rows, S10, "bridge", "cni-ADD"),
@@ -220,6 +234,7 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         Target {
             what: "one remote endpoint at 3 hosts × 1,000 endpoints ≤ 1.2× the first",
             limit: 1.2,
+            unit: "×",
             measured: ratio(
                 window(rows, S10, "ferry", "add-peer", false, 100),
                 window(rows, S10, "ferry", "add-peer", true, 100),
@@ -229,14 +244,23 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         Target {
             what: "etcd writes per attachment ≤ 1 (block claims aside)",
             limit: 1.0,
+            unit: " writes",
             measured: p50(rows, S10, "ferry", "etcd-writes"),
             how: "etcd revisions per attachment".into(),
         },
         Target {
             what: "peak RSS of one ADD ≤ 0.5× reference",
             limit: 0.5,
+            unit: "×",
             measured: worst_rss,
             how: "worst Ferry / reference over the plugins both have".into(),
+        },
+        Target {
+            what: "plugin's report to ferryd ≤ 50 µs",
+            limit: ferry_cni::report::BUDGET_MICROS as f64,
+            unit: " µs",
+            measured: crate::reporting::worst(rows),
+            how: "µs per report, worse of ferryd listening and not".into(),
         },
     ]
 }
@@ -449,6 +473,9 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
     if let Some(section) = crate::dns::markdown(rows) {
         w.push_str(&section);
     }
+    if let Some(section) = crate::reporting::markdown(rows) {
+        w.push_str(&section);
+    }
 
     let _ = writeln!(w, "\n## Targets\n");
     let _ = writeln!(w, "| target | measured | status |\n| --- | --- | --- |");
@@ -457,7 +484,9 @@ pub fn markdown(rows: &[Row], meta: &Meta) -> String {
             w,
             "| {} | {} ({}) | {} |",
             t.what,
-            fmt_ratio(t.measured),
+            t.measured
+                .map(|m| format!("{m:.2}{}", t.unit))
+                .unwrap_or_else(|| "—".into()),
             t.how,
             t.status()
         );
@@ -982,6 +1011,7 @@ mod tests {
         let t = Target {
             what: "x",
             limit: 0.2,
+            unit: "×",
             measured: Some(0.1),
             how: String::new(),
         };

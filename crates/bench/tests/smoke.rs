@@ -100,6 +100,7 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         "## 8. The floor",
         "## 9. CNM IPAM at scale",
         "## 11 DNS",
+        "## 12. Plugin reporting cost",
         "kernel",
         "CPU",
     ] {
@@ -160,6 +161,8 @@ fn smoke_run_writes_outputs_and_leaves_nothing_behind() {
         ("23-sockets", "burst", "RequestAddress", 8),
         ("23-sockets", "unloaded", "GET /networks", 30),
         ("23-sockets", "loaded", "EndpointOperInfo", 30),
+        ("12-report-cost", "ferry", "no-listener", 5),
+        ("12-report-cost", "ferry", "listener", 5),
     ] {
         assert_eq!(count(s, p, op), n, "{s} {p} {op} rows");
     }

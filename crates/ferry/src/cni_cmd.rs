@@ -1,82 +1,14 @@
 //! `ferry cni`: cnitool's job with Ferry's runtime, plus `list` and `version`.
 //! Environment as cnitool: NETCONFPATH, CNI_PATH, CNI_ARGS, CAP_ARGS, CNI_IFNAME.
 
-use clap::{Args, Subcommand};
+use crate::cli::{Attach, CniArgs, CniCommand};
 use ferry_cni::config::{self, Found, NetworkConfigList};
 use ferry_cni::runtime::{Attachment, CniConfig, RuntimeConf};
 use ferry_cni::{invoke, skel, version, CniError, CniResult};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha512};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-
-const DEFAULT_CNI_PATH: &str = "/opt/cni/bin:/usr/lib/cni";
-
-#[derive(Args)]
-pub struct CniArgs {
-    /// Directory of network configurations.
-    #[arg(
-        long,
-        env = "NETCONFPATH",
-        default_value = "/etc/cni/net.d",
-        global = true
-    )]
-    netconfpath: PathBuf,
-    /// Plugin directories, `:`-separated.
-    #[arg(long, env = "CNI_PATH", default_value = DEFAULT_CNI_PATH, global = true)]
-    cni_path: String,
-    /// Result cache directory (libcni's default).
-    #[arg(long, env = "FERRY_CNI_CACHE_DIR", default_value = ferry_cni::cache::DEFAULT_CACHE_DIR, global = true)]
-    cache_dir: PathBuf,
-    #[command(subcommand)]
-    command: CniCommand,
-}
-
-#[derive(Args)]
-struct Attach {
-    /// Network name (the `name` in a configuration file).
-    network: String,
-    /// Network namespace path, e.g. /run/netns/NAME.
-    netns: String,
-    /// Interface name inside the namespace.
-    #[arg(long, short = 'i', env = "CNI_IFNAME", default_value = "eth0")]
-    ifname: String,
-    /// Container ID; defaults to the one cnitool derives from the namespace path.
-    #[arg(long)]
-    container_id: Option<String>,
-    /// Extra CNI_ARGS, `K=V;K2=V2`.
-    #[arg(long, env = "CNI_ARGS", default_value = "")]
-    cni_args: String,
-    /// Capability arguments as a JSON object.
-    #[arg(long, env = "CAP_ARGS", default_value = "")]
-    cap_args: String,
-}
-
-#[derive(Subcommand)]
-enum CniCommand {
-    /// Add the namespace to the network and print the result.
-    Add(Attach),
-    /// Check the attachment against the result cached at ADD; reports config drift.
-    Check(Attach),
-    /// Delete the attachment, with the configuration cached at ADD.
-    Del(Attach),
-    /// Ask every plugin of the network whether it is ready.
-    Status { network: String },
-    /// Clean up stale attachments of a network.
-    ///
-    /// Valid attachments are those given with --valid; without it, the cached
-    /// attachments whose namespace still exists.
-    Gc {
-        network: String,
-        /// A valid attachment as CONTAINERID/IFNAME (repeatable).
-        #[arg(long = "valid")]
-        valid: Vec<String>,
-    },
-    /// Show the CNI versions Ferry supports, or those of the named plugins.
-    Version { plugins: Vec<String> },
-    /// List the networks in NETCONFPATH with their plugins and versions.
-    List,
-}
 
 pub fn run(args: CniArgs, json: bool) -> ExitCode {
     match execute(args, json) {

@@ -3,7 +3,7 @@
 //! calls to ferryd's API.
 
 use crate::api;
-use clap::Subcommand;
+use crate::cli::{NetworkCommand, SandboxCommand, ServiceCommand};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,85 +12,6 @@ use std::process::ExitCode;
 pub struct ApiArgs {
     pub api_socket: PathBuf,
     pub json: bool,
-}
-
-#[derive(Subcommand)]
-pub enum NetworkCommand {
-    /// Create a network (bridge by default); without --subnet one comes from the default pools.
-    Create {
-        name: String,
-        /// A subnet (repeatable; IPv4 and/or IPv6).
-        #[arg(long)]
-        subnet: Vec<String>,
-        /// Also give the network an IPv6 subnet (from the default pools if none is named).
-        #[arg(long)]
-        ipv6: bool,
-        /// No gateway and no way out.
-        #[arg(long)]
-        internal: bool,
-        #[arg(long)]
-        mtu: Option<u32>,
-        /// Bridge name (default: fr-<id>).
-        #[arg(long)]
-        bridge: Option<String>,
-        /// A route every sandbox on the network gets: DST or DST,GATEWAY (repeatable).
-        #[arg(long)]
-        route: Vec<String>,
-        /// bridge (default), macvlan, null, host or overlay (all hosts of the cluster).
-        #[arg(long, short = 'd')]
-        driver: Option<String>,
-        /// A driver option KEY=VALUE, e.g. parent=eth0, macvlan_mode=bridge (repeatable).
-        #[arg(long = "opt", short = 'o')]
-        opt: Vec<String>,
-    },
-    /// List networks.
-    Ls,
-    /// Show one network.
-    Inspect { name: String },
-    /// Remove a network (refused while sandboxes are connected).
-    Rm { name: String },
-}
-
-#[derive(Subcommand)]
-pub enum SandboxCommand {
-    /// Create a sandbox: a new network namespace, or an existing one with --path.
-    Create {
-        name: String,
-        #[arg(long)]
-        path: Option<String>,
-    },
-    /// List sandboxes.
-    Ls,
-    /// Show a sandbox, its endpoints and route arbitration.
-    Inspect { name: String },
-    /// Disconnect everything and remove the sandbox.
-    Rm { name: String },
-}
-
-#[derive(Subcommand)]
-pub enum ServiceCommand {
-    /// Create a service on a network: addresses and MAC reserved, ports published; no sandbox holds it yet.
-    Create {
-        name: String,
-        #[arg(long)]
-        network: String,
-        /// Its address (repeatable: one IPv4, one IPv6; other families the network has get one).
-        #[arg(long)]
-        address: Vec<String>,
-        /// Publish HOSTPORT:PORT[/tcp|udp|sctp] (repeatable).
-        #[arg(long)]
-        publish: Vec<String>,
-    },
-    /// Put a service no sandbox holds into a sandbox.
-    Attach { name: String, sandbox: String },
-    /// Take a service from the sandbox holding it into another.
-    Move { name: String, sandbox: String },
-    /// Take a service out of its sandbox (it keeps its addresses and ports).
-    Detach { name: String },
-    /// Remove a service.
-    Rm { name: String },
-    /// List services and where they are.
-    Ls,
 }
 
 /// One service as a table row: name, network, addresses, ports, sandbox.

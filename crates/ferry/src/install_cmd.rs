@@ -2,32 +2,11 @@
 //! contrib/systemd, embedded at build time) into ROOT/etc/systemd/system
 //! and says which `systemctl` commands start them; it runs none itself.
 
-use clap::Args;
+use crate::cli::{InstallArgs, DEFAULT_BIN_DIR, DEFAULT_CNI_BIN_DIR};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 include!(concat!(env!("OUT_DIR"), "/units.rs"));
-
-/// Where the units expect the binaries, unless --bin-dir says otherwise.
-const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
-/// Where the DHCP daemon's unit expects the CNI plugins (`dhcp`).
-const DEFAULT_CNI_BIN_DIR: &str = "/opt/cni/bin";
-
-#[derive(Args)]
-pub struct InstallArgs {
-    /// Install the systemd units (ferryd, and the DHCP daemon's when shipped).
-    #[arg(long)]
-    systemd: bool,
-    /// Root of the file system to install into.
-    #[arg(long, default_value = "/")]
-    root: PathBuf,
-    /// Where ferryd and ferry-plugin are installed (the units' ExecStart).
-    #[arg(long, default_value = DEFAULT_BIN_DIR)]
-    bin_dir: PathBuf,
-    /// Where the CNI plugins are installed (the DHCP daemon's ExecStart).
-    #[arg(long, default_value = DEFAULT_CNI_BIN_DIR)]
-    cni_bin_dir: PathBuf,
-}
 
 pub fn run(args: InstallArgs) -> ExitCode {
     if !args.systemd {

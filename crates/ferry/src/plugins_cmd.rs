@@ -2,36 +2,9 @@
 //! plugin type is the one multi-call `ferry-plugin` executable under the
 //! type's name (a symlink, or a copy with --copy).
 
-use clap::{Args, Subcommand};
+use crate::cli::{PluginsArgs, PluginsCommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-
-#[derive(Args)]
-pub struct PluginsArgs {
-    #[command(subcommand)]
-    command: PluginsCommand,
-}
-
-#[derive(Subcommand)]
-enum PluginsCommand {
-    /// Fill DIR with every Ferry plugin under its type name, ready for CNI_PATH.
-    Install {
-        /// Target directory, e.g. /opt/cni/bin (created if missing).
-        #[arg(long)]
-        dir: PathBuf,
-        /// The ferry-plugin executable (default: next to this `ferry`).
-        #[arg(long)]
-        from: Option<PathBuf>,
-        /// Copy the executable instead of linking to it.
-        #[arg(long)]
-        copy: bool,
-        /// Replace files of the same names (e.g. the reference plugins).
-        #[arg(long)]
-        force: bool,
-    },
-    /// List the plugin types Ferry implements.
-    List,
-}
 
 pub fn run(args: PluginsArgs) -> ExitCode {
     match args.command {

@@ -613,3 +613,79 @@ fn result_shape_matches_the_reference() {
     ferry.as_object_mut().unwrap().remove("dns");
     assert_eq!(ferry, reference);
 }
+
+/// The daemon logs through `tracing` on stderr, nothing on stdout: one event
+/// per request with its operation, attachment, duration and outcome. No
+/// DHCP server needed: a CHECK of an attachment it does not hold, and a line
+/// that is not a request.
+#[test]
+fn daemon_logs_one_event_per_request() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("dhcp.sock");
+    let mut proc = Proc(
+        Command::new(env!("CARGO_BIN_EXE_ferry-plugin"))
+            .args(["dhcp", "daemon", "-socketpath"])
+            .arg(&socket)
+            .arg("-statedir")
+            .arg(dir.path().join("leases"))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the dhcp daemon"),
+    );
+    assert!(
+        wait_for(|| std::os::unix::net::UnixStream::connect(&socket).is_ok()),
+        "the daemon never listened on {}",
+        socket.display()
+    );
+    let ask = |line: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        s.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    let reply = ask(r#"{"op":"check","container_id":"poc1","network":"ponet","ifname":"eth0"}"#);
+    assert!(reply.contains("holds no lease"), "{reply}");
+    let reply = ask("not a request");
+    assert!(reply.contains("bad request"), "{reply}");
+    // A STATUS is logged at debug only: not at the default level.
+    ask(r#"{"op":"status"}"#);
+
+    let mut stdout = proc.0.stdout.take().unwrap();
+    let mut stderr = proc.0.stderr.take().unwrap();
+    drop(proc);
+    let (mut out, mut err) = (String::new(), String::new());
+    stdout.read_to_string(&mut out).unwrap();
+    stderr.read_to_string(&mut err).unwrap();
+    assert!(out.is_empty(), "the daemon printed on stdout: {out}");
+    let events: Vec<&str> = err.lines().filter(|l| l.contains(" request ")).collect();
+    assert_eq!(
+        events.len(),
+        2,
+        "one event per request (STATUS at debug):\n{err}"
+    );
+    let check = events
+        .iter()
+        .find(|l| l.contains("op=\"check\""))
+        .expect("an event for the CHECK");
+    for field in [
+        "op=\"check\"",
+        "attachment=\"poc1/ponet/eth0\"",
+        "duration_ms=",
+        "outcome=\"error\"",
+        "holds no lease",
+    ] {
+        assert!(check.contains(field), "{field} missing from {check:?}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|l| l.contains("op=\"invalid\"") && l.contains("outcome=\"error\"")),
+        "no event for the bad line:\n{err}"
+    );
+    assert!(err.contains("serving"), "no start event:\n{err}");
+}

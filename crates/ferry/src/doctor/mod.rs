@@ -8,34 +8,10 @@ mod ferryd;
 mod kernel;
 mod state;
 
-use clap::Args;
+use crate::cli::DoctorArgs;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-
-#[derive(Args)]
-pub struct DoctorArgs {
-    /// libcni's cache directory (its `results/` holds one entry per attachment).
-    #[arg(long, env = "FERRY_CNI_CACHE_DIR", default_value = ferry_cni::cache::DEFAULT_CACHE_DIR)]
-    cache_dir: PathBuf,
-    /// host-local's lease directory (its `dataDir`), one directory per network.
-    #[arg(
-        long,
-        env = "FERRY_LEASES_DIR",
-        default_value = "/var/lib/cni/networks"
-    )]
-    leases_dir: PathBuf,
-    /// The list of loaded modules.
-    #[arg(long, default_value = "/proc/modules")]
-    proc_modules: PathBuf,
-    /// The kernel's module directory in sysfs (loaded and built-in modules).
-    #[arg(long, default_value = "/sys/module")]
-    sys_module: PathBuf,
-    /// Judge kernel modules by --proc-modules and --sys-module alone, without
-    /// trying the features in a scratch network namespace.
-    #[arg(long)]
-    no_probe: bool,
-}
 
 /// One result line: a check that passed, or a problem and its fix.
 #[derive(Debug, Serialize)]

@@ -9,6 +9,12 @@
 //! `/run/cni/dhcp.sock`), `-timeout DURATION` (acquisition, default 10s),
 //! `-broadcast`, `-pidfile PATH`; Ferry's own: `-statedir DIR` (default
 //! `/var/lib/cni/dhcp`).
+//!
+//! It logs through `tracing` to stderr (the journal under systemd): one event
+//! per request with its duration and outcome, and the renewals. `RUST_LOG`
+//! sets the level (default `info`; `status` requests log at `debug`). The
+//! subscriber is installed by [`init_logging`] in daemon mode only: the
+//! plugin verbs never set one up.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -16,10 +22,11 @@ use std::net::IpAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_cni::error::code;
 use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
 
 use ferry_drivers::link::iface::{self, Address, InterfaceConfig, RouteConfig};
 use ipnet::IpNet;
@@ -135,8 +142,15 @@ fn key(container_id: &str, network: &str, ifname: &str) -> String {
     format!("{container_id}/{network}/{ifname}")
 }
 
-fn log(msg: &str) {
-    eprintln!("dhcp daemon: {msg}");
+/// Installs the stderr subscriber of daemon mode: `RUST_LOG` directives,
+/// else `info`. No ANSI colours: the journal keeps the text as written.
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 impl Daemon {
@@ -189,7 +203,7 @@ impl Daemon {
         if let Some(h) = held {
             h.stop.stop();
             if let Err(e) = client::release(&h.lease) {
-                log(&format!("RELEASE of {} for {key}: {e}", h.lease.address));
+                warn!(attachment = key, address = %h.lease.address, error = %e, "RELEASE failed");
             }
         }
     }
@@ -220,10 +234,7 @@ impl Daemon {
                     Ok(Renewed::Ack(ack)) => Ok(ack),
                     // RFC 2131 4.4.5: a NAK sends the client back to INIT.
                     Ok(Renewed::Nak(why)) => {
-                        log(&format!(
-                            "{key}: renewing {}: {why}; acquiring anew",
-                            l.address
-                        ));
+                        info!(attachment = key, address = %l.address, reason = %why, "renewal refused (NAK); acquiring anew");
                         acquire()
                     }
                     Err(e) => Err(e),
@@ -242,8 +253,9 @@ impl Daemon {
                         follow(key, &l, &next);
                     }
                     if let Err(e) = self.persist(key, &next) {
-                        log(&e);
+                        warn!(attachment = key, error = %e, "renewed lease not saved");
                     }
+                    debug!(attachment = key, address = %next.address, expires = next.expires, "renewed");
                     if let Ok(mut m) = self.leases.lock() {
                         if let Some(h) = m.get_mut(key) {
                             h.lease = next;
@@ -252,7 +264,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     if !Path::new(&l.netns).exists() {
-                        log(&format!("{key}: namespace {} is gone; forgetting", l.netns));
+                        info!(attachment = key, netns = %l.netns, "namespace gone; lease forgotten");
                         self.forget(key);
                         return;
                     }
@@ -264,10 +276,7 @@ impl Daemon {
                         now + 20
                     };
                     let retry = (next.saturating_sub(now) / 2).clamp(1, 60);
-                    log(&format!(
-                        "{key}: renewing {}: {e}; again in {retry}s",
-                        l.address
-                    ));
+                    warn!(attachment = key, address = %l.address, error = %e, retry_seconds = retry, "renewal failed");
                     if stop.wait_until(unix_now() + retry) {
                         return;
                     }
@@ -299,19 +308,19 @@ impl Daemon {
             {
                 Ok(l) => l,
                 Err(e) => {
-                    log(&format!("ignoring lease file {}: {e}", path.display()));
+                    warn!(file = %path.display(), error = %e, "lease file ignored");
                     continue;
                 }
             };
             let k = key(&lease.container_id, &lease.network, &lease.ifname);
             if !Path::new(&lease.netns).exists() {
-                log(&format!("{k}: namespace {} is gone; dropping", lease.netns));
+                info!(attachment = k, netns = %lease.netns, "namespace gone; lease file dropped");
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            log(&format!("{k}: reloaded lease {}", lease.address));
-            if let Err(e) = self.hold(k, lease) {
-                log(&e);
+            info!(attachment = k, address = %lease.address, "lease reloaded");
+            if let Err(e) = self.hold(k.clone(), lease) {
+                warn!(attachment = k, error = %e, "reloaded lease not held");
             }
         }
     }
@@ -385,7 +394,6 @@ impl Daemon {
                     self.forget(&k);
                     return fail(code::INTERNAL, format!("dhcp: {e}"));
                 }
-                log(&format!("{k}: leased {}", lease.address));
                 Reply {
                     lease: Some(lease),
                     ..Reply::default()
@@ -421,7 +429,7 @@ impl Daemon {
                     })
                     .unwrap_or_default();
                 for k in stale {
-                    log(&format!("{k}: released by GC"));
+                    info!(attachment = k, "released by GC");
                     self.drop_lease(&k);
                 }
                 Reply::default()
@@ -433,21 +441,59 @@ impl Daemon {
     fn serve_conn(self: &Arc<Self>, s: UnixStream) {
         let mut line = String::new();
         let Ok(mut w) = s.try_clone() else { return };
-        if BufReader::new(s).read_line(&mut line).is_err() {
+        // A connection that sends nothing (a liveness probe) is no request.
+        if matches!(BufReader::new(s).read_line(&mut line), Ok(0) | Err(_)) {
             return;
         }
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => self.handle(req),
-            Err(e) => Reply {
-                error: Some(format!("bad request: {e}")),
-                code: code::DECODING_FAILURE,
-                ..Reply::default()
-            },
+        let start = Instant::now();
+        let (op, k, reply) = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => (
+                req.op.clone(),
+                key(&req.container_id, &req.network, &req.ifname),
+                self.handle(req),
+            ),
+            Err(e) => (
+                "invalid".to_string(),
+                String::new(),
+                Reply {
+                    error: Some(format!("bad request: {e}")),
+                    code: code::DECODING_FAILURE,
+                    ..Reply::default()
+                },
+            ),
         };
+        log_request(&op, &k, &reply, start.elapsed());
         if let Ok(mut bytes) = serde_json::to_vec(&reply) {
             bytes.push(b'\n');
             let _ = w.write_all(&bytes);
         }
+    }
+}
+
+/// The one event of a request: operation, attachment, duration, outcome.
+fn log_request(op: &str, attachment: &str, reply: &Reply, took: Duration) {
+    let duration_ms = took.as_secs_f64() * 1e3;
+    let address = reply.lease.as_ref().map(|l| l.address.to_string());
+    match &reply.error {
+        Some(e) => warn!(
+            op,
+            attachment,
+            duration_ms,
+            outcome = "error",
+            code = reply.code,
+            error = %e,
+            "request"
+        ),
+        // Runtimes poll STATUS; keep it out of the default level.
+        None if op == "status" => debug!(op, duration_ms, outcome = "ok", "request"),
+        None => info!(
+            op,
+            attachment,
+            duration_ms,
+            outcome = "ok",
+            address = address.as_deref().unwrap_or(""),
+            "request"
+        ),
     }
 }
 
@@ -466,14 +512,21 @@ fn follow(key: &str, old: &Lease, new: &Lease) {
             .collect(),
     };
     match iface::follow_lease(&new.netns, &new.ifname, &iface(old), &iface(new)) {
-        Ok(()) => log(&format!(
-            "{key}: the lease changed from {} (router {:?}) to {} (router {:?}); {} follows",
-            old.address, old.router, new.address, new.router, new.ifname
-        )),
-        Err(e) => log(&format!(
-            "{key}: the lease changed to {}, but {} could not follow: {e}",
-            new.address, new.ifname
-        )),
+        Ok(()) => info!(
+            attachment = key,
+            from = %old.address,
+            old_router = ?old.router,
+            to = %new.address,
+            router = ?new.router,
+            "lease changed; the interface follows"
+        ),
+        Err(e) => warn!(
+            attachment = key,
+            to = %new.address,
+            ifname = %new.ifname,
+            error = %e,
+            "lease changed; the interface could not follow"
+        ),
     }
 }
 
@@ -505,14 +558,14 @@ pub fn run(settings: Settings) -> Result<(), String> {
         settings,
     });
     d.reload();
-    log(&format!("serving {}", d.settings.socket.display()));
+    info!(socket = %d.settings.socket.display(), "serving");
     for conn in listener.incoming() {
         match conn {
             Ok(s) => {
                 let d = d.clone();
                 std::thread::spawn(move || d.serve_conn(s));
             }
-            Err(e) => log(&format!("accept: {e}")),
+            Err(e) => warn!(error = %e, "accept failed"),
         }
     }
     Ok(())

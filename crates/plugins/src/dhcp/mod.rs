@@ -240,10 +240,12 @@ pub fn daemon_main(args: &[String]) -> ! {
             std::process::exit(2);
         }
     };
+    // Daemon mode only: one-shot plugin runs never install a subscriber.
+    daemon::init_logging();
     match daemon::run(settings) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("dhcp daemon: {e}");
+            tracing::error!(error = %e, "dhcp daemon stopped");
             std::process::exit(1);
         }
     }
