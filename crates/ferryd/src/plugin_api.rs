@@ -300,7 +300,6 @@ pub fn ferry_router(ctl: Shared, hooks: Hooks) -> Router {
             get(|| async { axum::Json(json!({"version": env!("CARGO_PKG_VERSION")})) }),
         )
         .route("/pools", get(with!(c, |ctl| read(&ctl, |v| v.pools()))))
-        .route("/pools", get(with!(c, |ctl| read(&ctl, |v| v.pools()))))
         .route(
             "/sandboxes",
             get(with!(c, |ctl| read(&ctl, |v| v.sandboxes()))).post({
