@@ -40,8 +40,8 @@ pub use addr::{AddrOptions, Address, Family};
 pub use announce::Announcer;
 pub use error::{Error, Result};
 pub use link::{
-    check_ifname, BridgePortFlags, Link, LinkKind, LinkSpec, MacvlanMode, OperState, VxlanSpec,
-    MAX_IFNAME_LEN,
+    check_ifname, BridgePortFlags, Ipv6Conf, Link, LinkKind, LinkSpec, MacvlanMode, OperState,
+    VxlanSpec, MAX_IFNAME_LEN,
 };
 pub use mac::MacAddr;
 pub use neigh::{FdbEntry, Neighbour, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE};

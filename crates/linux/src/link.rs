@@ -5,8 +5,9 @@ use std::os::fd::AsRawFd;
 
 use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{
-    InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan, InfoPortData, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkProtoInfoBridge, MacVlanMode,
+    AfSpecInet6, AfSpecUnspec, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoMacVlan,
+    InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkProtoInfoBridge, MacVlanMode,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
@@ -106,6 +107,21 @@ pub struct Link {
     pub txqlen: Option<u32>,
     /// Bridge port flags, when the link is a bridge port.
     pub bridge_port: Option<BridgePortFlags>,
+    /// The link's IPv6 settings as the kernel reports them with the link
+    /// (`IFLA_INET6_CONF`); `None` when the kernel has no IPv6 for it.
+    pub ipv6: Option<Ipv6Conf>,
+}
+
+/// The IPv6 sysctls of one link (`net.ipv6.conf.IFNAME.*`) that callers
+/// check before writing. Read from netlink with the link, not `/proc/sys`:
+/// a lookup under `/proc/sys/net/ipv6` walks one dentry per namespace that
+/// ever looked there (0.2-0.4 ms each with 1,000 containers on the node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Conf {
+    /// `disable_ipv6`.
+    pub disable_ipv6: bool,
+    /// `accept_dad` (0 off, 1 on, 2 on and IPv6 off on a duplicate).
+    pub accept_dad: i32,
 }
 
 impl Link {
@@ -127,6 +143,7 @@ impl Link {
             allmulti: msg.header.flags.contains(LinkFlags::Allmulti),
             txqlen: None,
             bridge_port: None,
+            ipv6: None,
         };
         for attr in msg.attributes {
             match attr {
@@ -139,6 +156,20 @@ impl Link {
                 LinkAttribute::LinkNetNsId(id) => link.link_netnsid = Some(id),
                 LinkAttribute::OperState(s) => link.oper_state = OperState::from(u8::from(s)),
                 LinkAttribute::Promiscuity(p) if p > 0 => link.promisc = true,
+                LinkAttribute::AfSpecUnspec(specs) => {
+                    for spec in specs {
+                        if let AfSpecUnspec::Inet6(attrs) = spec {
+                            for a in attrs {
+                                if let AfSpecInet6::DevConf(c) = a {
+                                    link.ipv6 = Some(Ipv6Conf {
+                                        disable_ipv6: c.disable_ipv6 != 0,
+                                        accept_dad: c.accept_dad,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
                         match info {

@@ -44,9 +44,15 @@ pub fn write_if_different(key: &str, value: &str) -> Result<bool> {
     if normalize(&current) == normalize(value) {
         return Ok(false);
     }
-    let path = sysctl_path(key)?;
-    std::fs::write(&path, value.as_bytes()).map_err(|source| Error::Sysctl { path, source })?;
+    write(key, value)?;
     Ok(true)
+}
+
+/// Writes `value` to a sysctl in the calling thread's namespace, without
+/// reading it first (for a caller that already knows it differs).
+pub fn write(key: &str, value: &str) -> Result<()> {
+    let path = sysctl_path(key)?;
+    std::fs::write(&path, value.as_bytes()).map_err(|source| Error::Sysctl { path, source })
 }
 
 /// Multi-value sysctls (`net.ipv4.ip_local_port_range`) read back with tabs.
@@ -73,6 +79,12 @@ pub fn write_all_if_different_in(netns: &Netns, pairs: &[(String, &str)]) -> Res
             .iter()
             .try_for_each(|(k, v)| write_if_different(k, v).map(|_| ()))
     })?
+}
+
+/// [`write`] for each `(key, value)` in order, inside `netns`, in one trip.
+/// Stops at the first error.
+pub fn write_all_in(netns: &Netns, pairs: &[(String, &str)]) -> Result<()> {
+    netns.run(|| pairs.iter().try_for_each(|(k, v)| write(k, v)))?
 }
 
 #[cfg(test)]

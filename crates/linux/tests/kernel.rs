@@ -642,6 +642,44 @@ fn sysctl_write_if_different() {
     assert_eq!(sysctl::read("net.ipv4.ip_forward").unwrap(), root_before);
 }
 
+/// `Link::ipv6` reports the link's `disable_ipv6` and `accept_dad` as
+/// /proc/sys holds them, before and after writes (callers skip sysctl
+/// writes on its word).
+#[test]
+fn link_reports_ipv6_conf() {
+    let mut g = Guard::new();
+    let (_name, ns) = g.netns("fi");
+    let mut nl = ns.netlink().unwrap();
+    let a = unique("ia");
+    nl.create_link(&LinkSpec::veth(&a, &unique("ib"))).unwrap();
+    let proc_conf = |key: &str| {
+        sysctl::read_in(&ns, &format!("net/ipv6/conf/{a}/{key}"))
+            .unwrap()
+            .parse::<i32>()
+            .unwrap()
+    };
+    for (disable, dad) in [("1", "0"), ("0", "2"), ("0", "1")] {
+        sysctl::write_all_in(
+            &ns,
+            &[
+                (format!("net/ipv6/conf/{a}/disable_ipv6"), disable),
+                (format!("net/ipv6/conf/{a}/accept_dad"), dad),
+            ],
+        )
+        .unwrap();
+        let conf = nl
+            .link_by_name(&a)
+            .unwrap()
+            .ipv6
+            .expect("the kernel reported no IPv6 settings with the link");
+        assert_eq!(
+            (conf.disable_ipv6, conf.accept_dad),
+            (proc_conf("disable_ipv6") == 1, proc_conf("accept_dad")),
+            "after writing disable_ipv6={disable} accept_dad={dad}"
+        );
+    }
+}
+
 #[test]
 fn netns_create_delete_leaves_nothing() {
     let before = ns_inode();

@@ -5,7 +5,7 @@
 
 use crate::kernel;
 use crate::{Error, Result};
-use ferry_linux::{AddrOptions, Family, Netlink, Netns, Route};
+use ferry_linux::{AddrOptions, Family, Link, Netlink, Netns, Route};
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -87,7 +87,7 @@ pub fn configure(
     let link = nl
         .link_by_name(ifname)
         .map_err(kernel(format!("failed to look up {ifname}")))?;
-    let (v4gw, v6gw) = assign(netns, nl, link.index, ifname, cfg, opts)?;
+    let (v4gw, v6gw) = assign(netns, nl, &link, ifname, cfg, opts)?;
     nl.set_up(link.index)
         .map_err(kernel(format!("failed to set {ifname} up")))?;
     if cfg.has_ipv6() && !opts.nodad {
@@ -128,25 +128,34 @@ pub fn configure(
 pub fn assign(
     netns: &Netns,
     nl: &mut Netlink,
-    index: u32,
+    link: &Link,
     ifname: &str,
     cfg: &InterfaceConfig,
     opts: Options,
 ) -> Result<(Option<IpAddr>, Option<IpAddr>)> {
-    // One trip into the namespace for all of them.
+    let index = link.index;
+    // Only the sysctls not already at their value, as netlink reports them
+    // with the link: each /proc/sys/net/ipv6 lookup costs time in proportion
+    // to the namespaces on the node (see ferry_linux::Ipv6Conf). Unknown
+    // (no IPv6 reported) is written, and fails as before.
     let mut sysctls: Vec<(String, &str)> = Vec::new();
-    if opts.accept_dad_off {
+    if opts.accept_dad_off && link.ipv6.is_none_or(|c| c.accept_dad != 0) {
         sysctls.push((format!("net.ipv6.conf.{ifname}.accept_dad"), "0"));
     }
     if cfg.has_ipv6() {
-        for dev in ["lo", ifname] {
-            sysctls.push((format!("net.ipv6.conf.{dev}.disable_ipv6"), "0"));
+        let lo = nl
+            .link_by_name("lo")
+            .map_err(kernel("failed to look up lo"))?;
+        for (dev, l) in [("lo", &lo), (ifname, link)] {
+            if l.ipv6.is_none_or(|c| c.disable_ipv6) {
+                sysctls.push((format!("net.ipv6.conf.{dev}.disable_ipv6"), "0"));
+            }
         }
     }
     if !sysctls.is_empty() {
-        ferry_linux::sysctl::write_all_if_different_in(netns, &sysctls).map_err(kernel(
-            format!("failed to set up IPv6 (DAD, disable_ipv6) on {ifname}"),
-        ))?;
+        ferry_linux::sysctl::write_all_in(netns, &sysctls).map_err(kernel(format!(
+            "failed to set up IPv6 (DAD, disable_ipv6) on {ifname}"
+        )))?;
     }
     let (mut v4gw, mut v6gw): (Option<IpAddr>, Option<IpAddr>) = (None, None);
     for ip in &cfg.addresses {

@@ -138,14 +138,20 @@ fn finish(
     spec: &LinkSpec,
     host_ipv6: bool,
 ) -> Result<VethPair> {
-    if !host_ipv6 {
-        // Best effort: a node without IPv6 has no such key.
-        let key = format!("net.ipv6.conf.{host_name}.disable_ipv6");
-        let _ = ferry_linux::sysctl::write_if_different(&key, "1");
-    }
-    let host = host_nl
+    let mut host = host_nl
         .link_by_name(host_name)
         .map_err(kernel(format!("failed to look up {host_name}")))?;
+    // Best effort: a node without IPv6 has no such key. Written only when
+    // the link says IPv6 is on (see ferry_linux::Ipv6Conf for why not read).
+    if let Some(conf) = host.ipv6.filter(|c| !host_ipv6 && !c.disable_ipv6) {
+        let key = format!("net.ipv6.conf.{host_name}.disable_ipv6");
+        if ferry_linux::sysctl::write(&key, "1").is_ok() {
+            host.ipv6 = Some(ferry_linux::Ipv6Conf {
+                disable_ipv6: true,
+                ..conf
+            });
+        }
+    }
     host_nl
         .set_up(host.index)
         .map_err(kernel(format!("failed to set {host_name} up")))?;

@@ -192,7 +192,7 @@ pub(super) fn take_over(
         nodad: true,
         accept_dad_off: true,
     };
-    iface::assign(&ns, &mut nl, link.index, &new.ifname, cfg, opts)?;
+    iface::assign(&ns, &mut nl, &link, &new.ifname, cfg, opts)?;
     let mac = new
         .mac
         .or(link.mac)
