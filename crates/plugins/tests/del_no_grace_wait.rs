@@ -73,11 +73,14 @@ fn close_handed_to_child(trace: &str) -> Result<(), String> {
         if !deleted {
             continue; // nothing for the kernel to free: the close does not wait
         }
-        // Children forked between the socket's open and its close.
+        // Children forked between the socket's open and its close: the PID
+        // ends `clone(...) = PID`, or `<... clone resumed>...) = PID` when
+        // another process interleaved (`clone(... <unfinished ...>`).
         let children: Vec<String> = lines[i..c]
             .iter()
-            .filter(|l| mine(l) && (l.contains("clone(") || l.contains("fork(")))
+            .filter(|l| mine(l) && (l.contains("clone") || l.contains("fork")))
             .filter_map(|l| l.rsplit("= ").next().map(|p| p.trim().to_string()))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             .collect();
         let alive_after_close = children.iter().any(|child| {
             lines[c..]
@@ -178,4 +181,28 @@ fn chain_del_hands_the_nft_close_to_a_child() {
         "the chain's DELs left the container's addresses in the ruleset:\n{left}"
     );
     node.exec(&format!("ip link del {bridge}"));
+}
+
+/// The trace reader itself: a clone that strace split around another
+/// process's line still counts, and a close with no child is refused.
+#[test]
+fn the_trace_reader_follows_split_clones() {
+    let split = "\
+10 socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, NETLINK_NETFILTER) = 3
+10 sendto(3, [{nlmsg_type=NFNL_SUBSYS_NFTABLES<<8|0x1e}], 80, 0, NULL, 0) = 80
+10 clone(child_stack=NULL, flags=SIGCHLD <unfinished ...>
+11 set_robust_list(0x1, 24) = 0
+10 <... clone resumed>, child_tidptr=0x2) = 11
+10 close(3) = 0
+11 +++ exited with 0 +++
+10 +++ exited with 0 +++
+";
+    assert_eq!(close_handed_to_child(split), Ok(()));
+    let no_child = "\
+10 socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, NETLINK_NETFILTER) = 3
+10 sendto(3, [{nlmsg_type=NFNL_SUBSYS_NFTABLES<<8|0x1e}], 80, 0, NULL, 0) = 80
+10 close(3) = 0
+10 +++ exited with 0 +++
+";
+    assert!(close_handed_to_child(no_child).is_err());
 }
