@@ -57,12 +57,7 @@ fn docker_uses_ferry_networks_end_to_end() {
     // Ferry's node-wide tables are created on first use; this test removes them.
     let _forward = forward_rule_guard();
     let mut tables = Cleanup::default();
-    tables.push(|| {
-        let _ = sh_ok("nft delete table inet ferry-portmap");
-        let _ = sh_ok("nft delete table inet ferry-masq");
-        let _ = sh_ok("nft delete table inet ferry-firewall");
-        let _ = sh_ok("nft delete table bridge ferry-firewall");
-    });
+    tables.push(ferry_testkit::remove_idle_ferry_tables);
     let docker = Dockerd::start(&dir.path().join("docker"));
     docker.import_busybox("ferrybox");
     let mut seen = std::collections::BTreeSet::new();

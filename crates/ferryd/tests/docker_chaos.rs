@@ -94,6 +94,8 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
     .unwrap_or_else(|e| panic!("{e}"));
     let _forward = forward_rule_guard();
     let mut cleanup = Cleanup::default();
+    // Ferry's node-wide tables, created on first use, go with the test.
+    cleanup.push(ferry_testkit::remove_idle_ferry_tables);
     let docker = Dockerd::start(&dir.path().join("docker"));
     docker.import_busybox("ferrybox");
     let mut bridges = BTreeMap::new();

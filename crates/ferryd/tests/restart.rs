@@ -57,16 +57,7 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
     );
     let _forward = forward_rule_guard();
     let mut cleanup = Cleanup::default();
-    cleanup.push(|| {
-        for t in [
-            "inet ferry-portmap",
-            "inet ferry-masq",
-            "inet ferry-firewall",
-            "bridge ferry-firewall",
-        ] {
-            let _ = sh_ok(&format!("nft delete table {t}"));
-        }
-    });
+    cleanup.push(ferry_testkit::remove_idle_ferry_tables);
     let sb1 = unique("rsa");
     let sb2 = unique("rsb");
     for sb in [sb1.clone(), sb2.clone()] {

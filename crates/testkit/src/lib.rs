@@ -200,6 +200,27 @@ pub fn bridge_ports(bridge: &str) -> Vec<String> {
         .collect()
 }
 
+/// Ferry's node-wide nftables tables, which a daemon creates on first use
+/// and keeps when its last endpoint goes.
+pub const FERRY_TABLES: [&str; 4] = [
+    "inet ferry-portmap",
+    "inet ferry-masq",
+    "inet ferry-firewall",
+    "bridge ferry-firewall",
+];
+
+/// Deletes those of [`FERRY_TABLES`] that hold no element: a test that
+/// started a daemon leaves no table behind, and a table another test's
+/// daemon is still filling keeps its elements and stays.
+pub fn remove_idle_ferry_tables() {
+    for t in FERRY_TABLES {
+        let listing = sh(&format!("nft -j list table {t} 2>/dev/null || true"));
+        if !listing.is_empty() && !listing.contains("\"elem\"") {
+            let _ = sh_ok(&format!("nft delete table {t}"));
+        }
+    }
+}
+
 /// Files in a directory (names only), sorted; empty when it does not exist.
 pub fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
