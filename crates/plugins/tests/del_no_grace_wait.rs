@@ -48,7 +48,8 @@ fn run(
 /// closed that socket (so the plugin's close was not the last one), for
 /// every nf_tables socket the plugin deleted something on and closed.
 fn close_handed_to_child(trace: &str) -> Result<(), String> {
-    let lines: Vec<&str> = trace.lines().collect();
+    let joined = join_split_calls(trace);
+    let lines: Vec<&str> = joined.iter().map(String::as_str).collect();
     let pid_of = |l: &str| l.split_whitespace().next().unwrap_or("").to_string();
     let main = lines.first().map(|l| pid_of(l)).ok_or("empty trace")?;
     let mine = |l: &&str| pid_of(l) == main;
@@ -101,6 +102,30 @@ fn close_handed_to_child(trace: &str) -> Result<(), String> {
         return Err("no nf_tables socket the plugin deleted on and closed".into());
     }
     Ok(())
+}
+
+/// An `strace -f` log with every call that another process's line split
+/// (`PID name(args <unfinished ...>` ... `PID <... name resumed>rest`)
+/// joined into one line, kept where the call started.
+fn join_split_calls(trace: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open: std::collections::HashMap<String, usize> = Default::default();
+    for l in trace.lines() {
+        let pid = l.split_whitespace().next().unwrap_or("").to_string();
+        if let Some(head) = l.strip_suffix(" <unfinished ...>") {
+            open.insert(pid, out.len());
+            out.push(head.to_string());
+        } else if let Some(at) = l.find(" resumed>") {
+            let rest = &l[at + " resumed>".len()..];
+            match open.remove(&pid) {
+                Some(i) => out[i].push_str(rest),
+                None => out.push(l.to_string()),
+            }
+        } else {
+            out.push(l.to_string());
+        }
+    }
+    out
 }
 
 /// Whether a traced sendto carries a delete: `NFT_MSG_DEL*`, or
@@ -198,6 +223,22 @@ fn the_trace_reader_follows_split_clones() {
 10 +++ exited with 0 +++
 ";
     assert_eq!(close_handed_to_child(split), Ok(()));
+    // The socket call itself split by a child's line (seen in CI).
+    let split_socket = "\
+10 socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, NETLINK_NETFILTER <unfinished ...>
+9 dup2(4, 1) = 1
+10 <... socket resumed>) = 3
+10 sendto(3, [{nlmsg_type=NFNL_SUBSYS_NFTABLES<<8|0x1e}], 80, 0, NULL, 0 <unfinished ...>
+9 dup2(4, 2) = 2
+10 <... sendto resumed>) = 80
+10 clone(child_stack=NULL, flags=SIGCHLD) = 11
+10 close(3 <unfinished ...>
+11 set_robust_list(0x1, 24) = 0
+10 <... close resumed>) = 0
+11 +++ exited with 0 +++
+10 +++ exited with 0 +++
+";
+    assert_eq!(close_handed_to_child(split_socket), Ok(()));
     let no_child = "\
 10 socket(AF_NETLINK, SOCK_DGRAM|SOCK_CLOEXEC, NETLINK_NETFILTER) = 3
 10 sendto(3, [{nlmsg_type=NFNL_SUBSYS_NFTABLES<<8|0x1e}], 80, 0, NULL, 0) = 80
