@@ -62,6 +62,9 @@ fn install_systemd_writes_verified_units_and_says_what_to_run() {
     for line in [
         "Restart=on-failure",
         "Before=docker.service",
+        // READY=1 once the sockets listen, pings for the watchdog.
+        "Type=notify",
+        "WatchdogSec=30s",
         "StateDirectory=ferry",
         "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW CAP_SYS_ADMIN CAP_NET_BIND_SERVICE",
         &format!("ExecStart={}/ferryd", bin_dir.display()),

@@ -16,6 +16,7 @@ mod metrics;
 mod plugin_api;
 mod state;
 mod sweep;
+mod systemd;
 mod timed_store;
 mod topology;
 
@@ -194,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
             .merge(dns::cni::router(dns.clone()))
             .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
         let a = tokio::spawn(plugin_api::serve(api, ferry));
-        let page = metrics::router(hooks.metrics.clone(), shared, hooks.events.clone());
+        let page = metrics::router(hooks.metrics.clone(), shared.clone(), hooks.events.clone());
         let m = tokio::spawn(async move {
             match scrape {
                 Some(l) => axum::serve(l, page).await.map_err(|e| e.to_string()),
@@ -202,6 +203,13 @@ fn run(args: Args) -> Result<(), String> {
             }
         });
         let r = tokio::spawn(metrics::receive(reports, hooks.metrics, hooks.events));
+        // Every socket listens (connections queue until the tasks accept) and
+        // the state is reloaded and reconciled: ready for systemd.
+        let notify = systemd::notifier();
+        if let Some(n) = &notify {
+            systemd::ready(n, &shared);
+            systemd::spawn_watchdog(n.clone(), shared.clone());
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("signal handler: {e}"))?;
         let stopped = tokio::select! {
@@ -212,6 +220,9 @@ fn run(args: Args) -> Result<(), String> {
             r = m => Err(server_stopped("metrics", r)),
             r = r => Err(server_stopped("plugin reports", r)),
         };
+        if let Some(n) = &notify {
+            systemd::send(n, "STOPPING=1");
+        }
         let _ = std::fs::remove_file(&args.plugin_socket);
         let _ = std::fs::remove_file(&args.api_socket);
         let _ = std::fs::remove_file(&args.metrics_socket);

@@ -5,7 +5,7 @@
 
 use ferry_testkit::docker::http;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A ferryd with its sockets and state in `dir`, stdout and stderr in files.
@@ -18,18 +18,8 @@ struct Daemon {
 
 /// ferryd with everything in `dir`: sockets, state, stdout and stderr.
 fn ferryd(dir: &Path, log_level: Option<&str>, rust_log: Option<&str>) -> Command {
-    let file = |n: &str| std::fs::File::create(dir.join(n)).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferryd"));
-    cmd.arg("--plugin-socket")
-        .arg(dir.join("plugin.sock"))
-        .arg("--api-socket")
-        .arg(dir.join("api.sock"))
-        .arg("--state")
-        .arg(dir.join("state.redb"))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(file("stdout"))
-        .stderr(file("stderr"));
+    let mut cmd = ferry_testkit::ferryd_in(Path::new(env!("CARGO_BIN_EXE_ferryd")), dir);
+    cmd.env_remove("RUST_LOG");
     if let Some(l) = log_level {
         cmd.args(["--log-level", l]);
     }

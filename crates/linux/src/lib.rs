@@ -28,6 +28,7 @@ mod mac;
 mod neigh;
 mod netns;
 pub mod nft;
+pub mod notify;
 mod route;
 mod rule;
 mod socket;

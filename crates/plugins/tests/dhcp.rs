@@ -689,3 +689,65 @@ fn daemon_logs_one_event_per_request() {
     );
     assert!(err.contains("serving"), "no start event:\n{err}");
 }
+
+/// Under a `Type=notify` unit (a test socket stands in for systemd's, at
+/// an abstract name): READY=1 once the socket answers and the leases are
+/// reloaded, WATCHDOG=1 every half WATCHDOG_USEC when WATCHDOG_PID names
+/// it, STOPPING=1 and exit 0 on SIGTERM with the socket removed. No DHCP
+/// server needed.
+#[test]
+fn daemon_notifies_systemd() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("dhcp.sock");
+    let systemd = ferry_testkit::notify::Systemd::abstract_name(&format!(
+        "ferry-dhcp-notify-{}",
+        std::process::id()
+    ));
+    // WATCHDOG_PID is the daemon's own pid, as systemd sets it: the shell's,
+    // which exec keeps.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "WATCHDOG_PID=$$ exec \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_ferry-plugin"))
+        .args(["dhcp", "daemon", "-socketpath"])
+        .arg(&socket)
+        .arg("-statedir")
+        .arg(dir.path().join("leases"))
+        .env("NOTIFY_SOCKET", &systemd.notify_socket)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    let mut proc = Proc(cmd.spawn().expect("start the dhcp daemon"));
+
+    let ready = systemd.wait_for("READY=1", Duration::from_secs(30));
+    let mut s = std::os::unix::net::UnixStream::connect(&socket)
+        .unwrap_or_else(|e| panic!("socket not answering at READY=1: {e}"));
+    s.write_all(b"{\"op\":\"status\"}\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(!reply.is_empty(), "no answer to a status at READY=1");
+    assert!(
+        ready.contains("STATUS=serving: 0 leases"),
+        "READY without the status: {ready:?}"
+    );
+    for _ in 0..3 {
+        systemd.wait_for("WATCHDOG=1", Duration::from_secs(10));
+    }
+
+    let pid = nix::unistd::Pid::from_raw(proc.0.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    systemd.wait_for("STOPPING=1", Duration::from_secs(20));
+    let start = Instant::now();
+    let exit = loop {
+        if let Some(s) = proc.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the daemon still runs after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "SIGTERM: {exit}");
+    assert!(!socket.exists(), "socket left after SIGTERM");
+}

@@ -4,6 +4,7 @@
 pub mod browser;
 pub mod cluster;
 pub mod docker;
+pub mod notify;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,30 @@ pub fn workspace_bin(exe: &str, name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `ferryd` (at `bin`) with everything under `dir`: its plugin, API and
+/// metrics sockets, its state (`state.redb`), its stdout and stderr (files
+/// `stdout`, `stderr`); `/metrics` on a free port of 127.0.0.1.
+pub fn ferryd_in(bin: &Path, dir: &Path) -> Command {
+    let file = |n: &str| {
+        std::fs::File::create(dir.join(n))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(n).display()))
+    };
+    let mut cmd = Command::new(bin);
+    cmd.arg("--plugin-socket")
+        .arg(dir.join("plugin.sock"))
+        .arg("--api-socket")
+        .arg(dir.join("api.sock"))
+        .arg("--metrics-socket")
+        .arg(dir.join("metrics.sock"))
+        .args(["--metrics-address", "127.0.0.1:0"])
+        .arg("--state")
+        .arg(dir.join("state.redb"))
+        .stdin(std::process::Stdio::null())
+        .stdout(file("stdout"))
+        .stderr(file("stderr"));
+    cmd
 }
 
 /// Runs a command line through sh and returns stdout; panics with its stderr on failure.

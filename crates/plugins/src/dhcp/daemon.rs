@@ -532,6 +532,7 @@ fn follow(key: &str, old: &Lease, new: &Lease) {
 
 /// Runs the daemon until killed.
 pub fn run(settings: Settings) -> Result<(), String> {
+    let notify = systemd::notifier()?;
     ferry_linux::fs::create_state_dir(&settings.state_dir, 0o755)
         .map_err(|e| format!("state directory {}: {e}", settings.state_dir.display()))?;
     if let Some(dir) = settings.socket.parent() {
@@ -559,6 +560,9 @@ pub fn run(settings: Settings) -> Result<(), String> {
     });
     d.reload();
     info!(socket = %d.settings.socket.display(), "serving");
+    if let Some(n) = notify {
+        systemd::serving(n, &d)?;
+    }
     for conn in listener.incoming() {
         match conn {
             Ok(s) => {
@@ -569,6 +573,78 @@ pub fn run(settings: Settings) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The daemon under a `Type=notify` unit (nothing without `NOTIFY_SOCKET`):
+/// READY=1 once the socket listens and the leases are reloaded, WATCHDOG=1
+/// every half `WATCHDOG_USEC` while the lease table answers, STOPPING=1 on
+/// SIGTERM before exiting 0 (the leases stay in their files).
+mod systemd {
+    use super::Daemon;
+    use ferry_linux::notify::{watchdog_interval, Notifier};
+    use nix::sys::signal::{SigSet, Signal};
+    use std::sync::Arc;
+    use tracing::{error, info, warn};
+
+    /// The notifier, with SIGTERM blocked in this thread: call it before
+    /// any thread starts so that every thread inherits the mask and the
+    /// signal waits for [`serving`]'s thread.
+    pub fn notifier() -> Result<Option<Arc<Notifier>>, String> {
+        let n = Notifier::from_env().map_err(|e| format!("NOTIFY_SOCKET: {e}"))?;
+        if n.is_some() {
+            let mut term = SigSet::empty();
+            term.add(Signal::SIGTERM);
+            term.thread_block()
+                .map_err(|e| format!("blocking SIGTERM: {e}"))?;
+        }
+        Ok(n.map(Arc::new))
+    }
+
+    fn send(n: &Notifier, state: &str) {
+        if let Err(e) = n.send(state) {
+            warn!(error = %e, state, "systemd notification failed");
+        }
+    }
+
+    /// Tells systemd the daemon serves, and starts the SIGTERM and
+    /// watchdog threads.
+    pub fn serving(n: Arc<Notifier>, d: &Arc<Daemon>) -> Result<(), String> {
+        let socket = d.settings.socket.clone();
+        let waiter = n.clone();
+        std::thread::Builder::new()
+            .name("sigterm".into())
+            .spawn(move || {
+                let mut term = SigSet::empty();
+                term.add(Signal::SIGTERM);
+                if let Err(e) = term.wait() {
+                    error!(error = %e, "waiting for SIGTERM");
+                    return;
+                }
+                send(&waiter, "STOPPING=1");
+                info!(signal = "SIGTERM", "shutting down");
+                let _ = std::fs::remove_file(&socket);
+                std::process::exit(0);
+            })
+            .map_err(|e| format!("SIGTERM thread: {e}"))?;
+        let held = d.leases.lock().map(|l| l.len()).unwrap_or_default();
+        send(&n, &format!("READY=1\nSTATUS=serving: {held} leases"));
+        let Some(every) = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()) else {
+            return Ok(());
+        };
+        let d = d.clone();
+        std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                // A lease table that cannot be locked stops the pings.
+                match d.leases.lock() {
+                    Ok(_) => send(&n, "WATCHDOG=1"),
+                    Err(_) => error!("lease table poisoned: no watchdog ping"),
+                }
+            })
+            .map_err(|e| format!("watchdog thread: {e}"))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -612,6 +688,9 @@ mod tests {
         assert_eq!(s.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(s.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
         assert!(unit.contains("StateDirectory=cni/dhcp"));
+        // The daemon notifies systemd (READY=1, watchdog pings).
+        assert!(unit.lines().any(|l| l == "Type=notify"));
+        assert!(unit.lines().any(|l| l.starts_with("WatchdogSec=")));
     }
 
     #[test]
