@@ -1220,7 +1220,9 @@ pub fn ipam(ctx: &Ctx) -> Result<(), String> {
 
 /// Runs `f` against a private ferryd: driver `ctx.name(driver)`, its state
 /// and API socket on disk under /var/tmp as a real state file is, `pool`
-/// its default address pool. Stopped and its directory removed afterwards.
+/// its default address pool. Stopped and its directory removed afterwards,
+/// with Ferry's node-wide tables it created, unless another user of them
+/// has elements in them (see [`scrub_ferry_tables`]).
 pub(crate) fn with_ferryd(
     ctx: &Ctx,
     bin: &Path,
@@ -1230,6 +1232,12 @@ pub(crate) fn with_ferryd(
 ) -> Result<(), String> {
     let dir = PathBuf::from(format!("/var/tmp/ferry-bench-{}-{driver}", ctx.tag));
     let dir_t = util::own_dir(&ctx.janitor, &dir);
+    let new_tables = missing_ferry_tables();
+    let tables_t = ctx.janitor.push(
+        crate::cleanup::Stage::Link,
+        "Ferry's nftables tables",
+        move || scrub_ferry_tables(&[], &new_tables).map(|_| ()),
+    );
     let (ferryd, ferryd_t) = own_daemon(
         ctx,
         &format!("ferryd ({driver})"),
@@ -1240,7 +1248,8 @@ pub(crate) fn with_ferryd(
     let stopped = ctx
         .janitor
         .run(ferryd_t)
-        .and_then(|_| ctx.janitor.run(dir_t));
+        .and_then(|_| ctx.janitor.run(dir_t))
+        .and_then(|_| ctx.janitor.run(tables_t));
     measured.and(stopped)
 }
 

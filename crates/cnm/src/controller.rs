@@ -171,6 +171,9 @@ impl Endpoint {
     }
 }
 
+/// The name [`Controller::reconcile`] reports the pairs of no network under.
+pub const STRAY_LINKS: &str = "(no network)";
+
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
     pub state_path: PathBuf,
@@ -313,9 +316,13 @@ impl Controller {
     /// Brings the host in line with the state after a crash: deletes the
     /// links and driver bookkeeping of endpoints that were made but never
     /// committed (ferryd killed in between; Docker's retry then failed, so
-    /// it never deletes them). Run before serving. Returns what went, per network.
+    /// it never deletes them), then the unattached pairs older versions left
+    /// ([`ferry_drivers::network::Drivers::prune_stray_links`]). Run before
+    /// serving. Returns what went, per network ([`STRAY_LINKS`] for the
+    /// pairs of no network).
     pub fn reconcile(&self) -> Vec<(String, Result<Vec<String>>)> {
-        self.networks
+        let mut done: Vec<(String, Result<Vec<String>>)> = self
+            .networks
             .values()
             .map(|n| {
                 let spec = n.spec();
@@ -329,7 +336,18 @@ impl Controller {
                     .map_err(CnmError::from);
                 (n.id.clone(), done)
             })
-            .collect()
+            .collect();
+        let keep: Vec<String> = self
+            .endpoints
+            .values()
+            .map(|e| e.host_veth.clone())
+            .collect();
+        let stray = self
+            .drivers
+            .prune_stray_links(&keep)
+            .map_err(CnmError::from);
+        done.push((STRAY_LINKS.to_string(), stray));
+        done
     }
 
     /// Addresses of Docker's networks' pools that no endpoint, gateway or

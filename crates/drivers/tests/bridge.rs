@@ -3,8 +3,8 @@
 //! Ferry's flow (created in the sandbox under a temporary name, joined as
 //! eth0), deletes that leave nothing, and undo on failure. `ip` is the
 //! oracle. Runs as root, on the host, with unique names and
-//! 198.19.170.0/24 - 198.19.175.0/24 (the last inside a namespace acting
-//! as the node).
+//! 198.19.170.0/24 - 198.19.175.0/24 and 198.19.36.0/24 (the last two
+//! inside a namespace acting as the node).
 
 use ferry_drivers::link::detach::Deleter;
 use ferry_drivers::link::iface::{Address, InterfaceConfig, RouteConfig};
@@ -387,4 +387,51 @@ fn docker_isolation_published_ports_and_masquerade_come_and_go() {
     on_node.run(|| d.delete_network(&n).unwrap()).unwrap();
     assert!(!nft_table(&node, "inet", "ferry-firewall").contains("br-iso"));
     assert!(!node.exec_ok("ip link show dev br-iso"), "bridge left");
+}
+
+#[test]
+fn the_host_end_is_a_port_with_its_flags_from_its_creation() {
+    require_root();
+    // A namespace acting as the node: its links are the test's alone.
+    let node = Netns::new("hvn");
+    let state = tempfile::tempdir().unwrap();
+    let d = BridgeDriver::new(Deleter::Thread, state.path().to_path_buf());
+    let n = net(
+        "hvbr",
+        "198.19.36.1/24",
+        BridgeConfig {
+            hairpin: true,
+            port_isolation: true,
+            ..BridgeConfig::default()
+        },
+    );
+    let on_node = ferry_linux::Netns::open(node.path()).unwrap();
+    let ep = on_node
+        .run(|| {
+            d.create_network(&n).unwrap();
+            d.create_endpoint(&n, &spec("198.19.36.2/24"), Placement::Host)
+                .unwrap()
+        })
+        .unwrap();
+    let host = ep.host_ifname.clone().unwrap();
+    let port = node.exec(&format!("ip -d -o link show dev {host}"));
+    for want in ["master hvbr", "hairpin on", "isolated on", ",UP"] {
+        assert!(port.contains(want), "{host} lacks {want:?}: {port}");
+    }
+
+    // The kernel refuses to enslave to a link that is no bridge (a veth): the request
+    // that would create the pair creates nothing.
+    node.exec("ip link add hvnobr type veth peer name hvnobr1");
+    let bad = net("hvnobr", "198.19.36.1/24", BridgeConfig::default());
+    let before = node.exec("ip -o link show");
+    let err = on_node
+        .run(|| d.create_endpoint(&bad, &spec("198.19.36.3/24"), Placement::Host))
+        .unwrap()
+        .expect_err("a dummy is no bridge");
+    assert!(err.to_string().contains("hvnobr"), "{err}");
+    assert_eq!(
+        node.exec("ip -o link show"),
+        before,
+        "a refused enslavement left links"
+    );
 }

@@ -6,7 +6,9 @@
 //! port of the networks' bridges is an endpoint's host veth. Each container
 //! runs with working networking (it pings its gateway and a neighbour) or its
 //! `docker run` failed with an error. Removing everything leaves no endpoint,
-//! pool, bridge, veth, nftables element or driver bookkeeping behind.
+//! pool, bridge, veth, nftables element or driver bookkeeping behind; no
+//! pair of Ferry's Docker door (`vethXXXXXXXX@ctrXXXXXXXX`) is left on the
+//! host, after the kill rounds or after removal.
 //! Addresses: 198.19.24.0/21 and fd00:1924::/48.
 
 use ferry_testkit::docker::{Dockerd, Ferryd};
@@ -62,6 +64,22 @@ fn addr(v: &Value) -> Option<String> {
     v.as_str()
         .filter(|s| !s.is_empty())
         .map(|s| s.split('/').next().unwrap_or(s).to_string())
+}
+
+/// Ferry's Docker-door pairs on the host (`vethXXXXXXXX` whose peer
+/// `ctrXXXXXXXX` is still there) that are outside any bridge, on one of
+/// `bridges`, or an endpoint's (`veths`): pairs on other bridges are other
+/// tests'.
+fn stray_pairs(bridges: &BTreeMap<&str, String>, veths: &BTreeSet<String>) -> Vec<FerryHostPair> {
+    ferry_host_pairs(None)
+        .into_iter()
+        .filter(|p| {
+            p.master
+                .as_ref()
+                .is_none_or(|m| bridges.values().any(|b| b == m))
+                || veths.contains(&p.host)
+        })
+        .collect()
 }
 
 #[test]
@@ -268,6 +286,15 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
             "ports of {bridge} without an endpoint: {stray:?}"
         );
     }
+    // No pair of Ferry's Docker door is left on the host: every running
+    // container has its end, the failed ones' pairs went with their endpoints,
+    // and none is outside a bridge (a kill between making a pair and
+    // enslaving it left those; a restart sweeps them).
+    let stray = stray_pairs(&bridges, &veths);
+    assert!(
+        stray.is_empty(),
+        "Ferry's veth pairs on the host after the kill rounds: {stray:?}"
+    );
 
     // Docker's containers: running ones are on Ferry, the others have no endpoint.
     let states = docker.run("ps -a --format '{{.Names}} {{.State}}'");
@@ -358,6 +385,11 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(left().is_empty(), "links left: {:?}", left());
+    let stray = stray_pairs(&bridges, &veths);
+    assert!(
+        stray.is_empty(),
+        "Ferry's veth pairs on the host after removal: {stray:?}"
+    );
     let ruleset = sh("nft list ruleset");
     let mine: Vec<&str> = ruleset
         .lines()

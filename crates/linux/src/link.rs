@@ -292,6 +292,11 @@ pub struct LinkSpec<'a> {
     pub mac: Option<MacAddr>,
     /// Create the link directly in this namespace instead of the socket's.
     pub netns: Option<&'a Netns>,
+    /// Enslave the new link to this master (a bridge's index) in the same
+    /// request (`IFLA_MASTER`): the link is never seen outside it, and when
+    /// the kernel cannot enslave it, it creates nothing (for a veth: neither
+    /// end).
+    pub master: Option<u32>,
     /// Type-specific settings.
     pub kind: LinkKind<'a>,
 }
@@ -337,6 +342,7 @@ impl<'a> LinkSpec<'a> {
             mtu: None,
             mac: None,
             netns: None,
+            master: None,
             kind,
         }
     }
@@ -356,6 +362,12 @@ impl<'a> LinkSpec<'a> {
     /// Creates the link in `netns`.
     pub fn netns(mut self, netns: &'a Netns) -> Self {
         self.netns = Some(netns);
+        self
+    }
+
+    /// Enslaves the link to `master` as it is created.
+    pub fn master(mut self, master: u32) -> Self {
+        self.master = Some(master);
         self
     }
 
@@ -422,6 +434,9 @@ impl Netlink {
         }
         if let Some(ns) = spec.netns {
             msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        }
+        if let Some(m) = spec.master {
+            msg.attributes.push(LinkAttribute::Controller(m));
         }
         let (kind, data) = match &spec.kind {
             LinkKind::Veth {

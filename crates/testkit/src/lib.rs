@@ -199,28 +199,66 @@ impl Drop for Cleanup {
     }
 }
 
+/// The links `ip -j ARGS` lists (`args` e.g. `-n NS link show`), as JSON
+/// objects.
+pub fn ip_links(args: &str) -> Vec<serde_json::Value> {
+    let out = sh(&format!("ip -j {args}"));
+    match serde_json::from_str(&out) {
+        Ok(serde_json::Value::Array(links)) => links,
+        _ => Vec::new(),
+    }
+}
+
 /// Host links whose name starts with `prefix`.
 pub fn host_links(prefix: &str) -> Vec<String> {
-    let out = sh("ip -j link show");
-    let links: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
-    links
-        .as_array()
-        .into_iter()
-        .flatten()
+    ip_links("link show")
+        .iter()
         .filter_map(|l| l["ifname"].as_str())
         .filter(|n| n.starts_with(prefix))
         .map(str::to_string)
         .collect()
 }
 
+/// A veth pair named as Ferry's Docker door names it: the host end
+/// `vethXXXXXXXX` and its peer `ctrXXXXXXXX` in the same namespace (before
+/// Docker moves it into a container).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FerryHostPair {
+    pub host: String,
+    pub peer: String,
+    /// The bridge the host end is a port of.
+    pub master: Option<String>,
+}
+
+/// `name` is `prefix` and 8 lowercase hex digits (Ferry's generated names).
+fn ferry_generated(name: &str, prefix: &str) -> bool {
+    let hex = name.strip_prefix(prefix).unwrap_or_default();
+    hex.len() == 8 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+}
+
+/// Ferry's Docker-door pairs in the namespace named `netns` (the host's
+/// when `None`), as `ip` sees them.
+pub fn ferry_host_pairs(netns: Option<&str>) -> Vec<FerryHostPair> {
+    let ns = netns.map(|n| format!("-n {n} ")).unwrap_or_default();
+    ip_links(&format!("{ns}link show type veth"))
+        .iter()
+        .filter_map(|l| {
+            let host = l["ifname"].as_str()?;
+            // `link` is the peer's name when it is in the same namespace.
+            let peer = l["link"].as_str()?;
+            (ferry_generated(host, "veth") && ferry_generated(peer, "ctr")).then(|| FerryHostPair {
+                host: host.to_string(),
+                peer: peer.to_string(),
+                master: l["master"].as_str().map(str::to_string),
+            })
+        })
+        .collect()
+}
+
 /// Links attached to a bridge (`master`).
 pub fn bridge_ports(bridge: &str) -> Vec<String> {
-    let out = sh(&format!("ip -j link show master {bridge}"));
-    let links: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    links
-        .as_array()
-        .into_iter()
-        .flatten()
+    ip_links(&format!("link show master {bridge}"))
+        .iter()
         .filter_map(|l| l["ifname"].as_str().map(str::to_string))
         .collect()
 }

@@ -15,7 +15,7 @@ use super::{
 use crate::firewall::{self, IngressPolicy};
 use crate::link::detach::{self, Deleter, Pending};
 use crate::link::iface::{self, InterfaceConfig};
-use crate::link::veth;
+use crate::link::veth::{self, HostEnd};
 use crate::{macspoof, state, Error, Result};
 use ferry_linux::{AddrOptions, BridgePortFlags, Family, Link, LinkSpec, Netlink};
 use ipnet::IpNet;
@@ -34,6 +34,22 @@ pub struct BridgeDriver {
 impl BridgeDriver {
     pub fn new(deleter: Deleter, state_dir: PathBuf) -> Self {
         BridgeDriver { deleter, state_dir }
+    }
+
+    /// Deletes the unattached pairs an older ferryd left on the host (see
+    /// [`veth::stray_host_pairs`] for the rule); `keep`: the host ends
+    /// endpoints claim. Returns the host ends' names.
+    pub fn prune_stray_pairs(&self, keep: &[String]) -> Result<Vec<String>> {
+        let mut nl = ve::host_netlink()?;
+        let stray: Vec<String> = veth::stray_host_pairs(&mut nl, keep)?
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        let host = ve::host_netns()?;
+        for name in &stray {
+            detach::start_by_name(self.deleter, &host, name)?.finish();
+        }
+        Ok(stray)
     }
 }
 
@@ -205,27 +221,21 @@ impl NetworkDriver for BridgeDriver {
             "failed to look up bridge {}",
             c.bridge
         )))?;
-        // A bridge port forwards IPv6 frames without IPv6 of its own.
-        let (pair, mut endpoint) = ve::create_pair(&mut nl, net, ep, place, false)?;
+        // A bridge port forwards IPv6 frames without IPv6 of its own. The
+        // host end is a port from its creation, its flags set before it is
+        // up (see veth::create).
+        let flags = BridgePortFlags {
+            hairpin: c.hairpin.then_some(true),
+            isolated: c.port_isolation.then_some(true),
+            learning: None,
+        };
+        let host_end = HostEnd {
+            ipv6: false,
+            bridge: Some((&br, flags)),
+        };
+        let (pair, mut endpoint) = ve::create_pair(&mut nl, net, ep, place, host_end)?;
         let host = &pair.host;
         let mut undo = Undo::new(self.deleter, &host.name);
-        nl.set_master(host.index, br.index)
-            .map_err(Error::kernel(format!(
-                "failed to connect {} to bridge {}",
-                host.name, c.bridge
-            )))?;
-        if c.hairpin || c.port_isolation {
-            let flags = BridgePortFlags {
-                hairpin: c.hairpin.then_some(true),
-                isolated: c.port_isolation.then_some(true),
-                learning: None,
-            };
-            nl.set_bridge_port_flags(host.index, &flags)
-                .map_err(Error::kernel(format!(
-                    "failed to set port flags on {}",
-                    host.name
-                )))?;
-        }
         if c.macspoofchk || c.isolate {
             let a = attachment(net, &ep.id)?;
             let root = self.state_dir.as_path();

@@ -471,4 +471,13 @@ pub trait Drivers: Send + Sync {
     fn driver(&self, kind: &NetworkKind) -> &dyn NetworkDriver;
     /// The namespace work.
     fn sandboxes(&self) -> &dyn Sandboxes;
+
+    /// Deletes the host links that belong to no network any more and that
+    /// no endpoint claims (`keep`: the claimed host interface names): what
+    /// an older daemon killed between making a pair and attaching it left
+    /// (see [`crate::link::veth::stray_host_pairs`]). Returns their names.
+    fn prune_stray_links(&self, keep: &[String]) -> Result<Vec<String>> {
+        let _ = keep;
+        Ok(Vec::new())
+    }
 }

@@ -8,7 +8,7 @@ use super::veth_endpoint as ve;
 use super::{Endpoint, EndpointSpec, External, NetworkDriver, NetworkKind, NetworkSpec, Placement};
 use crate::link::detach::{Deleter, Pending};
 use crate::link::iface::{self, InterfaceConfig};
-use crate::link::veth;
+use crate::link::veth::{self, HostEnd};
 use crate::{Error, Result};
 use ferry_linux::{AddrOptions, Route, SCOPE_HOST, SCOPE_LINK, SCOPE_UNIVERSE};
 use ipnet::IpNet;
@@ -73,7 +73,11 @@ impl NetworkDriver for PtpDriver {
         }
         let mut nl = ve::host_netlink()?;
         // An IPv4-only attachment's host end needs no IPv6 (see link::veth).
-        let (_, endpoint) = ve::create_pair(&mut nl, net, ep, place, v6)?;
+        let host_end = HostEnd {
+            ipv6: v6,
+            bridge: None,
+        };
+        let (_, endpoint) = ve::create_pair(&mut nl, net, ep, place, host_end)?;
         Ok(endpoint)
     }
 

@@ -12,6 +12,7 @@ use super::sandbox::LinuxSandboxes;
 use super::tap::TapDriver;
 use super::{Drivers, NetworkDriver, NetworkKind, Sandboxes};
 use crate::link::detach::Deleter;
+use crate::Result;
 use std::path::PathBuf;
 
 /// Every driver, sharing one way of deleting links and one bookkeeping root.
@@ -70,5 +71,9 @@ impl Drivers for LinuxDrivers {
 
     fn sandboxes(&self) -> &dyn Sandboxes {
         &self.sandboxes
+    }
+
+    fn prune_stray_links(&self, keep: &[String]) -> Result<Vec<String>> {
+        self.bridge.prune_stray_pairs(keep)
     }
 }

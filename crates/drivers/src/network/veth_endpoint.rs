@@ -5,7 +5,7 @@
 use super::{attachment, Endpoint, EndpointSpec, External, NetworkSpec, Placement};
 use crate::link::detach::{self, Deleter, Pending};
 use crate::link::iface::{self, InterfaceConfig};
-use crate::link::veth::{self, ContainerEnd, VethPair};
+use crate::link::veth::{self, ContainerEnd, HostEnd, VethPair};
 use crate::portmap::{self, Target};
 use crate::{masq, Error, Result};
 use ferry_linux::{nft, Netlink, Netns};
@@ -52,7 +52,7 @@ pub(super) fn create_pair(
     net: &NetworkSpec,
     ep: &EndpointSpec,
     place: Placement<'_>,
-    host_ipv6: bool,
+    host_end: HostEnd<'_>,
 ) -> Result<(VethPair, Endpoint)> {
     let (pair, netns) = match place {
         Placement::Netns { netns, ifname } => {
@@ -65,11 +65,11 @@ pub(super) fn create_pair(
                 netns: &ns,
                 ifname,
             };
-            let pair = veth::create(host_nl, end, net.mtu, ep.mac, host_ipv6)?;
+            let pair = veth::create(host_nl, end, net.mtu, ep.mac, host_end)?;
             (pair, Some(netns.to_string()))
         }
         Placement::Host => (
-            veth::create(host_nl, ContainerEnd::Host, net.mtu, ep.mac, host_ipv6)?,
+            veth::create(host_nl, ContainerEnd::Host, net.mtu, ep.mac, host_end)?,
             None,
         ),
     };
