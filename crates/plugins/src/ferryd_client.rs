@@ -1,11 +1,11 @@
 //! A small client for ferryd's API: HTTP/1.1 over its unix socket, one
 //! request per connection, JSON in and out. Used by `ferry` and by the
-//! `ferry-overlay` plugin (which must not exec anything).
+//! `ferry-overlay` and `ferry-dns` plugins (which must not exec anything).
 
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a request got no answer.
 #[derive(Debug)]
@@ -103,9 +103,75 @@ impl Failed {
     }
 }
 
+/// The socket a plugin's `apiSocket` key names, or the default.
+pub fn api_socket(configured: &Option<PathBuf>) -> &Path {
+    configured
+        .as_deref()
+        .unwrap_or(Path::new(DEFAULT_API_SOCKET))
+}
+
+/// A plugin's side of ferryd's API: its verbs are POSTs to `{base}/VERB`
+/// on `socket`, about one `network`.
+pub struct PluginApi<'a> {
+    pub socket: &'a Path,
+    /// `/cni` (ferry-overlay) or `/dns/cni` (ferry-dns).
+    pub base: &'static str,
+    /// What a refusal calls the work: "" or "DNS ".
+    pub what: &'static str,
+    pub network: &'a str,
+}
+
+impl PluginApi<'_> {
+    /// POST `{base}/VERB`: the answer, or the CNI error ferryd chose.
+    pub fn call(&self, verb: &str, body: &Value) -> Result<Value, Failed> {
+        let refused = format!(
+            "ferryd refused {}{verb} on network {:?}",
+            self.what, self.network
+        );
+        call(
+            self.socket,
+            &format!("{}/{verb}", self.base),
+            body,
+            &refused,
+        )
+    }
+
+    /// A verb whose answer is only success or a CNI error.
+    pub fn run(&self, verb: &str, body: &Value) -> ferry_cni::CniResult<()> {
+        self.call(verb, body)
+            .map(|_| ())
+            .map_err(|f| f.cni(self.socket))
+    }
+
+    /// GC: ferryd keeps the runtime's valid attachments
+    /// (`cni.dev/valid-attachments` in `config`) of the network and drops
+    /// the rest. No socket at all is success (nothing is left to collect).
+    pub fn gc(&self, config: &Value) -> ferry_cni::CniResult<()> {
+        let valid: Vec<Value> = config
+            .get("cni.dev/valid-attachments")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .map(|v| {
+                        let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
+                        serde_json::json!({"container_id": text("containerID"), "ifname": text("ifname")})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = serde_json::json!({"network": self.network, "valid": valid});
+        let refused = format!("ferryd refused GC on network {:?}", self.network);
+        match call(self.socket, &format!("{}/gc", self.base), &body, &refused) {
+            Ok(_) => Ok(()),
+            Err(f) if f.is_gone() => Ok(()),
+            Err(f) => Err(f.cni(self.socket)),
+        }
+    }
+}
+
 /// A plugin's POST to ferryd: the answer, or the CNI error ferryd chose
 /// (its `code`), described as `refused` (e.g. "ferryd refused add").
-pub fn call(socket: &Path, path: &str, body: &Value, refused: &str) -> Result<Value, Failed> {
+fn call(socket: &Path, path: &str, body: &Value, refused: &str) -> Result<Value, Failed> {
     use ferry_cni::{code, CniError};
     let (status, v) = request(socket, "POST", path, Some(body)).map_err(|e| match e {
         CallError::Unreachable(e) => Failed::Unreachable(e),
@@ -138,33 +204,4 @@ pub fn status(socket: &Path) -> ferry_cni::CniResult<()> {
             e.to_string(),
         )
     })
-}
-
-/// A plugin's GC through ferryd (POST `path`): ferryd keeps the runtime's
-/// valid attachments (`cni.dev/valid-attachments`) of `network` and drops
-/// the rest. No socket at all is success (nothing is left to collect).
-pub fn gc(socket: &Path, path: &str, network: &str, config: &Value) -> ferry_cni::CniResult<()> {
-    let valid: Vec<Value> = config
-        .get("cni.dev/valid-attachments")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .map(|v| {
-                    let text = |k: &str| v[k].as_str().unwrap_or("").to_string();
-                    serde_json::json!({"container_id": text("containerID"), "ifname": text("ifname")})
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let body = serde_json::json!({"network": network, "valid": valid});
-    match call(
-        socket,
-        path,
-        &body,
-        &format!("ferryd refused GC on network {network:?}"),
-    ) {
-        Ok(_) => Ok(()),
-        Err(f) if f.is_gone() => Ok(()),
-        Err(f) => Err(f.cni(socket)),
-    }
 }
