@@ -205,3 +205,90 @@ pub fn status(socket: &Path) -> ferry_cni::CniResult<()> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::BufRead;
+    use std::os::unix::net::UnixListener;
+
+    /// A one-shot ferryd on `socket`: answers `status` with `body`, and
+    /// hands back the request line it got.
+    fn answer_once(socket: &Path, status: &str, body: &str) -> std::thread::JoinHandle<String> {
+        let listener = UnixListener::bind(socket).expect("bind");
+        let reply = format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        std::thread::spawn(move || {
+            let (s, _) = listener.accept().expect("accept");
+            let mut line = String::new();
+            std::io::BufReader::new(&s)
+                .read_line(&mut line)
+                .expect("request line");
+            (&s).write_all(reply.as_bytes()).expect("reply");
+            line
+        })
+    }
+
+    #[test]
+    fn plugin_api_posts_to_its_base_and_keeps_ferryds_code() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("api.sock");
+        let api = PluginApi {
+            socket: &socket,
+            base: "/dns/cni",
+            what: "DNS ",
+            network: "n1",
+        };
+        let seen = answer_once(&socket, "409 Conflict", r#"{"error":"taken","code":18}"#);
+        let e = api.run("add", &serde_json::json!({})).expect_err("refused");
+        assert_eq!(
+            seen.join().expect("server"),
+            "POST /dns/cni/add HTTP/1.1\r\n"
+        );
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (18, "ferryd refused DNS add on network \"n1\"")
+        );
+        assert_eq!(e.details, "taken");
+
+        // The socket file is bound once per listener: a fresh one for GC.
+        std::fs::remove_file(&socket).expect("old socket");
+        let seen = answer_once(&socket, "503 Unavailable", "{}");
+        let e = api.gc(&Value::Null).expect_err("refused");
+        assert_eq!(
+            seen.join().expect("server"),
+            "POST /dns/cni/gc HTTP/1.1\r\n"
+        );
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (
+                ferry_cni::code::INTERNAL,
+                "ferryd refused GC on network \"n1\""
+            )
+        );
+    }
+
+    #[test]
+    fn no_ferryd_is_try_again_later_and_gone_for_gc() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("none.sock");
+        let api = PluginApi {
+            socket: &socket,
+            base: "/cni",
+            what: "",
+            network: "n1",
+        };
+        let e = api.run("check", &Value::Null).expect_err("no ferryd");
+        assert_eq!(e.code, ferry_cni::code::TRY_AGAIN_LATER);
+        assert!(
+            api.gc(&Value::Null).is_ok(),
+            "no socket: nothing to collect"
+        );
+        assert_eq!(
+            status(&socket).expect_err("no ferryd").code,
+            ferry_cni::code::PLUGIN_NOT_AVAILABLE
+        );
+    }
+}
