@@ -270,9 +270,8 @@ mod tests {
         assert!(parse_duration("5y").is_err());
     }
 
-    #[test]
-    fn result_shape() {
-        let mut l = Lease {
+    fn lease() -> Lease {
+        Lease {
             container_id: "c".into(),
             network: "n".into(),
             netns: "/run/netns/x".into(),
@@ -297,7 +296,12 @@ mod tests {
             t1: 0,
             t2: 0,
             expires: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn result_shape() {
+        let mut l = lease();
         let v = serde_json::to_value(result_of(&l)).unwrap();
         assert_eq!(
             v["ips"],
@@ -321,29 +325,7 @@ mod tests {
     /// order, as before it had its own struct (state files stay readable).
     #[test]
     fn persisted_lease_keeps_its_flat_keys() {
-        let l = Lease {
-            container_id: "c".into(),
-            network: "n".into(),
-            netns: "/run/netns/x".into(),
-            ifname: "eth0".into(),
-            client_id: b"c/n/eth0".to_vec(),
-            request: vec![],
-            provide: vec![(61, b"id".to_vec())],
-            broadcast: false,
-            timeout_ms: 5,
-            grant: Grant {
-                address: "198.18.160.20/24".parse().unwrap(),
-                router: None,
-                dns: vec![],
-                routes: vec![],
-                classless: true,
-                server: "198.18.160.2".parse().unwrap(),
-            },
-            acquired: 1,
-            t1: 2,
-            t2: 3,
-            expires: 4,
-        };
+        let l = lease();
         let v = serde_json::to_value(&l).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         let want = [
@@ -369,6 +351,7 @@ mod tests {
         ];
         assert_eq!(keys, want);
         assert_eq!(v["address"], "198.18.160.20/24");
+        assert_eq!(v["classless"], false);
         assert_eq!(serde_json::from_value::<Lease>(v).unwrap(), l);
     }
 }
