@@ -7,7 +7,6 @@
 use ferry_testkit::snapshot::Snapshot;
 use ferry_testkit::*;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -101,22 +100,19 @@ pub fn run(dir: &PluginDir, verb: &str, conf: &Value, att: &Att) -> Outcome {
 
 /// Runs `verb` with `stdin` as given (for malformed input).
 pub fn run_bytes(dir: &PluginDir, verb: &str, stdin: &[u8], att: &Att) -> Outcome {
-    let mut child = Command::new(dir.path().join(&dir.plugin))
-        .env_clear()
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", &att.id)
-        .env("CNI_NETNS", &att.netns)
-        .env("CNI_IFNAME", &att.ifname)
-        .env("CNI_ARGS", &att.args)
-        .env("CNI_PATH", dir.path())
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new(dir.path().join(&dir.plugin))
+            .env_clear()
+            .env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", &att.id)
+            .env("CNI_NETNS", &att.netns)
+            .env("CNI_IFNAME", &att.ifname)
+            .env("CNI_ARGS", &att.args)
+            .env("CNI_PATH", dir.path())
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stderr(Stdio::piped()),
+        stdin,
+    );
     let raw = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
