@@ -197,12 +197,7 @@ impl Rule {
             key,
             dreg: REG32_00,
         });
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: bits.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        });
+        self.and_xor(bits, 0);
         self.exprs.push(Expr::Cmp {
             sreg: REG32_00,
             op: CmpOp::Neq,
@@ -262,6 +257,16 @@ impl Rule {
         self.lookup_expr(fields, map, Some(REG_VERDICT), false)
     }
 
+    /// `REG32_00 = REG32_00 & mask ^ xor`: the kernel's one bitwise shape.
+    fn and_xor(&mut self, mask: u32, xor: u32) {
+        self.exprs.push(Expr::Bitwise {
+            sreg: REG32_00,
+            dreg: REG32_00,
+            mask: mask.to_ne_bytes().to_vec(),
+            xor: xor.to_ne_bytes().to_vec(),
+        });
+    }
+
     /// The key loaded, then a lookup of it in `set` (into `dreg` for a map).
     fn lookup_expr(mut self, fields: &[Field], set: &str, dreg: Option<u32>, invert: bool) -> Self {
         let sreg = self.load_key(fields);
@@ -278,12 +283,7 @@ impl Rule {
     /// keeping the others.
     pub fn set_mark_bits(mut self, bits: u32) -> Self {
         self.exprs.push(Field::Mark.load(REG32_00));
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: (!bits).to_ne_bytes().to_vec(),
-            xor: bits.to_ne_bytes().to_vec(),
-        });
+        self.and_xor(!bits, bits);
         self.exprs.push(Expr::MetaSet {
             key: MetaKey::Mark,
             sreg: REG32_00,
@@ -294,12 +294,7 @@ impl Rule {
     /// `meta mark & BITS == BITS`: all of `bits` are set in the mark.
     pub fn mark_bits(mut self, bits: u32) -> Self {
         self.exprs.push(Field::Mark.load(REG32_00));
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: bits.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        });
+        self.and_xor(bits, 0);
         self.exprs.push(Expr::Cmp {
             sreg: REG32_00,
             op: CmpOp::Eq,
