@@ -4,6 +4,7 @@
 //! `ip -j -d` snapshot used to compare Ferry with the reference.
 #![allow(dead_code)]
 
+pub use ferry_testkit::snapshot::assert_same;
 use ferry_testkit::snapshot::Snapshot;
 use ferry_testkit::*;
 use serde_json::{json, Value};
@@ -200,23 +201,6 @@ pub fn normalize_result(mut r: Value, keep_mac: bool) -> Value {
         }
     }
     r
-}
-
-/// Fails listing every difference that is not in `known` (a key substring
-/// and the reason it is accepted).
-pub fn assert_same(case: &str, reference: &Snapshot, ferry: &Snapshot, known: &[(&str, &str)]) {
-    let diffs: Vec<String> = reference
-        .diff(ferry)
-        .into_iter()
-        .filter(|d| !known.iter().any(|(k, _)| d.contains(k)))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{case}: Ferry differs from the reference (reference | ferry):\n{}\n\nreference:\n{:#?}\nferry:\n{:#?}",
-        diffs.join("\n"),
-        reference.0,
-        ferry.0
-    );
 }
 
 /// Host links whose parent (`link`) is `master`: macvlans left on it.
