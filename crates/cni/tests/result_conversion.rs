@@ -9,7 +9,6 @@ use ferry_cni::CniError;
 use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()
@@ -647,14 +646,7 @@ struct Output {
 
 fn run_plugin(command: &str, container: &str, stdin: &str) -> Output {
     let out = ferry_testkit::run_with_stdin(
-        Command::new(host_local())
-            .env_clear()
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", "/proc/self/ns/net")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stderr(Stdio::piped()),
+        &mut ferry_testkit::reference_host_local(command, container),
         stdin.as_bytes(),
     );
     Output {
