@@ -200,26 +200,31 @@ impl CniConfig {
         Ok(result)
     }
 
-    /// The list DEL and CHECK run: the one cached at ADD when readable, else `current`.
+    /// The list DEL and CHECK run: the one cached at ADD when readable, else
+    /// `current`; after the runtime config is validated, and only a list of
+    /// a supported version.
     fn attachment_list(
         &self,
         network: &str,
         current: Option<&NetworkConfigList>,
         rt: &RuntimeConf,
     ) -> CniResult<(NetworkConfigList, Option<CachedAttachment>)> {
+        rt.validate(network)?;
         let cached = self.cache.get(network, &rt.container_id, &rt.ifname);
         let from_cache = cached
             .as_ref()
             .and_then(|c| NetworkConfigList::from_bytes(&c.config).ok())
             .filter(|l| !l.plugins.is_empty());
-        match (from_cache, current) {
-            (Some(list), _) => Ok((list, cached)),
-            (None, Some(list)) => Ok((list.clone(), cached)),
-            (None, None) => Err(CniError::invalid_config(format!(
+        let list = match (from_cache, current) {
+            (Some(list), _) => list,
+            (None, Some(list)) => list.clone(),
+            (None, None) => return Err(CniError::invalid_config(format!(
                 "network {network:?}: no configuration file and no cached configuration for container {:?} interface {:?}",
                 rt.container_id, rt.ifname
             ))),
-        }
+        };
+        Self::check_supported(&list)?;
+        Ok((list, cached))
     }
 
     /// DEL every plugin in reverse order with the final ADD result, then drop
@@ -230,9 +235,7 @@ impl CniConfig {
         current: Option<&NetworkConfigList>,
         rt: &RuntimeConf,
     ) -> CniResult<()> {
-        rt.validate(network)?;
         let (list, cached) = self.attachment_list(network, current, rt)?;
-        Self::check_supported(&list)?;
         // Cached results on DEL came with CNI 0.4.0.
         let prev = if Self::version_at_least(&list, "0.4.0")? {
             cached
@@ -256,9 +259,7 @@ impl CniConfig {
         current: Option<&NetworkConfigList>,
         rt: &RuntimeConf,
     ) -> CniResult<()> {
-        rt.validate(network)?;
         let (list, cached) = self.attachment_list(network, current, rt)?;
-        Self::check_supported(&list)?;
         if !Self::version_at_least(&list, "0.4.0")? {
             return Err(CniError::incompatible_version(format!(
                 "configuration version {:?} does not support the CHECK command",

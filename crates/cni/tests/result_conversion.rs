@@ -7,10 +7,8 @@ use ferry_cni::result::{
 use ferry_cni::version::{self, PluginInfo, SUPPORTED};
 use ferry_cni::CniError;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 fn net(s: &str) -> ipnet::IpNet {
     s.parse().unwrap()
@@ -647,25 +645,10 @@ struct Output {
 }
 
 fn run_plugin(command: &str, container: &str, stdin: &str) -> Output {
-    let mut child = Command::new(host_local())
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = ferry_testkit::run_with_stdin(
+        &mut ferry_testkit::reference_host_local(command, container),
+        stdin.as_bytes(),
+    );
     Output {
         ok: out.status.success(),
         stdout: out.stdout,

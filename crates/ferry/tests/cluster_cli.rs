@@ -1,7 +1,8 @@
 //! `ferry hosts` and `ferry network inspect` of an overlay network, through
 //! the CLI: two hosts as network namespaces on an underlay bridge
-//! (198.18.105.0/24), one etcd in host 1's namespace and one ferryd per
-//! host. Overlay network 198.19.236.0/24.
+//! (198.18.105.0/24; `ferry_testkit::cluster`, nodes h0 and h1), one etcd
+//! in host 1's namespace and one ferryd per host. Overlay network
+//! 198.19.236.0/24.
 //!
 //! Checked: every host lists both hosts with their VTEPs (and which one it
 //! is); inspect shows the VNI, both hosts, one block per host and each
@@ -9,10 +10,11 @@
 //! new attachment fail quickly with "cluster store unavailable" while the
 //! sandboxes' traffic goes on.
 
+use ferry_testkit::cluster::{Cluster, Host, Spec};
 use ferry_testkit::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const SUBNET: &str = "198.19.236.0/24";
@@ -21,22 +23,22 @@ fn host_ip(i: usize) -> String {
     format!("198.18.105.{}", i + 1)
 }
 
+/// The node name `ferry_testkit::cluster` gives host `i`.
 fn node(i: usize) -> String {
-    format!("h{}", i + 1)
+    format!("h{i}")
 }
 
-struct Host {
-    ns: String,
-    dir: PathBuf,
-    ferryd: Option<Child>,
-}
-
-impl Host {
-    fn api(&self) -> PathBuf {
-        self.dir.join("api.sock")
-    }
-
+/// The CLI, run against a host's ferryd.
+trait Cli {
     /// Runs `ferry --api-socket API ARGS`: success, stdout, stderr, how long it took.
+    fn ferry(&self, args: &[&str]) -> (bool, String, String, Duration);
+    /// `ferry ARGS`, which must succeed: its stdout.
+    fn ferry_ok(&self, args: &[&str]) -> String;
+    /// `ferry --json ARGS`, which must succeed: its JSON.
+    fn ferry_json(&self, args: &[&str]) -> Value;
+}
+
+impl Cli for Host {
     fn ferry(&self, args: &[&str]) -> (bool, String, String, Duration) {
         let start = Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -53,55 +55,17 @@ impl Host {
         )
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    fn ferry_ok(&self, args: &[&str]) -> String {
         let (ok, out, err, _) = self.ferry(args);
         assert!(ok, "{}: ferry {args:?}: {err}{out}", self.ns);
         out
     }
 
-    fn json(&self, args: &[&str]) -> Value {
+    fn ferry_json(&self, args: &[&str]) -> Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
-        let out = self.ok(&a);
+        let out = self.ferry_ok(&a);
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ferry {args:?}: {e}: {out}"))
-    }
-}
-
-/// Everything the test made, removed on drop (also when it fails).
-struct Cluster {
-    hosts: Vec<Host>,
-    etcd: Option<Child>,
-    underlay: String,
-    sandboxes: Vec<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn kill_etcd(&mut self) {
-        if let Some(mut c) = self.etcd.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for h in &mut self.hosts {
-            if let Some(mut c) = h.ferryd.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        self.kill_etcd();
-        for s in &self.sandboxes {
-            let _ = sh_ok(&format!("ip netns del {s}"));
-        }
-        for h in &self.hosts {
-            // The host's links (bridge, VXLAN device, veths) go with it.
-            let _ = sh_ok(&format!("ip netns del {}", h.ns));
-        }
-        let _ = sh_ok(&format!("ip link del {}", self.underlay));
     }
 }
 
@@ -113,111 +77,27 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn in_ns(ns: &str, bin: impl AsRef<std::ffi::OsStr>, log: &Path) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net=/run/netns/{ns}"))
-        .arg(bin)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"));
-    cmd
-}
-
 fn setup() -> Cluster {
     require_root();
-    for bin in ["etcd", "nsenter"] {
-        assert!(
-            sh_ok(&format!("command -v {bin}")),
-            "{bin} is missing (Debian packages etcd-server, util-linux)"
-        );
-    }
     let ferryd = Path::new(env!("CARGO_BIN_EXE_ferry")).with_file_name("ferryd");
     assert!(
         ferryd.exists(),
         "{} missing: build it first (cargo build -p ferryd)",
         ferryd.display()
     );
-    let dir = tempfile::Builder::new()
-        .prefix("ferry-cluster-cli")
-        .tempdir_in("/var/tmp")
-        .expect("temp dir");
-    let underlay = unique("clul");
-    let mut c = Cluster {
-        hosts: Vec::new(),
-        etcd: None,
-        underlay: underlay.clone(),
-        sandboxes: Vec::new(),
-        _dir: dir,
-    };
-    sh(&format!(
-        "ip link add {underlay} type bridge && ip link set {underlay} up"
-    ));
-    for i in 0..2 {
-        let ns = unique(&format!("clh{i}"));
-        let hdir = c._dir.path().join(node(i));
-        std::fs::create_dir_all(&hdir).expect("host dir");
-        // In the cluster before the commands that follow can fail.
-        c.hosts.push(Host {
-            ns: ns.clone(),
-            dir: hdir,
-            ferryd: None,
-        });
-        let peer = unique("clp");
-        sh(&format!(
-            "ip netns add {ns} && ip link add {peer} type veth peer name ul0 netns {ns} && \
-             ip link set {peer} master {underlay} up && \
-             ip -n {ns} addr add {}/24 dev ul0 && ip -n {ns} link set ul0 up && \
-             ip -n {ns} link set lo up",
-            host_ip(i)
-        ));
-    }
-    let ip = host_ip(0);
-    let etcd = in_ns(&c.hosts[0].ns, "etcd", &c._dir.path().join("etcd.log"))
-        .args(["--name", "m0", "--data-dir"])
-        .arg(c._dir.path().join("etcd"))
-        .args(["--listen-client-urls", &format!("http://{ip}:2379")])
-        .args(["--advertise-client-urls", &format!("http://{ip}:2379")])
-        .args(["--listen-peer-urls", &format!("http://{ip}:2380")])
-        .args([
-            "--initial-advertise-peer-urls",
-            &format!("http://{ip}:2380"),
-        ])
-        .args(["--initial-cluster", &format!("m0=http://{ip}:2380")])
-        .spawn()
-        .expect("start etcd");
-    c.etcd = Some(etcd);
-    for i in 0..2 {
-        let h = &mut c.hosts[i];
-        let child = in_ns(&h.ns, &ferryd, &h.dir.join("ferryd.log"))
-            .arg("--plugin-socket")
-            .arg(h.dir.join("plugin.sock"))
-            .arg("--api-socket")
-            .arg(h.dir.join("api.sock"))
-            .arg("--state")
-            .arg(h.dir.join("state.redb"))
-            .args(["--cluster-store", &format!("etcd://{ip}:2379")])
-            .args(["--advertise-address", &host_ip(i)])
-            .args(["--node-name", &node(i)])
-            .spawn()
-            .expect("start ferryd");
-        h.ferryd = Some(child);
-        let start = Instant::now();
-        while std::os::unix::net::UnixStream::connect(h.api()).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "ferryd on {} did not start: {}",
-                h.ns,
-                std::fs::read_to_string(h.dir.join("ferryd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    c
+    Cluster::start(&Spec {
+        underlay: "198.18.105",
+        hosts: 2,
+        members: 1,
+        ferryd: &ferryd,
+        pool: "",
+    })
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The hosts `ferry hosts --json` lists: (id, vtep, this host).
 fn hosts(h: &Host) -> Vec<(String, String, bool)> {
-    let list = h.json(&["hosts"]);
+    let list = h.ferry_json(&["hosts"]);
     list.as_array()
         .into_iter()
         .flatten()
@@ -244,11 +124,11 @@ fn hosts_and_overlay_inspect_through_the_cli() {
         || hosts(&c.hosts[1]) == want(1),
     );
     assert_eq!(hosts(&c.hosts[0]), want(0));
-    let table = c.hosts[0].ok(&["hosts"]);
+    let table = c.hosts[0].ferry_ok(&["hosts"]);
     let mine = table
         .lines()
-        .find(|l| l.starts_with("h1 "))
-        .unwrap_or_else(|| panic!("h1 in {table}"));
+        .find(|l| l.starts_with("h0 "))
+        .unwrap_or_else(|| panic!("h0 in {table}"));
     assert!(
         mine.contains(&host_ip(0)) && mine.contains("(this host)"),
         "{table}"
@@ -256,12 +136,12 @@ fn hosts_and_overlay_inspect_through_the_cli() {
     assert!(
         table
             .lines()
-            .any(|l| l.starts_with("h2 ") && !l.contains("(this host)")),
+            .any(|l| l.starts_with("h1 ") && !l.contains("(this host)")),
         "{table}"
     );
 
     // Created on host 1, adopted by host 2.
-    c.hosts[0].ok(&[
+    c.hosts[0].ferry_ok(&[
         "network", "create", "ov", "-d", "overlay", "--subnet", SUBNET,
     ]);
     wait_for("ov on host 2", Duration::from_secs(10), || {
@@ -269,10 +149,9 @@ fn hosts_and_overlay_inspect_through_the_cli() {
     });
     let mut sandboxes = Vec::new();
     for i in 0..2 {
-        let sb = unique("cls");
-        c.sandboxes.push(sb.clone());
-        c.hosts[i].ok(&["sandbox", "create", &sb]);
-        let ep = c.hosts[i].json(&["connect", "ov", &sb]);
+        let sb = c.sandbox_name("cls");
+        c.hosts[i].ferry_ok(&["sandbox", "create", &sb]);
+        let ep = c.hosts[i].ferry_json(&["connect", "ov", &sb]);
         let ip = ep["address"]
             .as_str()
             .and_then(|a| a.split('/').next())
@@ -281,7 +160,7 @@ fn hosts_and_overlay_inspect_through_the_cli() {
         sandboxes.push((sb, ip, ep["mac"].as_str().unwrap_or("").to_string()));
     }
 
-    let n = c.hosts[0].json(&["network", "inspect", "ov"]);
+    let n = c.hosts[0].ferry_json(&["network", "inspect", "ov"]);
     let cl = &n["cluster"];
     assert!(cl["vni"].as_u64().unwrap_or(0) > 0, "a VNI: {n}");
     assert_eq!(
@@ -295,7 +174,7 @@ fn hosts_and_overlay_inspect_through_the_cli() {
         .flatten()
         .map(|h| h["id"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(ids, ["h1", "h2"], "{cl}");
+    assert_eq!(ids, ["h0", "h1"], "{cl}");
     let subnet: ipnet::Ipv4Net = SUBNET.parse().expect("subnet");
     let mut block_hosts: Vec<&str> = Vec::new();
     for b in cl["blocks"].as_array().into_iter().flatten() {
@@ -305,7 +184,7 @@ fn hosts_and_overlay_inspect_through_the_cli() {
         block_hosts.push(b["host"].as_str().unwrap_or(""));
     }
     block_hosts.sort();
-    assert_eq!(block_hosts, ["h1", "h2"], "one block per host: {cl}");
+    assert_eq!(block_hosts, ["h0", "h1"], "one block per host: {cl}");
     let endpoints = cl["endpoints"].as_array().cloned().unwrap_or_default();
     assert_eq!(endpoints.len(), 2, "{cl}");
     for (i, (sb, ip, mac)) in sandboxes.iter().enumerate() {
@@ -318,7 +197,7 @@ fn hosts_and_overlay_inspect_through_the_cli() {
         assert_eq!(ep["name"], sb.as_str(), "{ep}");
     }
     // Host 2 sees the same cluster side.
-    let n2 = c.hosts[1].json(&["network", "inspect", "ov"]);
+    let n2 = c.hosts[1].ferry_json(&["network", "inspect", "ov"]);
     assert_eq!(n2["cluster"]["endpoints"].as_array().map(Vec::len), Some(2));
 
     let pings = |from: &str, to: &str| sh_ok(&format!("ip netns exec {from} ping -c1 -W1 {to}"));
@@ -330,11 +209,10 @@ fn hosts_and_overlay_inspect_through_the_cli() {
     // etcd gone: both commands say so, with a non-zero exit, within the
     // store's deadline (3 s) and some slack; traffic goes on; a new
     // attachment fails the same way.
-    c.kill_etcd();
+    c.hosts[0].kill_etcd();
     assert!(pings(&a.0, &b.1), "traffic stopped with etcd down");
-    let late = unique("cls");
-    c.sandboxes.push(late.clone());
-    c.hosts[1].ok(&["sandbox", "create", &late]);
+    let late = c.sandbox_name("cls");
+    c.hosts[1].ferry_ok(&["sandbox", "create", &late]);
     for args in [
         &["hosts"][..],
         &["network", "inspect", "ov"],

@@ -39,6 +39,18 @@ struct View {
     endpoints: BTreeMap<(String, IpAddr), EndpointRecord>,
 }
 
+impl View {
+    /// The endpoints published by `host`, copied out so the caller may
+    /// change the view while it programs them.
+    fn endpoints_of(&self, host: &str) -> Vec<EndpointRecord> {
+        self.endpoints
+            .values()
+            .filter(|e| e.host == host)
+            .cloned()
+            .collect()
+    }
+}
+
 /// Registers this host under its lease and publishes its overlay endpoints
 /// again (their records went with the previous lease). Returns how many.
 pub fn register(
@@ -187,25 +199,12 @@ impl Agent {
             Event::HostUp(h) => {
                 let id = h.id.clone();
                 self.view.hosts.insert(id.clone(), h);
-                let eps: Vec<EndpointRecord> = self
-                    .view
-                    .endpoints
-                    .values()
-                    .filter(|e| e.host == id)
-                    .cloned()
-                    .collect();
-                for e in eps {
+                for e in self.view.endpoints_of(&id) {
                     self.add_peer(&e);
                 }
             }
             Event::HostDown(id) => {
-                let gone: Vec<EndpointRecord> = self
-                    .view
-                    .endpoints
-                    .values()
-                    .filter(|e| e.host == id)
-                    .cloned()
-                    .collect();
+                let gone = self.view.endpoints_of(&id);
                 for e in &gone {
                     self.remove_peer(e);
                     self.view.endpoints.remove(&(e.network.clone(), e.ip));

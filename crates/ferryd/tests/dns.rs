@@ -9,20 +9,10 @@ use ferry_testkit::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn api(sock: &Path, verb: &str, path: &str, body: Value) -> Value {
     let (status, v) = http(sock, verb, path, &body.to_string());
@@ -84,8 +74,8 @@ fn eventually(what: &str, f: impl Fn() -> bool) {
 struct World {
     api: PathBuf,
     /// Replaced to restart or stop ferryd.
-    ferryd: std::cell::RefCell<Proc>,
-    _dnsmasq: Proc,
+    ferryd: std::cell::RefCell<KillOnDrop>,
+    _dnsmasq: KillOnDrop,
     dir: tempfile::TempDir,
     // Dropped last: deleting the namespaces removes bridges, veths and nft tables.
     host: Netns,
@@ -143,7 +133,7 @@ fn world(r: &Ranges) -> World {
         .stderr(Stdio::null())
         .spawn()
         .expect("start dnsmasq");
-    let dnsmasq = Proc(dnsmasq);
+    let dnsmasq = KillOnDrop(dnsmasq);
     // LINK.3 is on the link but nobody holds it: a dead server.
     let resolv = dir.path().join("resolv.conf");
     std::fs::write(
@@ -170,7 +160,7 @@ fn world(r: &Ranges) -> World {
 }
 
 /// ferryd in the host namespace, its files in `dir`; returns once its API answers.
-fn start_ferryd(dir: &Path, host: &Netns, r: &Ranges) -> Proc {
+fn start_ferryd(dir: &Path, host: &Netns, r: &Ranges) -> KillOnDrop {
     let api = dir.join("api.sock");
     let _ = std::fs::remove_file(&api);
     let log = std::fs::OpenOptions::new()
@@ -197,7 +187,7 @@ fn start_ferryd(dir: &Path, host: &Netns, r: &Ranges) -> Proc {
         .stderr(log)
         .spawn()
         .expect("start ferryd");
-    let ferryd = Proc(ferryd);
+    let ferryd = KillOnDrop(ferryd);
     let start = Instant::now();
     while std::os::unix::net::UnixStream::connect(&api).is_err() {
         assert!(
@@ -649,7 +639,7 @@ fn cni_attachments_get_names_through_ferry_dns() {
 fn stop_ferryd(w: &World) {
     drop(
         w.ferryd
-            .replace(Proc(Command::new("true").spawn().expect("true"))),
+            .replace(KillOnDrop(Command::new("true").spawn().expect("true"))),
     );
 }
 

@@ -155,24 +155,16 @@ fn observed(s: Option<&Sample>) -> f64 {
 
 /// Runs Ferry's loopback plugin with the CNI variables, reporting to `socket`.
 fn loopback(cni: &Path, socket: &Path, command: &str, id: &str, netns: &str) {
-    let mut child = Command::new(cni.join("loopback"))
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", id)
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "lo")
-        .env("CNI_PATH", cni)
-        .env("FERRY_METRICS_SOCKET", socket)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"cniVersion":"1.0.0","name":"fm-lo","type":"loopback"}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new(cni.join("loopback"))
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "lo")
+            .env("CNI_PATH", cni)
+            .env("FERRY_METRICS_SOCKET", socket),
+        br#"{"cniVersion":"1.0.0","name":"fm-lo","type":"loopback"}"#,
+    );
     assert!(out.status.success(), "loopback {command}: {out:?}");
 }
 

@@ -8,56 +8,21 @@
 //! rm -f` and `docker network rm` leave no endpoint in the store.
 //! Docker's own default pools: 198.19.246.0/23; ferryd's: 198.19.244.0/23.
 
+use ferry_testkit::cluster::{Cluster, Spec};
 use ferry_testkit::docker::{http, Dockerd};
 use ferry_testkit::*;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SUBNET: &str = "198.19.240.0/24";
 
-fn host_ip(i: usize) -> String {
-    format!("198.18.106.{}", i + 1)
-}
-
-/// A child process killed (SIGKILL) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Runs `args` inside namespace `ns`, its stderr to `log`.
-fn spawn_in(ns: &str, log: &Path, args: &[&str]) -> Proc {
-    let log = std::fs::File::create(log).expect("log");
-    Proc(
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{ns}"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("nsenter"),
-    )
-}
-
 /// Everything the test made, removed on drop (also when it fails), in
-/// order: dockerd (with its containers and networks), ferryds, etcd, then
-/// the namespaces and the underlay.
+/// order: dockerd (with its containers and networks), then the cluster
+/// (ferryds, etcd, sandboxes, the hosts and the underlay).
 struct World {
     docker: Option<Dockerd>,
-    ferryds: Vec<Proc>,
-    etcd: Option<Proc>,
-    plugin_socket: PathBuf,
-    hosts: Vec<String>,
-    sandboxes: Vec<String>,
-    underlay: String,
-    dir: tempfile::TempDir,
+    cluster: Cluster,
 }
 
 impl Drop for World {
@@ -66,29 +31,16 @@ impl Drop for World {
             let _ = d.try_run("rmi -f ferrybox");
         }
         self.docker.take();
-        self.ferryds.clear();
-        self.etcd.take();
-        let _ = std::fs::remove_file(&self.plugin_socket);
-        for s in &self.sandboxes {
-            let _ = sh_ok(&format!("ip netns del {s}"));
-        }
-        for h in &self.hosts {
-            // The host's links (bridges, VXLAN devices, veths) go with it.
-            let _ = sh_ok(&format!("ip netns del {h}"));
-        }
-        let _ = sh_ok(&format!("ip link del {}", self.underlay));
     }
 }
 
 impl World {
     fn api(&self, host: usize) -> PathBuf {
-        self.dir.path().join(format!("h{host}/api.sock"))
+        self.cluster.hosts[host].api()
     }
 
     fn ok(&self, host: usize, verb: &str, path: &str, body: Value) -> Value {
-        let (status, v) = http(&self.api(host), verb, path, &body.to_string());
-        assert_eq!(status, 200, "h{host} {verb} {path} {body}: {v}");
-        v
+        self.cluster.hosts[host].ok(verb, path, &body)
     }
 
     fn docker(&self) -> &Dockerd {
@@ -97,15 +49,15 @@ impl World {
 
     /// The endpoint keys etcd holds for network `net`.
     fn stored_endpoints(&self, net: &str) -> Vec<String> {
-        sh(&format!(
-            "ip netns exec {} env ETCDCTL_API=3 etcdctl --endpoints http://{}:2379 get --prefix '' --keys-only",
-            self.hosts[0],
-            host_ip(0)
-        ))
-        .lines()
-        .filter(|k| k.contains(&format!("endpoints/{net}/")))
-        .map(str::to_string)
-        .collect()
+        self.cluster.hosts[0]
+            .sh(&format!(
+                "env ETCDCTL_API=3 etcdctl --endpoints http://{} get --prefix '' --keys-only",
+                self.cluster.etcd_endpoints()
+            ))
+            .lines()
+            .filter(|k| k.contains(&format!("endpoints/{net}/")))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -119,112 +71,39 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 fn setup(driver: &str) -> World {
     require_root();
-    for bin in ["etcd", "etcdctl", "nsenter", ferry_testkit::docker::DOCKERD] {
+    for bin in ["etcdctl", ferry_testkit::docker::DOCKERD] {
         assert!(
             sh_ok(&format!("command -v {bin}")),
-            "{bin} is missing (Debian packages etcd-server, etcd-client, util-linux, docker.io)"
+            "{bin} is missing (Debian packages etcd-client, docker.io)"
         );
     }
-    let dir = tempfile::Builder::new()
-        .prefix("ferry-ovdocker")
-        .tempdir_in("/var/tmp")
-        .expect("temp dir");
-    let underlay = unique("ovdul");
+    let spec = Spec {
+        underlay: "198.18.106",
+        hosts: 2,
+        members: 1,
+        ferryd: Path::new(env!("CARGO_BIN_EXE_ferryd")),
+        pool: "base=198.19.244.0/23,size=24",
+    };
+    let mut cluster = Cluster::build(&spec).unwrap_or_else(|e| panic!("{e}"));
+    cluster.ferryd_args = vec!["--log-level".into(), "debug".into()];
+    // Host A's plugin socket is where its dockerd finds the driver.
+    let plugin_socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+    cluster.hosts[0].plugin_socket = plugin_socket.clone();
+    for i in 0..spec.hosts {
+        cluster.start_ferryd(i).unwrap_or_else(|e| panic!("{e}"));
+    }
     let mut w = World {
         docker: None,
-        ferryds: Vec::new(),
-        etcd: None,
-        plugin_socket: PathBuf::from(format!("/run/docker/plugins/{driver}.sock")),
-        hosts: Vec::new(),
-        sandboxes: Vec::new(),
-        underlay: underlay.clone(),
-        dir,
+        cluster,
     };
-    sh(&format!(
-        "ip link add {underlay} type bridge && ip link set {underlay} up"
-    ));
-    for i in 0..2 {
-        let ns = unique(&format!("ovdh{i}"));
-        w.hosts.push(ns.clone());
-        std::fs::create_dir_all(w.dir.path().join(format!("h{i}"))).expect("host dir");
-        let peer = unique("ovdp");
-        sh(&format!(
-            "ip netns add {ns} && ip link add {peer} type veth peer name ul0 netns {ns} && \
-             ip link set {peer} master {underlay} up && \
-             ip -n {ns} addr add {}/24 dev ul0 && ip -n {ns} link set ul0 up && \
-             ip -n {ns} link set lo up",
-            host_ip(i)
-        ));
-    }
-    let a = host_ip(0);
-    let etcd_dir = w.dir.path().join("etcd");
-    w.etcd = Some(spawn_in(
-        &w.hosts[0],
-        &w.dir.path().join("etcd.log"),
-        &[
-            "etcd",
-            "--name",
-            "m0",
-            "--data-dir",
-            etcd_dir.to_str().expect("path"),
-            "--listen-client-urls",
-            &format!("http://{a}:2379"),
-            "--advertise-client-urls",
-            &format!("http://{a}:2379"),
-            "--listen-peer-urls",
-            &format!("http://{a}:2380"),
-            "--initial-advertise-peer-urls",
-            &format!("http://{a}:2380"),
-            "--initial-cluster",
-            &format!("m0=http://{a}:2380"),
-        ],
-    ));
-    for i in 0..2 {
-        let hdir = w.dir.path().join(format!("h{i}"));
-        // Host A's plugin socket is where its dockerd finds the driver.
-        let plugin = if i == 0 {
-            w.plugin_socket.clone()
-        } else {
-            hdir.join("plugin.sock")
-        };
-        let p = |p: PathBuf| p.to_str().expect("path").to_string();
-        let ferryd = spawn_in(
-            &w.hosts[i],
-            &hdir.join("ferryd.log"),
-            &[
-                env!("CARGO_BIN_EXE_ferryd"),
-                "--log-level",
-                "debug",
-                "--plugin-socket",
-                &p(plugin),
-                "--api-socket",
-                &p(w.api(i)),
-                "--state",
-                &p(hdir.join("state.redb")),
-                "--cluster-store",
-                &format!("etcd://{a}:2379"),
-                "--advertise-address",
-                &host_ip(i),
-                "--node-name",
-                &format!("h{i}"),
-                "--default-address-pool",
-                "base=198.19.244.0/23,size=24",
-            ],
-        );
-        w.ferryds.push(ferryd);
-        let api = w.api(i);
-        wait_for(&format!("ferryd on h{i}"), Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&api).is_ok()
-        });
-    }
     wait_for(
         "ferryd's plugin socket on h0",
         Duration::from_secs(10),
-        || std::os::unix::net::UnixStream::connect(&w.plugin_socket).is_ok(),
+        || std::os::unix::net::UnixStream::connect(&plugin_socket).is_ok(),
     );
     let docker = Dockerd::try_start_in(
-        Some(&w.hosts[0]),
-        &w.dir.path().join("docker"),
+        Some(&w.cluster.hosts[0].ns),
+        &w.cluster.hosts[0].dir.join("docker"),
         &["--default-address-pool", "base=198.19.246.0/23,size=24"],
     )
     .unwrap_or_else(|e| panic!("{e}"));
@@ -293,9 +172,7 @@ fn a_docker_container_reaches_a_ferry_sandbox_over_the_overlay() {
     );
 
     // A Ferry sandbox on host B on the same overlay.
-    let sb = unique("ovds");
-    w.sandboxes.push(sb.clone());
-    w.ok(1, "POST", "/sandboxes", json!({"name": sb}));
+    let sb = w.cluster.sandbox(1, "ovds");
     let ep = w.ok(
         1,
         "POST",

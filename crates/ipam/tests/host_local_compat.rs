@@ -4,15 +4,13 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::{config, entries, ip, set};
 use ferry_ipam::{Allocator, Attachment, DiskStore, INDEX_DIR};
 
-const REFERENCE: &str = "/usr/lib/cni/host-local";
 const NETWORK: &str = "compatnet";
 
 fn net_conf(data_dir: &Path) -> String {
@@ -25,31 +23,10 @@ fn net_conf(data_dir: &Path) -> String {
 }
 
 fn reference(command: &str, container: &str, conf: &str) -> Output {
-    assert!(
-        Path::new(REFERENCE).exists(),
-        "{REFERENCE} is missing: install the Debian package containernetworking-plugins \
-         (apt-get install containernetworking-plugins) to run this compatibility test"
-    );
-    let mut child = Command::new(REFERENCE)
-        .env_clear()
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        // host-local never enters the namespace, but skel requires it for ADD/CHECK.
-        .env("CNI_NETNS", "/proc/self/ns/net")
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run the reference host-local");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.as_bytes())
-        .expect("write config");
-    child.wait_with_output().expect("wait for host-local")
+    ferry_testkit::run_with_stdin(
+        &mut ferry_testkit::reference_host_local(command, container),
+        conf.as_bytes(),
+    )
 }
 
 fn reference_ok(command: &str, container: &str, conf: &str) -> String {

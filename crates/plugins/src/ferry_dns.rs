@@ -20,7 +20,7 @@
 //! when ferryd is not running (a stale registration goes at the next GC).
 
 use crate::conf;
-use crate::ferryd_client::{self, Failed, DEFAULT_API_SOCKET};
+use crate::ferryd_client::{self, Failed, PluginApi};
 use ferry_cni::result::Result as CniResultType;
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
@@ -28,7 +28,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
@@ -56,15 +56,13 @@ impl DnsConf {
         Ok(c)
     }
 
-    fn socket(&self) -> &Path {
-        self.api_socket
-            .as_deref()
-            .unwrap_or(Path::new(DEFAULT_API_SOCKET))
-    }
-
-    fn call(&self, verb: &str, body: &Value) -> Result<Value, Failed> {
-        let refused = format!("ferryd refused DNS {verb} on network {:?}", self.name);
-        ferryd_client::call(self.socket(), &format!("/dns/cni/{verb}"), body, &refused)
+    fn api(&self) -> PluginApi<'_> {
+        PluginApi {
+            socket: ferryd_client::api_socket(&self.api_socket),
+            base: "/dns/cni",
+            what: "DNS ",
+            network: &self.name,
+        }
     }
 
     fn attachment(&self, args: &CmdArgs) -> Value {
@@ -130,7 +128,7 @@ impl Plugin for FerryDns {
         body["names"] = json!(c.names(args)?);
         body["addresses"] = json!(addrs);
         body["gateways"] = json!(gateways);
-        c.call("add", &body).map_err(|f| f.cni(c.socket()))?;
+        c.api().run("add", &body)?;
         // The gateways first: the container's resolver asks them before any other.
         let mut servers: Vec<String> = gateways.iter().map(IpAddr::to_string).collect();
         servers.extend(
@@ -145,29 +143,28 @@ impl Plugin for FerryDns {
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let c = DnsConf::load(args)?;
-        match c.call("del", &c.attachment(args)) {
+        let api = c.api();
+        match api.call("del", &c.attachment(args)) {
             // ferryd not running: nothing is served now; GC drops the rest.
             Ok(_) | Err(Failed::Unreachable(_)) => Ok(()),
-            Err(f) => Err(f.cni(c.socket())),
+            Err(f) => Err(f.cni(api.socket)),
         }
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let c = DnsConf::load(args)?;
         conf::required_prev_result(args, "ferry-dns")?;
-        c.call("check", &c.attachment(args))
-            .map(|_| ())
-            .map_err(|f| f.cni(c.socket()))
+        c.api().run("check", &c.attachment(args))
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
         let c: DnsConf = conf::parse(args)?;
-        ferryd_client::status(c.socket())
+        ferryd_client::status(ferryd_client::api_socket(&c.api_socket))
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let c = DnsConf::load(args)?;
-        ferryd_client::gc(c.socket(), "/dns/cni/gc", &c.name, &args.config)
+        c.api().gc(&args.config)
     }
 }
 

@@ -18,12 +18,12 @@
 //! STATUS answers 50 while ferryd's socket cannot be reached.
 
 use crate::conf;
-use crate::ferryd_client::{self, Failed, DEFAULT_API_SOCKET};
+use crate::ferryd_client::{self, PluginApi};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -45,16 +45,13 @@ impl OverlayConf {
         Ok(c)
     }
 
-    fn socket(&self) -> &Path {
-        self.api_socket
-            .as_deref()
-            .unwrap_or(Path::new(DEFAULT_API_SOCKET))
-    }
-
-    /// A request to `/cni/VERB`: the answer, or the CNI error ferryd chose.
-    fn call(&self, verb: &str, body: &Value) -> Result<Value, Failed> {
-        let refused = format!("ferryd refused {verb} on network {:?}", self.network);
-        ferryd_client::call(self.socket(), &format!("/cni/{verb}"), body, &refused)
+    fn api(&self) -> PluginApi<'_> {
+        PluginApi {
+            socket: ferryd_client::api_socket(&self.api_socket),
+            base: "/cni",
+            what: "",
+            network: &self.network,
+        }
     }
 
     fn attachment(&self, args: &CmdArgs) -> Value {
@@ -120,38 +117,38 @@ impl Plugin for FerryOverlay {
         let c = OverlayConf::load(args)?;
         // Code 3 for a namespace that is not there, before ferryd is asked.
         conf::open_netns(&args.netns)?;
-        let a = c
+        let api = c.api();
+        let a = api
             .call("add", &c.attachment(args))
-            .map_err(|f| f.cni(c.socket()))?;
+            .map_err(|f| f.cni(api.socket))?;
         Ok(result(args, &a))
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let c = OverlayConf::load(args)?;
-        match c.call("del", &c.attachment(args)) {
+        let api = c.api();
+        match api.call("del", &c.attachment(args)) {
             Ok(_) => Ok(()),
             // No socket: ferryd and its attachments are gone from the node.
             Err(f) if f.is_gone() => Ok(()),
-            Err(f) => Err(f.cni(c.socket())),
+            Err(f) => Err(f.cni(api.socket)),
         }
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
         let c = OverlayConf::load(args)?;
         conf::required_prev_result(args, "ferry-overlay")?;
-        c.call("check", &c.attachment(args))
-            .map(|_| ())
-            .map_err(|f| f.cni(c.socket()))
+        c.api().run("check", &c.attachment(args))
     }
 
     fn status(&self, args: &CmdArgs) -> CniResult<()> {
         let c: OverlayConf = conf::parse(args)?;
-        ferryd_client::status(c.socket())
+        ferryd_client::status(ferryd_client::api_socket(&c.api_socket))
     }
 
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let c = OverlayConf::load(args)?;
-        ferryd_client::gc(c.socket(), "/cni/gc", &c.network, &args.config)
+        c.api().gc(&args.config)
     }
 }
 

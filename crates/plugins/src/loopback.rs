@@ -5,20 +5,26 @@ use crate::conf;
 use ferry_cni::result::{Interface, IpConfig, Result as CniResultType};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{CniError, CniResult};
-use ferry_linux::Family;
+use ferry_linux::{Family, Link, Netlink};
 use serde_json::Value;
 
 pub struct Loopback;
 
+/// A netlink socket in the container's namespace, and its `lo`.
+fn open_lo(netns: &str) -> CniResult<(Netlink, Link)> {
+    let ns = conf::open_netns(netns)?;
+    let mut nl = ns
+        .netlink()
+        .map_err(conf::kernel("failed to open netlink in netns"))?;
+    let lo = nl
+        .link_by_name("lo")
+        .map_err(conf::kernel("no lo in netns"))?;
+    Ok((nl, lo))
+}
+
 impl Plugin for Loopback {
     fn add(&self, args: &CmdArgs) -> CniResult<Value> {
-        let ns = conf::open_netns(&args.netns)?;
-        let mut nl = ns
-            .netlink()
-            .map_err(conf::kernel("failed to open netlink in netns"))?;
-        let lo = nl
-            .link_by_name("lo")
-            .map_err(conf::kernel("no lo in netns"))?;
+        let (mut nl, lo) = open_lo(&args.netns)?;
         nl.set_up(lo.index)
             .map_err(conf::kernel("failed to set lo up"))?;
         // A chained loopback passes prevResult through, as the reference does.
@@ -63,13 +69,7 @@ impl Plugin for Loopback {
     }
 
     fn check(&self, args: &CmdArgs) -> CniResult<()> {
-        let ns = conf::open_netns(&args.netns)?;
-        let mut nl = ns
-            .netlink()
-            .map_err(conf::kernel("failed to open netlink in netns"))?;
-        let lo = nl
-            .link_by_name("lo")
-            .map_err(conf::kernel("no lo in netns"))?;
+        let (_, lo) = open_lo(&args.netns)?;
         if !lo.up {
             return Err(CniError::internal("lo is down"));
         }

@@ -14,26 +14,16 @@
 mod nodecommon;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_cni::runtime::RuntimeConf;
 use nodecommon::*;
 use serde_json::{json, Value};
 
-/// A child process killed (SIGKILL) and reaped on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The DHCP daemon under test.
 struct Daemon {
-    proc: Option<Proc>,
+    proc: Option<KillOnDrop>,
     socket: PathBuf,
     state: PathBuf,
 }
@@ -58,7 +48,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .spawn()
             .expect("start the dhcp daemon");
-        self.proc = Some(Proc(child));
+        self.proc = Some(KillOnDrop(child));
         wait_for(|| std::os::unix::net::UnixStream::connect(&self.socket).is_ok());
     }
 
@@ -119,7 +109,7 @@ struct Lan {
     server: Netns,
     leases: PathBuf,
     pidfile: PathBuf,
-    dnsmasq: Option<Proc>,
+    dnsmasq: Option<KillOnDrop>,
 }
 
 impl Lan {
@@ -167,7 +157,7 @@ impl Lan {
             .stderr(Stdio::null())
             .spawn()
             .expect("dnsmasq (Debian dnsmasq-base) is installed");
-        self.dnsmasq = Some(Proc(child));
+        self.dnsmasq = Some(KillOnDrop(child));
         assert!(
             wait_for(|| self.server.exec_ok("ss -uln sport = :67 | grep -q 67")),
             "dnsmasq listens on port 67"
@@ -576,7 +566,7 @@ fn result_shape_matches_the_reference() {
                 &socket
             )
             .is_ok()));
-            (Some(Proc(child)), None)
+            (Some(KillOnDrop(child)), None)
         } else {
             (None, Some(Daemon::start(dir.path())))
         };
@@ -623,7 +613,7 @@ fn daemon_logs_one_event_per_request() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("dhcp.sock");
-    let mut proc = Proc(
+    let mut proc = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_ferry-plugin"))
             .args(["dhcp", "daemon", "-socketpath"])
             .arg(&socket)

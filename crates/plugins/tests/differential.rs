@@ -10,7 +10,7 @@ mod ferrypath;
 
 use ferry_cni::config::NetworkConfigList;
 use ferry_cni::runtime::{CniConfig, RuntimeConf};
-use ferry_testkit::snapshot::Snapshot;
+use ferry_testkit::snapshot::{self, Snapshot};
 use ferry_testkit::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -186,19 +186,7 @@ fn differential_with(
         "dff",
         true,
     );
-    let diffs: Vec<String> = reference
-        .snapshot
-        .diff(&ferry.snapshot)
-        .into_iter()
-        .filter(|d| !known.iter().any(|(k, _)| d.contains(k)))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{case}: Ferry differs from the reference (reference | ferry):\n{}\n\nreference:\n{:#?}\nferry:\n{:#?}",
-        diffs.join("\n"),
-        reference.snapshot.0,
-        ferry.snapshot.0
-    );
+    snapshot::assert_same(case, &reference.snapshot, &ferry.snapshot, known);
     assert_eq!(
         reference.result, ferry.result,
         "{case}: results differ (reference left, ferry right)"

@@ -5,7 +5,6 @@
 //! state, no root needed) on 198.18.126.0/24.
 
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -26,20 +25,11 @@ fn host_local(command: &str, conf: &Value, env_log: Option<&Path>) -> Run {
         .env("CNI_NETNS", "/var/run/netns/ferry-log-unused")
         .env("CNI_IFNAME", "eth7")
         .env("CNI_PATH", "/nonexistent")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some(p) = env_log {
         cmd.env("FERRY_LOG_FILE", p);
     }
-    let mut child = cmd.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(conf.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = ferry_testkit::run_with_stdin(&mut cmd, conf.to_string().as_bytes());
     Run {
         code: out.status.code().unwrap_or(-1),
         stdout: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),

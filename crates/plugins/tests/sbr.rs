@@ -29,7 +29,6 @@ use ferry_cni::runtime::{CniConfig, RuntimeConf};
 use ferry_testkit::snapshot::Snapshot;
 use ferry_testkit::*;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 const FERRY: &str = env!("CARGO_BIN_EXE_ferry-plugin");
@@ -261,25 +260,17 @@ fn differential_against_the_reference_chained_after_ptp() {
 
 /// Runs one plugin binary directly, as a runtime would.
 fn exec(plugin: &[&str], command: &str, netns: &str, conf: &Value) -> (bool, Value) {
-    let mut child = Command::new(plugin[0])
-        .args(&plugin[1..])
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", "sbr-bare")
-        .env("CNI_NETNS", netns)
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(conf).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new(plugin[0])
+            .args(&plugin[1..])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", "sbr-bare")
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stderr(Stdio::piped()),
+        &serde_json::to_vec(conf).unwrap(),
+    );
     (
         out.status.success(),
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),

@@ -2,7 +2,8 @@
 //! host a network namespace on an underlay bridge (`PREFIX.N/24`, N from 1),
 //! an etcd member on the first `members` hosts, and a ferryd per host
 //! (started with `nsenter --net`, its own sockets, state and log under the
-//! cluster's directory). Everything is removed on drop, also after a panic:
+//! cluster's directory; `build` then `start_ferryd` for a caller that sets
+//! ferryd's arguments or a host's plugin socket first). Everything is removed on drop, also after a panic:
 //! processes, the namespaces of the hosts and of the sandboxes the caller
 //! registered, and the underlay bridge.
 
@@ -19,6 +20,10 @@ pub struct Host {
     pub ns: String,
     pub ip: String,
     pub dir: PathBuf,
+    /// Where ferryd serves Docker's plugin protocol: in `dir`, unless the
+    /// caller puts it where a dockerd looks (`/run/docker/plugins/`) before
+    /// `start_ferryd`. Removed on drop.
+    pub plugin_socket: PathBuf,
     etcd: Option<Child>,
     ferryd: Option<Child>,
 }
@@ -71,6 +76,8 @@ impl Host {
 pub struct Cluster {
     pub hosts: Vec<Host>,
     pub underlay: String,
+    /// More arguments for the ferryds started from now on.
+    pub ferryd_args: Vec<String>,
     ferryd: PathBuf,
     etcd_endpoints: String,
     pool: String,
@@ -87,13 +94,22 @@ pub struct Spec<'a> {
     pub members: usize,
     /// The ferryd binary.
     pub ferryd: &'a Path,
-    /// ferryd's `--default-address-pool`.
+    /// ferryd's `--default-address-pool` ("": ferryd's own default).
     pub pool: &'a str,
 }
 
 impl Cluster {
     /// Builds the hosts, starts etcd and one ferryd per host.
     pub fn start(spec: &Spec) -> Result<Cluster, String> {
+        let mut c = Cluster::build(spec)?;
+        for i in 0..spec.hosts {
+            c.start_ferryd(i)?;
+        }
+        Ok(c)
+    }
+
+    /// Builds the hosts and starts etcd; no ferryd runs until `start_ferryd`.
+    pub fn build(spec: &Spec) -> Result<Cluster, String> {
         for bin in ["etcd", "nsenter"] {
             if !sh_ok(&format!("command -v {bin} >/dev/null")) {
                 return Err(format!(
@@ -111,6 +127,7 @@ impl Cluster {
         let mut c = Cluster {
             hosts: Vec::new(),
             underlay: underlay.clone(),
+            ferryd_args: Vec::new(),
             ferryd: spec.ferryd.to_path_buf(),
             etcd_endpoints: (0..members)
                 .map(|i| format!("{}:2379", ip(i)))
@@ -135,6 +152,7 @@ impl Cluster {
                 index: i,
                 ns: ns.clone(),
                 ip: ip(i),
+                plugin_socket: hdir.join("plugin.sock"),
                 dir: hdir,
                 etcd: None,
                 ferryd: None,
@@ -178,9 +196,6 @@ impl Cluster {
                 .map_err(|e| format!("start etcd: {e}"))?;
             h.etcd = Some(child);
         }
-        for i in 0..spec.hosts {
-            c.start_ferryd(i)?;
-        }
         Ok(c)
     }
 
@@ -197,11 +212,11 @@ impl Cluster {
             .append(true)
             .open(h.dir.join("ferryd.log"))
             .map_err(|e| format!("ferryd log: {e}"))?;
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", h.ns))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", h.ns))
             .arg(&self.ferryd)
             .arg("--plugin-socket")
-            .arg(h.dir.join("plugin.sock"))
+            .arg(&h.plugin_socket)
             .arg("--api-socket")
             .arg(h.api())
             .arg("--state")
@@ -212,7 +227,11 @@ impl Cluster {
             .arg(&h.ip)
             .arg("--node-name")
             .arg(format!("h{i}"))
-            .args(["--default-address-pool", &self.pool])
+            .args(&self.ferryd_args);
+        if !self.pool.is_empty() {
+            cmd.args(["--default-address-pool", &self.pool]);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -221,7 +240,7 @@ impl Cluster {
         h.ferryd = Some(child);
         let start = Instant::now();
         while std::os::unix::net::UnixStream::connect(h.api()).is_err() {
-            if start.elapsed() > Duration::from_secs(15) {
+            if start.elapsed() > Duration::from_secs(20) {
                 return Err(format!("ferryd on {} did not start: {}", h.ns, h.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -231,9 +250,16 @@ impl Cluster {
 
     /// A new Ferry sandbox on host `i`, removed on drop.
     pub fn sandbox(&mut self, i: usize, prefix: &str) -> String {
+        let name = self.sandbox_name(prefix);
+        self.hosts[i].ok("POST", "/sandboxes", &serde_json::json!({"name": name}));
+        name
+    }
+
+    /// A unique name for a sandbox the caller creates (e.g. through the
+    /// CLI), its namespace removed on drop.
+    pub fn sandbox_name(&mut self, prefix: &str) -> String {
         let name = unique(prefix);
         self.sandboxes.push(name.clone());
-        self.hosts[i].ok("POST", "/sandboxes", &serde_json::json!({"name": name}));
         name
     }
 }
@@ -243,6 +269,8 @@ impl Drop for Cluster {
         for h in &mut self.hosts {
             h.kill_ferryd();
             h.kill_etcd();
+            // A socket outside the cluster's directory stays behind a SIGKILL.
+            let _ = std::fs::remove_file(&h.plugin_socket);
         }
         for s in &self.sandboxes {
             let _ = sh_ok(&format!("ip netns del {s} 2>/dev/null"));

@@ -105,6 +105,21 @@ pub fn require_reference(plugin: &str) -> PathBuf {
     p
 }
 
+/// The reference host-local plugin running `command` for `container`
+/// (interface eth0), stderr captured, for [`run_with_stdin`] with its config.
+/// host-local never enters the namespace, but skel requires one for ADD/CHECK.
+pub fn reference_host_local(command: &str, container: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(require_reference("host-local"));
+    cmd.env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", "/proc/self/ns/net")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
 /// A CNI_PATH directory: `ferry_bin` under each name of `ferry_types`, and
 /// the reference plugin of /usr/lib/cni under every other name.
 pub fn cni_path<'a>(
@@ -143,6 +158,16 @@ pub fn run_with_stdin(cmd: &mut std::process::Command, stdin: &[u8]) -> std::pro
         let _ = pipe.write_all(stdin);
     }
     child.wait_with_output().expect("wait for the plugin")
+}
+
+/// A child process (a daemon under test) killed (SIGKILL) and reaped on drop.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A named network namespace, deleted on drop.

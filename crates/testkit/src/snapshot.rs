@@ -201,3 +201,20 @@ impl Snapshot {
             .collect()
     }
 }
+
+/// Fails listing every difference between two runs' snapshots that is not
+/// in `known` (a key substring and the reason it is accepted).
+pub fn assert_same(case: &str, reference: &Snapshot, ferry: &Snapshot, known: &[(&str, &str)]) {
+    let diffs: Vec<String> = reference
+        .diff(ferry)
+        .into_iter()
+        .filter(|d| !known.iter().any(|(k, _)| d.contains(k)))
+        .collect();
+    assert!(
+        diffs.is_empty(),
+        "{case}: Ferry differs from the reference (reference | ferry):\n{}\n\nreference:\n{:#?}\nferry:\n{:#?}",
+        diffs.join("\n"),
+        reference.0,
+        ferry.0
+    );
+}

@@ -20,7 +20,7 @@ use ipnet::Ipv4Net;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 
 use super::options::{CLASSLESS_ROUTES, STATIC_ROUTES};
-use super::proto::Lease;
+use super::proto::{Grant, Lease};
 
 /// A socket on the attachment's interface and that interface's MAC.
 pub struct Conn {
@@ -232,12 +232,12 @@ pub enum Renewed {
 /// RENEWING (unicast to the server) or REBINDING (broadcast).
 pub fn renew(l: &Lease, rebind: bool, timeout: Duration) -> Result<Renewed, String> {
     let conn = open(&l.netns, &l.ifname)?;
-    let mut m = conn.message(rand_xid(), MessageType::Request, l.address.addr());
+    let mut m = conn.message(rand_xid(), MessageType::Request, l.grant.address.addr());
     conn.with_options(&mut m, &l.request, &l.provide);
     let to = if rebind {
         Ipv4Addr::BROADCAST
     } else {
-        l.server
+        l.grant.server
     };
     let ack = conn.exchange(
         &m,
@@ -245,7 +245,7 @@ pub fn renew(l: &Lease, rebind: bool, timeout: Duration) -> Result<Renewed, Stri
         &[MessageType::Ack, MessageType::Nak],
         Instant::now() + timeout,
     )?;
-    match Ack::parse(&ack, l.server) {
+    match Ack::parse(&ack, l.grant.server) {
         Err(e) if ack.opts().has_msg_type(MessageType::Nak) => Ok(Renewed::Nak(e)),
         r => r.map(Renewed::Ack),
     }
@@ -254,11 +254,12 @@ pub fn renew(l: &Lease, rebind: bool, timeout: Duration) -> Result<Renewed, Stri
 /// RELEASE: the server may give the address to someone else.
 pub fn release(l: &Lease) -> Result<(), String> {
     let conn = open(&l.netns, &l.ifname)?;
-    let mut m = conn.message(rand_xid(), MessageType::Release, l.address.addr());
+    let mut m = conn.message(rand_xid(), MessageType::Release, l.grant.address.addr());
     conn.with_options(&mut m, &[], &l.provide);
     m.opts_mut().remove(OptionCode::ParameterRequestList);
-    m.opts_mut().insert(DhcpOption::ServerIdentifier(l.server));
-    conn.send(&m, l.server)
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(l.grant.server));
+    conn.send(&m, l.grant.server)
 }
 
 fn rand_xid() -> u32 {
@@ -270,15 +271,10 @@ fn rand_xid() -> u32 {
     t ^ std::process::id().rotate_left(16)
 }
 
-/// What an ACK grants.
+/// An ACK: what it grants, and for how long.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ack {
-    pub address: Ipv4Net,
-    pub router: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
-    pub classless: bool,
-    pub server: Ipv4Addr,
+    pub grant: Grant,
     pub lease_secs: u32,
     pub t1_secs: u32,
     pub t2_secs: u32,
@@ -343,12 +339,14 @@ impl Ack {
             _ => (lease_secs as u64 * 7 / 8) as u32,
         };
         Ok(Ack {
-            address,
-            router,
-            dns,
-            routes,
-            classless,
-            server,
+            grant: Grant {
+                address,
+                router,
+                dns,
+                routes,
+                classless,
+                server,
+            },
             lease_secs,
             t1_secs,
             t2_secs,
@@ -358,12 +356,7 @@ impl Ack {
     /// The lease record for an attachment, times counted from now.
     pub fn apply(&self, l: &mut Lease) {
         let now = unix_now();
-        l.address = self.address;
-        l.router = self.router;
-        l.dns = self.dns.clone();
-        l.routes = self.routes.clone();
-        l.classless = self.classless;
-        l.server = self.server;
+        l.grant = self.grant.clone();
         l.acquired = now;
         l.t1 = now + u64::from(self.t1_secs);
         l.t2 = now + u64::from(self.t2_secs);
@@ -411,18 +404,18 @@ mod tests {
         let bytes = m.to_vec().unwrap();
         let back = Message::decode(&mut Decoder::new(&bytes)).unwrap();
         let a = Ack::parse(&back, Ipv4Addr::new(198, 18, 160, 2)).unwrap();
-        assert_eq!(a.address, "198.18.160.20/24".parse().unwrap());
-        assert_eq!(a.router, Some(Ipv4Addr::new(198, 18, 160, 1)));
-        assert_eq!(a.dns, vec![Ipv4Addr::new(198, 18, 160, 53)]);
+        assert_eq!(a.grant.address, "198.18.160.20/24".parse().unwrap());
+        assert_eq!(a.grant.router, Some(Ipv4Addr::new(198, 18, 160, 1)));
+        assert_eq!(a.grant.dns, vec![Ipv4Addr::new(198, 18, 160, 53)]);
         assert_eq!(
-            a.routes,
+            a.grant.routes,
             vec![(
                 "198.19.0.0/24".parse().unwrap(),
                 Ipv4Addr::new(198, 18, 160, 2)
             )]
         );
         // Option 33's destinations are classful: 198.x is class C.
-        assert!(!a.classless);
+        assert!(!a.grant.classless);
         assert_eq!((a.lease_secs, a.t1_secs, a.t2_secs), (120, 60, 105));
 
         m.opts_mut().insert(DhcpOption::ClasslessStaticRoute(vec![(
@@ -430,8 +423,8 @@ mod tests {
             Ipv4Addr::new(198, 18, 160, 3),
         )]));
         let a = Ack::parse(&m, Ipv4Addr::new(198, 18, 160, 2)).unwrap();
-        assert!(a.classless);
-        assert_eq!(a.routes[0].0, "198.19.8.0/21".parse().unwrap());
+        assert!(a.grant.classless);
+        assert_eq!(a.grant.routes[0].0, "198.19.8.0/21".parse().unwrap());
 
         m.opts_mut()
             .insert(DhcpOption::MessageType(MessageType::Nak));

@@ -203,7 +203,7 @@ impl Daemon {
         if let Some(h) = held {
             h.stop.stop();
             if let Err(e) = client::release(&h.lease) {
-                warn!(attachment = key, address = %h.lease.address, error = %e, "RELEASE failed");
+                warn!(attachment = key, address = %h.lease.grant.address, error = %e, "RELEASE failed");
             }
         }
     }
@@ -234,7 +234,7 @@ impl Daemon {
                     Ok(Renewed::Ack(ack)) => Ok(ack),
                     // RFC 2131 4.4.5: a NAK sends the client back to INIT.
                     Ok(Renewed::Nak(why)) => {
-                        info!(attachment = key, address = %l.address, reason = %why, "renewal refused (NAK); acquiring anew");
+                        info!(attachment = key, address = %l.grant.address, reason = %why, "renewal refused (NAK); acquiring anew");
                         acquire()
                     }
                     Err(e) => Err(e),
@@ -249,13 +249,14 @@ impl Daemon {
                 Ok(ack) => {
                     let mut next = l.clone();
                     ack.apply(&mut next);
-                    if next.address != l.address || next.router != l.router {
+                    if next.grant.address != l.grant.address || next.grant.router != l.grant.router
+                    {
                         follow(key, &l, &next);
                     }
                     if let Err(e) = self.persist(key, &next) {
                         warn!(attachment = key, error = %e, "renewed lease not saved");
                     }
-                    debug!(attachment = key, address = %next.address, expires = next.expires, "renewed");
+                    debug!(attachment = key, address = %next.grant.address, expires = next.expires, "renewed");
                     if let Ok(mut m) = self.leases.lock() {
                         if let Some(h) = m.get_mut(key) {
                             h.lease = next;
@@ -276,7 +277,7 @@ impl Daemon {
                         now + 20
                     };
                     let retry = (next.saturating_sub(now) / 2).clamp(1, 60);
-                    warn!(attachment = key, address = %l.address, error = %e, retry_seconds = retry, "renewal failed");
+                    warn!(attachment = key, address = %l.grant.address, error = %e, retry_seconds = retry, "renewal failed");
                     if stop.wait_until(unix_now() + retry) {
                         return;
                     }
@@ -318,7 +319,7 @@ impl Daemon {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
-            info!(attachment = k, address = %lease.address, "lease reloaded");
+            info!(attachment = k, address = %lease.grant.address, "lease reloaded");
             if let Err(e) = self.hold(k.clone(), lease) {
                 warn!(attachment = k, error = %e, "reloaded lease not held");
             }
@@ -377,12 +378,7 @@ impl Daemon {
                     provide: req.provide.clone(),
                     broadcast: req.broadcast || self.settings.broadcast,
                     timeout_ms: timeout.as_millis() as u64,
-                    address: ipnet::Ipv4Net::default(),
-                    router: None,
-                    dns: Vec::new(),
-                    routes: Vec::new(),
-                    classless: false,
-                    server: std::net::Ipv4Addr::UNSPECIFIED,
+                    grant: ack.grant.clone(),
                     acquired: 0,
                     t1: 0,
                     t2: 0,
@@ -473,7 +469,7 @@ impl Daemon {
 /// The one event of a request: operation, attachment, duration, outcome.
 fn log_request(op: &str, attachment: &str, reply: &Reply, took: Duration) {
     let duration_ms = took.as_secs_f64() * 1e3;
-    let address = reply.lease.as_ref().map(|l| l.address.to_string());
+    let address = reply.lease.as_ref().map(|l| l.grant.address.to_string());
     match &reply.error {
         Some(e) => warn!(
             op,
@@ -502,8 +498,8 @@ fn log_request(op: &str, attachment: &str, reply: &Reply, took: Duration) {
 fn follow(key: &str, old: &Lease, new: &Lease) {
     let iface = |l: &Lease| InterfaceConfig {
         addresses: vec![Address {
-            net: IpNet::V4(l.address),
-            gateway: l.router.map(IpAddr::V4),
+            net: IpNet::V4(l.grant.address),
+            gateway: l.grant.router.map(IpAddr::V4),
         }],
         routes: super::result_of(l)
             .routes
@@ -514,15 +510,15 @@ fn follow(key: &str, old: &Lease, new: &Lease) {
     match iface::follow_lease(&new.netns, &new.ifname, &iface(old), &iface(new)) {
         Ok(()) => info!(
             attachment = key,
-            from = %old.address,
-            old_router = ?old.router,
-            to = %new.address,
-            router = ?new.router,
+            from = %old.grant.address,
+            old_router = ?old.grant.router,
+            to = %new.grant.address,
+            router = ?new.grant.router,
             "lease changed; the interface follows"
         ),
         Err(e) => warn!(
             attachment = key,
-            to = %new.address,
+            to = %new.grant.address,
             ifname = %new.ifname,
             error = %e,
             "lease changed; the interface could not follow"

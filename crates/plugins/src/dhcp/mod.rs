@@ -158,21 +158,25 @@ fn ask(socket: &std::path::Path, req: &Request, wait: Duration) -> CniResult<Opt
 pub fn result_of(l: &Lease) -> CniResultType {
     let v4 = |a: std::net::Ipv4Addr| IpAddr::V4(a);
     let mut routes: Vec<Route> = l
+        .grant
         .routes
         .iter()
         .map(|(dst, gw)| Route::new(IpNet::V4(*dst), Some(v4(*gw))))
         .collect();
-    if !l.classless {
-        if let Some(r) = l.router {
+    if !l.grant.classless {
+        if let Some(r) = l.grant.router {
             routes.push(Route::new(IpNet::V4(Ipv4Net::default()), Some(v4(r))));
         }
     }
     CniResultType {
         cni_version: version::CURRENT.to_string(),
-        ips: vec![IpConfig::new(IpNet::V4(l.address), l.router.map(v4))],
+        ips: vec![IpConfig::new(
+            IpNet::V4(l.grant.address),
+            l.grant.router.map(v4),
+        )],
         routes,
         dns: Dns {
-            nameservers: l.dns.iter().map(|d| d.to_string()).collect(),
+            nameservers: l.grant.dns.iter().map(|d| d.to_string()).collect(),
             ..Dns::default()
         },
         ..CniResultType::default()
@@ -197,11 +201,11 @@ impl Plugin for Dhcp {
         let lease = ask(&socket, &req, wait)?
             .ok_or_else(|| CniError::internal("dhcp: the daemon answered CHECK without a lease"))?;
         if let Some(prev) = crate::conf::prev_result(args)? {
-            let have = IpAddr::V4(lease.address.addr());
+            let have = IpAddr::V4(lease.grant.address.addr());
             if !prev.ips.is_empty() && !prev.ips.iter().any(|ip| ip.address.addr() == have) {
                 return Err(CniError::internal(format!(
                     "dhcp: the daemon's lease is {}, not an address of prevResult",
-                    lease.address
+                    lease.grant.address
                 )));
             }
         }
@@ -253,6 +257,7 @@ pub fn daemon_main(args: &[String]) -> ! {
 
 #[cfg(test)]
 mod tests {
+    use super::proto::Grant;
     use super::*;
 
     #[test]
@@ -265,9 +270,8 @@ mod tests {
         assert!(parse_duration("5y").is_err());
     }
 
-    #[test]
-    fn result_shape() {
-        let mut l = Lease {
+    fn lease() -> Lease {
+        Lease {
             container_id: "c".into(),
             network: "n".into(),
             netns: "/run/netns/x".into(),
@@ -277,20 +281,27 @@ mod tests {
             provide: vec![],
             broadcast: false,
             timeout_ms: 0,
-            address: "198.18.160.20/24".parse().unwrap(),
-            router: Some("198.18.160.1".parse().unwrap()),
-            dns: vec!["198.18.160.53".parse().unwrap()],
-            routes: vec![(
-                "198.19.0.0/16".parse().unwrap(),
-                "198.18.160.2".parse().unwrap(),
-            )],
-            classless: false,
-            server: "198.18.160.2".parse().unwrap(),
+            grant: Grant {
+                address: "198.18.160.20/24".parse().unwrap(),
+                router: Some("198.18.160.1".parse().unwrap()),
+                dns: vec!["198.18.160.53".parse().unwrap()],
+                routes: vec![(
+                    "198.19.0.0/16".parse().unwrap(),
+                    "198.18.160.2".parse().unwrap(),
+                )],
+                classless: false,
+                server: "198.18.160.2".parse().unwrap(),
+            },
             acquired: 0,
             t1: 0,
             t2: 0,
             expires: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn result_shape() {
+        let mut l = lease();
         let v = serde_json::to_value(result_of(&l)).unwrap();
         assert_eq!(
             v["ips"],
@@ -305,8 +316,42 @@ mod tests {
         );
         assert_eq!(v["dns"]["nameservers"][0], "198.18.160.53");
         // Option 121 replaces the router's default route (RFC 3442).
-        l.classless = true;
+        l.grant.classless = true;
         let v = serde_json::to_value(result_of(&l)).unwrap();
         assert_eq!(v["routes"].as_array().unwrap().len(), 1);
+    }
+
+    /// The grant is flat in a persisted lease: the same keys, in the same
+    /// order, as before it had its own struct (state files stay readable).
+    #[test]
+    fn persisted_lease_keeps_its_flat_keys() {
+        let l = lease();
+        let v = serde_json::to_value(&l).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let want = [
+            "container_id",
+            "network",
+            "netns",
+            "ifname",
+            "client_id",
+            "request",
+            "provide",
+            "broadcast",
+            "timeout_ms",
+            "address",
+            "router",
+            "dns",
+            "routes",
+            "classless",
+            "server",
+            "acquired",
+            "t1",
+            "t2",
+            "expires",
+        ];
+        assert_eq!(keys, want);
+        assert_eq!(v["address"], "198.18.160.20/24");
+        assert_eq!(v["classless"], false);
+        assert_eq!(serde_json::from_value::<Lease>(v).unwrap(), l);
     }
 }

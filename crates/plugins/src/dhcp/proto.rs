@@ -66,6 +66,20 @@ pub struct Lease {
     pub provide: Vec<(u8, Vec<u8>)>,
     pub broadcast: bool,
     pub timeout_ms: u64,
+    /// What the last ACK granted (flat in the persisted JSON).
+    #[serde(flatten)]
+    pub grant: Grant,
+    /// Unix seconds: when the lease was (re)acquired, and the T1, T2 and
+    /// expiry times that follow.
+    pub acquired: u64,
+    pub t1: u64,
+    pub t2: u64,
+    pub expires: u64,
+}
+
+/// What a DHCP ACK grants: the part of a lease each renewal replaces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grant {
     /// The address with the subnet mask's prefix.
     pub address: Ipv4Net,
     pub router: Option<Ipv4Addr>,
@@ -76,12 +90,6 @@ pub struct Lease {
     /// option is not a default route).
     pub classless: bool,
     pub server: Ipv4Addr,
-    /// Unix seconds: when the lease was (re)acquired, and the T1, T2 and
-    /// expiry times that follow.
-    pub acquired: u64,
-    pub t1: u64,
-    pub t2: u64,
-    pub expires: u64,
 }
 
 /// Sends `req` to the daemon at `socket` and reads its reply. Err is the

@@ -4,10 +4,10 @@
 //! `ip -j -d` snapshot used to compare Ferry with the reference.
 #![allow(dead_code)]
 
+pub use ferry_testkit::snapshot::assert_same;
 use ferry_testkit::snapshot::Snapshot;
 use ferry_testkit::*;
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -101,22 +101,19 @@ pub fn run(dir: &PluginDir, verb: &str, conf: &Value, att: &Att) -> Outcome {
 
 /// Runs `verb` with `stdin` as given (for malformed input).
 pub fn run_bytes(dir: &PluginDir, verb: &str, stdin: &[u8], att: &Att) -> Outcome {
-    let mut child = Command::new(dir.path().join(&dir.plugin))
-        .env_clear()
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", &att.id)
-        .env("CNI_NETNS", &att.netns)
-        .env("CNI_IFNAME", &att.ifname)
-        .env("CNI_ARGS", &att.args)
-        .env("CNI_PATH", dir.path())
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new(dir.path().join(&dir.plugin))
+            .env_clear()
+            .env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", &att.id)
+            .env("CNI_NETNS", &att.netns)
+            .env("CNI_IFNAME", &att.ifname)
+            .env("CNI_ARGS", &att.args)
+            .env("CNI_PATH", dir.path())
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stderr(Stdio::piped()),
+        stdin,
+    );
     let raw = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -204,23 +201,6 @@ pub fn normalize_result(mut r: Value, keep_mac: bool) -> Value {
         }
     }
     r
-}
-
-/// Fails listing every difference that is not in `known` (a key substring
-/// and the reason it is accepted).
-pub fn assert_same(case: &str, reference: &Snapshot, ferry: &Snapshot, known: &[(&str, &str)]) {
-    let diffs: Vec<String> = reference
-        .diff(ferry)
-        .into_iter()
-        .filter(|d| !known.iter().any(|(k, _)| d.contains(k)))
-        .collect();
-    assert!(
-        diffs.is_empty(),
-        "{case}: Ferry differs from the reference (reference | ferry):\n{}\n\nreference:\n{:#?}\nferry:\n{:#?}",
-        diffs.join("\n"),
-        reference.0,
-        ferry.0
-    );
 }
 
 /// Host links whose parent (`link`) is `master`: macvlans left on it.

@@ -191,23 +191,15 @@ impl Node {
         netns: &str,
         conf: &Value,
     ) -> (bool, Value) {
-        let mut child = std::process::Command::new(self.dir.path().join("bin").join(t))
-            .env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", netns)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", self.dir.path().join("bin"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(&serde_json::to_vec(conf).unwrap())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = run_with_stdin(
+            std::process::Command::new(self.dir.path().join("bin").join(t))
+                .env("CNI_COMMAND", cmd)
+                .env("CNI_CONTAINERID", id)
+                .env("CNI_NETNS", netns)
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_PATH", self.dir.path().join("bin")),
+            &serde_json::to_vec(conf).unwrap(),
+        );
         let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out.status.success(), v)
     }

@@ -181,38 +181,23 @@ impl Rule {
     }
 
     /// `ct state STATES` (matches when any of the bits is set).
-    pub fn ct_state(mut self, states: CtState) -> Self {
-        self.exprs.push(Expr::Ct {
-            key: CtKey::State,
-            dreg: REG32_00,
-        });
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: states.0.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        });
-        self.exprs.push(Expr::Cmp {
-            sreg: REG32_00,
-            op: CmpOp::Neq,
-            data: vec![0; 4],
-        });
-        self
+    pub fn ct_state(self, states: CtState) -> Self {
+        self.ct_any_bit(CtKey::State, states.0)
     }
 
     /// `ct status dnat`: the connection's destination was rewritten
     /// (`IPS_DST_NAT`).
-    pub fn ct_status_dnat(mut self) -> Self {
+    pub fn ct_status_dnat(self) -> Self {
+        self.ct_any_bit(CtKey::Status, 0x20)
+    }
+
+    /// `ct KEY & BITS != 0`, the shape `nft` writes for a bit match.
+    fn ct_any_bit(mut self, key: CtKey, bits: u32) -> Self {
         self.exprs.push(Expr::Ct {
-            key: CtKey::Status,
+            key,
             dreg: REG32_00,
         });
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: 0x20u32.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        });
+        self.and_xor(bits, 0);
         self.exprs.push(Expr::Cmp {
             sreg: REG32_00,
             op: CmpOp::Neq,
@@ -257,38 +242,39 @@ impl Rule {
     }
 
     /// `FIELD . FIELD ... @set`: matches when the key is in the named set.
-    pub fn lookup(mut self, fields: &[Field], set: &str) -> Self {
-        let sreg = self.load_key(fields);
-        self.exprs.push(Expr::Lookup {
-            set: set.to_string(),
-            sreg,
-            dreg: None,
-            invert: false,
-        });
-        self
+    pub fn lookup(self, fields: &[Field], set: &str) -> Self {
+        self.lookup_expr(fields, set, None, false)
     }
 
     /// `FIELD . FIELD ... != @set`.
-    pub fn not_lookup(mut self, fields: &[Field], set: &str) -> Self {
-        let sreg = self.load_key(fields);
-        self.exprs.push(Expr::Lookup {
-            set: set.to_string(),
-            sreg,
-            dreg: None,
-            invert: true,
-        });
-        self
+    pub fn not_lookup(self, fields: &[Field], set: &str) -> Self {
+        self.lookup_expr(fields, set, None, true)
     }
 
     /// `FIELD . FIELD ... vmap @map`: the verdict is the map's value for
     /// the key; the rule goes on when the key is absent.
-    pub fn vmap(mut self, fields: &[Field], map: &str) -> Self {
+    pub fn vmap(self, fields: &[Field], map: &str) -> Self {
+        self.lookup_expr(fields, map, Some(REG_VERDICT), false)
+    }
+
+    /// `REG32_00 = REG32_00 & mask ^ xor`: the kernel's one bitwise shape.
+    fn and_xor(&mut self, mask: u32, xor: u32) {
+        self.exprs.push(Expr::Bitwise {
+            sreg: REG32_00,
+            dreg: REG32_00,
+            mask: mask.to_ne_bytes().to_vec(),
+            xor: xor.to_ne_bytes().to_vec(),
+        });
+    }
+
+    /// The key loaded, then a lookup of it in `set` (into `dreg` for a map).
+    fn lookup_expr(mut self, fields: &[Field], set: &str, dreg: Option<u32>, invert: bool) -> Self {
         let sreg = self.load_key(fields);
         self.exprs.push(Expr::Lookup {
-            set: map.to_string(),
+            set: set.to_string(),
             sreg,
-            dreg: Some(REG_VERDICT),
-            invert: false,
+            dreg,
+            invert,
         });
         self
     }
@@ -297,12 +283,7 @@ impl Rule {
     /// keeping the others.
     pub fn set_mark_bits(mut self, bits: u32) -> Self {
         self.exprs.push(Field::Mark.load(REG32_00));
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: (!bits).to_ne_bytes().to_vec(),
-            xor: bits.to_ne_bytes().to_vec(),
-        });
+        self.and_xor(!bits, bits);
         self.exprs.push(Expr::MetaSet {
             key: MetaKey::Mark,
             sreg: REG32_00,
@@ -313,12 +294,7 @@ impl Rule {
     /// `meta mark & BITS == BITS`: all of `bits` are set in the mark.
     pub fn mark_bits(mut self, bits: u32) -> Self {
         self.exprs.push(Field::Mark.load(REG32_00));
-        self.exprs.push(Expr::Bitwise {
-            sreg: REG32_00,
-            dreg: REG32_00,
-            mask: bits.to_ne_bytes().to_vec(),
-            xor: vec![0; 4],
-        });
+        self.and_xor(bits, 0);
         self.exprs.push(Expr::Cmp {
             sreg: REG32_00,
             op: CmpOp::Eq,
