@@ -707,7 +707,7 @@ fn daemon_notifies_systemd() {
         .env("WATCHDOG_USEC", "200000")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
-    let mut proc = Proc(cmd.spawn().expect("start the dhcp daemon"));
+    let mut proc = KillOnDrop(cmd.spawn().expect("start the dhcp daemon"));
 
     let ready = systemd.wait_for("READY=1", Duration::from_secs(30));
     let mut s = std::os::unix::net::UnixStream::connect(&socket)
