@@ -194,7 +194,7 @@ fn run(args: Args) -> Result<(), String> {
             .merge(dns::cni::router(dns.clone()))
             .layer(axum::middleware::from_fn_with_state(dns, dns::after_writes));
         let a = tokio::spawn(plugin_api::serve(api, ferry));
-        let page = metrics::router(hooks.metrics.clone(), shared, hooks.events.clone());
+        let page = metrics::router(hooks.metrics.clone(), shared.clone(), hooks.events.clone());
         let m = tokio::spawn(async move {
             match scrape {
                 Some(l) => axum::serve(l, page).await.map_err(|e| e.to_string()),
@@ -217,7 +217,12 @@ fn run(args: Args) -> Result<(), String> {
         let _ = std::fs::remove_file(&args.metrics_socket);
         let signal = stopped?;
         tracing::info!(signal, "shutting down");
-        Ok(())
+        // The state stays open (threads hold it): commit what was deferred.
+        let flushed = match shared.lock() {
+            Ok(c) => c.flush().map_err(|e| e.to_string()),
+            Err(_) => Err("the state lock is poisoned".to_string()),
+        };
+        flushed.map_err(|e| format!("cannot commit the state at shutdown: {e}"))
     })
 }
 
