@@ -880,8 +880,12 @@ impl Controller {
             &ep.link(),
             &External { mappings },
         )?;
-        let published = bindings.cloned().unwrap_or(Value::Null);
-        // Without bindings (most runs) there is nothing new to commit.
+        // Docker sends an empty list when nothing is published: kept as
+        // none, so that most runs have nothing new to commit.
+        let published = match bindings {
+            Some(Value::Array(b)) if b.is_empty() => Value::Null,
+            b => b.cloned().unwrap_or(Value::Null),
+        };
         if published != ep.published {
             let mut ep = ep;
             ep.published = published;

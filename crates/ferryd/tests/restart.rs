@@ -229,13 +229,7 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
 
 /// A plugin call that must succeed.
 fn ok(f: &Ferryd, method: &str, body: Value) -> Value {
-    let (status, v) = f.call(method, &body.to_string());
-    let err = v["Err"].as_str().or(v["Error"].as_str()).unwrap_or("");
-    assert!(
-        status == 200 && err.is_empty(),
-        "{method} {body}: {status} {v}"
-    );
-    v
+    f.call_ok(method, &body)
 }
 
 /// Whether ferryd's IPAM holds `ip` in pool `pool_id`.
@@ -272,18 +266,7 @@ fn deferred_writes_lost_to_kill_9_are_recovered() {
     cleanup.link(&bridge);
     let net = format!("{:0>64}", format!("5d{}", std::process::id()));
     let ep = format!("{:0>64}", format!("5e{}", std::process::id()));
-    let pool = ok(
-        &ferryd,
-        "IpamDriver.RequestPool",
-        json!({"AddressSpace": "local", "Pool": "198.19.44.0/24"}),
-    );
-    let pool_id = pool["PoolID"].as_str().expect("PoolID").to_string();
-    let gw = ok(
-        &ferryd,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
-    );
-    let gateway = gw["Address"].as_str().expect("gateway").to_string();
+    let (pool_id, gateway) = ferryd.request_pool_and_gateway("198.19.44.0/24");
     ok(
         &ferryd,
         "NetworkDriver.CreateNetwork",
@@ -356,21 +339,7 @@ fn deferred_writes_lost_to_kill_9_are_recovered() {
         "the released {ip} is still allocated after kill -9 and the sweep's grace: {}",
         ferryd.api("/pools")
     );
-    ok(
-        &ferryd,
-        "NetworkDriver.DeleteNetwork",
-        json!({"NetworkID": net}),
-    );
-    ok(
-        &ferryd,
-        "IpamDriver.ReleaseAddress",
-        json!({"PoolID": pool_id, "Address": gateway}),
-    );
-    ok(
-        &ferryd,
-        "IpamDriver.ReleasePool",
-        json!({"PoolID": pool_id}),
-    );
+    ferryd.remove_docker_network(&net, &pool_id, &gateway);
     // With the network gone its releases are committed: nothing comes back.
     ferryd.kill9();
     ferryd.spawn();
