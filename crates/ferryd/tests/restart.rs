@@ -240,12 +240,13 @@ fn allocated(f: &Ferryd, pool_id: &str, ip: &str) -> bool {
 }
 
 /// Docker's Join and Leave keys and its ReleaseAddress are committed
-/// without an fsync (no fsync on `docker run`'s path): a kill -9 right
-/// after each loses them. The endpoint itself is durable; the lost release
-/// leaves the address allocated with no endpoint claiming it, and the
-/// address sweep frees it after its grace, so the pool ends empty.
+/// without an fsync (no fsync on `docker run`'s path): a clean stop keeps
+/// them, a kill -9 right after loses them. The endpoint itself is durable;
+/// the lost release leaves the address allocated with no endpoint claiming
+/// it, and the address sweep frees it after its grace, so the pool ends
+/// empty.
 #[test]
-fn deferred_writes_lost_to_kill_9_are_recovered() {
+fn deferred_writes_survive_a_clean_stop_and_kill_9_losses_are_recovered() {
     require_root();
     let dir = tempfile::Builder::new()
         .prefix("ferry-defer")
@@ -298,9 +299,18 @@ fn deferred_writes_lost_to_kill_9_are_recovered() {
         "NetworkDriver.ProgramExternalConnectivity",
         r.clone(),
     );
+    // A clean stop commits the deferred Join key.
+    ferryd.terminate();
+    ferryd.spawn();
+    let eps = ferryd.api("/endpoints");
+    assert_eq!(
+        eps[0]["sandbox"],
+        json!(key),
+        "Join lost at a clean stop: {eps}"
+    );
     ferryd.kill9();
     ferryd.spawn();
-    // CreateEndpoint was committed; the Join key may be gone.
+    // CreateEndpoint was committed.
     let eps = ferryd.api("/endpoints");
     let kept = eps.as_array().cloned().unwrap_or_default();
     assert_eq!(kept.len(), 1, "the endpoint did not survive kill -9: {eps}");
