@@ -358,10 +358,9 @@ impl Controller {
     /// retry sends an empty body and fails), and Docker will never release it.
     pub fn unclaimed_addresses(&self) -> Vec<(String, IpAddr)> {
         let mut claimed = std::collections::BTreeSet::new();
-        let mut pools = std::collections::BTreeSet::new();
+        let pools = self.docker_pools();
         for n in self.networks.values().filter(|n| n.name.is_none()) {
             for d in n.ipv4.iter().chain(&n.ipv6) {
-                pools.insert(d.pool.clone());
                 let aux = d.aux_addresses.values();
                 for a in std::iter::once(&d.gateway).chain(aux) {
                     if let Some(ip) = a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
@@ -383,6 +382,12 @@ impl Controller {
             .flat_map(|p| p.allocated.iter().map(move |ip| (p.id.clone(), *ip)))
             .filter(|(_, ip)| !claimed.contains(ip))
             .collect()
+    }
+
+    /// Makes deferred writes (sandbox keys, releases) durable: a clean
+    /// shutdown's last step.
+    pub fn flush(&self) -> Result<()> {
+        self.store.flush()
     }
 
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
@@ -484,7 +489,30 @@ impl Controller {
             .map_err(|e| CnmError::Invalid(format!("address {:?}: {e}", req.address)))?;
         self.forget_failed_endpoint(&req.pool_id, ip)?;
         self.ipam.release_address(&req.pool_id, ip)?;
-        self.store.apply(vec![self.ipam.take_changes()?])
+        let changes = vec![self.ipam.take_changes()?];
+        // Lost to a kill -9, a release of a Docker network's address leaves
+        // it allocated with nothing claiming it: ferryd's address sweep
+        // releases it again after its grace. Other pools have no such net.
+        let pool = self
+            .ipam
+            .pools
+            .get(&req.pool_id)
+            .map(|p| p.subnet.to_string());
+        if pool.is_some_and(|p| self.docker_pools().contains(&p)) {
+            self.store.defer(changes)
+        } else {
+            self.store.apply(changes)
+        }
+    }
+
+    /// The pools (as subnets) of the networks Docker created.
+    fn docker_pools(&self) -> std::collections::BTreeSet<String> {
+        self.networks
+            .values()
+            .filter(|n| n.name.is_none())
+            .flat_map(|n| n.ipv4.iter().chain(&n.ipv6))
+            .map(|d| d.pool.clone())
+            .collect()
     }
 
     /// Docker releases an endpoint's address after DeleteEndpoint, or after
@@ -798,13 +826,14 @@ impl Controller {
             static_routes: Vec::new(),
             disable_gateway_service: !routed,
         };
+        let overlay = matches!(network.driver, Driver::Overlay { .. });
         if ep.sandbox.is_none() {
             ep.sandbox = Some(req.sandbox_key.clone());
-            self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+            self.store_sandbox_key(&ep, overlay)?;
             self.endpoints.insert(ep.id.clone(), ep.clone());
         }
         // The other hosts learn of an overlay endpoint from the cluster store.
-        if matches!(network.driver, Driver::Overlay { .. }) {
+        if overlay {
             self.publish_endpoint(&network, &ep, &req.sandbox_key)?;
         }
         Ok(response)
@@ -815,10 +844,29 @@ impl Controller {
             return Ok(());
         };
         if ep.sandbox.take().is_some() {
-            self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+            let overlay = self
+                .networks
+                .get(&ep.network_id)
+                .is_some_and(|n| matches!(n.driver, Driver::Overlay { .. }));
+            self.store_sandbox_key(&ep, overlay)?;
             self.endpoints.insert(ep.id.clone(), ep);
         }
         Ok(())
+    }
+
+    /// Stores the sandbox key a Join set or a Leave cleared. Docker owns
+    /// its sandboxes and nothing on the host depends on the key, so the
+    /// write is deferred (no fsync on Docker's path): a kill -9 before the
+    /// next commit loses only the key, the endpoint then shows no sandbox
+    /// (or its old one until DeleteEndpoint). An overlay endpoint's key is
+    /// published again after a restart, so that one is committed.
+    fn store_sandbox_key(&self, ep: &Endpoint, overlay: bool) -> Result<()> {
+        let change = vec![put(ep_key(&ep.id), ep)?];
+        if overlay {
+            self.store.apply(change)
+        } else {
+            self.store.defer(change)
+        }
     }
 
     pub fn program_external_connectivity(
@@ -850,10 +898,18 @@ impl Controller {
             &ep.link(),
             &External { mappings },
         )?;
-        let mut ep = ep;
-        ep.published = bindings.cloned().unwrap_or(Value::Null);
-        self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
-        self.endpoints.insert(ep.id.clone(), ep);
+        // Docker sends an empty list when nothing is published: kept as
+        // none, so that most runs have nothing new to commit.
+        let published = match bindings {
+            Some(Value::Array(b)) if b.is_empty() => Value::Null,
+            b => b.cloned().unwrap_or(Value::Null),
+        };
+        if published != ep.published {
+            let mut ep = ep;
+            ep.published = published;
+            self.store.apply(vec![put(ep_key(&ep.id), &ep)?])?;
+            self.endpoints.insert(ep.id.clone(), ep);
+        }
         Ok(())
     }
 

@@ -1,8 +1,10 @@
-//! Durable state in an embedded redb file: one key per object, every change
-//! committed before Docker hears back, so kill -9 and restart lose nothing.
+//! Durable state in an embedded redb file: one key per object. A change
+//! that creates or deletes an object or an address is committed (fsync)
+//! before Docker hears back, so kill -9 and restart lose nothing; a change
+//! a restart re-derives or can do without is deferred ([`Store::defer`]).
 
 use crate::error::{CnmError, Result};
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 use std::path::Path;
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -54,9 +56,29 @@ impl Store {
         Ok(Store { db })
     }
 
-    /// Applies all changes atomically.
+    /// Applies all changes atomically and durably (with the deferred ones
+    /// before them).
     pub fn apply(&self, changes: Vec<Change>) -> Result<()> {
-        let txn = self.db.begin_write().map_err(err)?;
+        self.commit(changes, Durability::Immediate)
+    }
+
+    /// Applies all changes atomically in memory, without an fsync: they
+    /// reach the file with the next [`Store::apply`] or [`Store::flush`],
+    /// and a kill -9 before that loses them. Only for changes that are
+    /// harmless to lose or that ferryd recovers after a restart (each
+    /// caller says which).
+    pub fn defer(&self, changes: Vec<Change>) -> Result<()> {
+        self.commit(changes, Durability::None)
+    }
+
+    /// Makes the deferred changes durable (a shutdown's last write).
+    pub fn flush(&self) -> Result<()> {
+        self.apply(Vec::new())
+    }
+
+    fn commit(&self, changes: Vec<Change>, durability: Durability) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(err)?;
+        txn.set_durability(durability).map_err(err)?;
         {
             let mut t = txn.open_table(OBJECTS).map_err(err)?;
             for c in &changes {
@@ -90,6 +112,33 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put(k: &str) -> Change {
+        Change::Put(k.into(), b"v".to_vec())
+    }
+
+    fn keys(path: &Path) -> Vec<String> {
+        let s = Store::open(path).unwrap();
+        s.load().unwrap().into_iter().map(|(k, _)| k).collect()
+    }
+
+    #[test]
+    fn deferred_changes_are_read_at_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let s = Store::open(&path).unwrap();
+        s.defer(vec![put("a")]).unwrap();
+        assert_eq!(
+            s.load().unwrap().len(),
+            1,
+            "a deferred change is not visible"
+        );
+        s.apply(vec![put("b")]).unwrap();
+        s.defer(vec![put("c")]).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        assert_eq!(keys(&path), ["a", "b", "c"]);
+    }
 
     #[test]
     fn state_is_not_kept_through_a_planted_link() {

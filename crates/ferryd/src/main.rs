@@ -228,7 +228,12 @@ fn run(args: Args) -> Result<(), String> {
         let _ = std::fs::remove_file(&args.metrics_socket);
         let signal = stopped?;
         tracing::info!(signal, "shutting down");
-        Ok(())
+        // The state stays open (threads hold it): commit what was deferred.
+        let flushed = match shared.lock() {
+            Ok(c) => c.flush().map_err(|e| e.to_string()),
+            Err(_) => Err("the state lock is poisoned".to_string()),
+        };
+        flushed.map_err(|e| format!("cannot commit the state at shutdown: {e}"))
     })
 }
 

@@ -1,7 +1,9 @@
 //! ferryd killed with -9 while it holds networks, sandboxes (its own and
 //! Docker's containers) and published ports: after a restart every object
 //! is back and can be connected, swapped, disconnected and removed, and
-//! nothing leaks. 198.19.200.0/21 and fd00:1920::/48.
+//! nothing leaks. 198.19.200.0/21 and fd00:1920::/48. The writes ferryd
+//! defers (no fsync: Docker's sandbox keys, its address releases) are
+//! recovered after a kill -9: 198.19.44.0/24.
 
 use ferry_testkit::cluster::endpoint_addrs;
 use ferry_testkit::docker::{http, Dockerd, Ferryd};
@@ -223,6 +225,136 @@ fn everything_survives_kill_9_and_can_be_worked_with() {
         !portmap.contains("18490"),
         "portmap elements left: {portmap}"
     );
+}
+
+/// A plugin call that must succeed.
+fn ok(f: &Ferryd, method: &str, body: Value) -> Value {
+    f.call_ok(method, &body)
+}
+
+/// Whether ferryd's IPAM holds `ip` in pool `pool_id`.
+fn allocated(f: &Ferryd, pool_id: &str, ip: &str) -> bool {
+    let pools = f.api("/pools");
+    let held = pools[pool_id]["allocated"].as_array().cloned();
+    held.unwrap_or_default().contains(&json!(ip))
+}
+
+/// Docker's Join and Leave keys and its ReleaseAddress are committed
+/// without an fsync (no fsync on `docker run`'s path): a clean stop keeps
+/// them, a kill -9 right after loses them. The endpoint itself is durable;
+/// the lost release leaves the address allocated with no endpoint claiming
+/// it, and the address sweep frees it after its grace, so the pool ends
+/// empty.
+#[test]
+fn deferred_writes_survive_a_clean_stop_and_kill_9_losses_are_recovered() {
+    require_root();
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-defer")
+        .tempdir_in("/var/tmp")
+        .expect("temp dir");
+    let grace = Duration::from_secs(1);
+    let mut ferryd = Ferryd::try_start_with(
+        Path::new(env!("CARGO_BIN_EXE_ferryd")),
+        dir.path(),
+        &unique("svdf"),
+        &["base=198.19.45.0/24,size=24"],
+        &["--unclaimed-address-grace", &grace.as_secs().to_string()],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut cleanup = Cleanup::default();
+    cleanup.push(ferry_testkit::remove_idle_ferry_tables);
+    let bridge = unique("svdb");
+    cleanup.link(&bridge);
+    let net = format!("{:0>64}", format!("5d{}", std::process::id()));
+    let ep = format!("{:0>64}", format!("5e{}", std::process::id()));
+    let (pool_id, gateway) = ferryd.request_pool_and_gateway("198.19.44.0/24");
+    ok(
+        &ferryd,
+        "NetworkDriver.CreateNetwork",
+        json!({"NetworkID": net,
+               "Options": {"com.docker.network.generic": {"com.docker.network.bridge.name": bridge}},
+               "IPv4Data": [{"AddressSpace": "local", "Pool": "198.19.44.0/24", "Gateway": gateway}]}),
+    );
+    let a = ok(
+        &ferryd,
+        "IpamDriver.RequestAddress",
+        json!({"PoolID": pool_id}),
+    );
+    let address = a["Address"].as_str().expect("Address").to_string();
+    let ip = address.split('/').next().unwrap_or_default().to_string();
+    let r = json!({"NetworkID": net, "EndpointID": ep});
+    ok(
+        &ferryd,
+        "NetworkDriver.CreateEndpoint",
+        json!({"NetworkID": net, "EndpointID": ep, "Interface": {"Address": address}}),
+    );
+    let key = "/var/run/docker/netns/svdefer";
+    ok(
+        &ferryd,
+        "NetworkDriver.Join",
+        json!({"NetworkID": net, "EndpointID": ep, "SandboxKey": key}),
+    );
+    ok(
+        &ferryd,
+        "NetworkDriver.ProgramExternalConnectivity",
+        r.clone(),
+    );
+    // A clean stop commits the deferred Join key.
+    ferryd.terminate();
+    ferryd.spawn();
+    let eps = ferryd.api("/endpoints");
+    assert_eq!(
+        eps[0]["sandbox"],
+        json!(key),
+        "Join lost at a clean stop: {eps}"
+    );
+    ferryd.kill9();
+    ferryd.spawn();
+    // CreateEndpoint was committed.
+    let eps = ferryd.api("/endpoints");
+    let kept = eps.as_array().cloned().unwrap_or_default();
+    assert_eq!(kept.len(), 1, "the endpoint did not survive kill -9: {eps}");
+    assert!(
+        allocated(&ferryd, &pool_id, &ip),
+        "{ip} lost: {}",
+        ferryd.api("/pools")
+    );
+    for m in [
+        "NetworkDriver.RevokeExternalConnectivity",
+        "NetworkDriver.Leave",
+        "NetworkDriver.DeleteEndpoint",
+    ] {
+        ok(&ferryd, m, r.clone());
+    }
+    ok(
+        &ferryd,
+        "IpamDriver.ReleaseAddress",
+        json!({"PoolID": pool_id, "Address": ip}),
+    );
+    ferryd.kill9();
+    ferryd.spawn();
+    assert_eq!(
+        ferryd.api("/endpoints"),
+        json!([]),
+        "DeleteEndpoint was lost"
+    );
+    // The release was deferred, so it is lost unless the sweep already ran;
+    // either way the sweep must leave the address free.
+    let deadline = Instant::now() + grace * 3 + Duration::from_secs(3);
+    while allocated(&ferryd, &pool_id, &ip) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !allocated(&ferryd, &pool_id, &ip),
+        "the released {ip} is still allocated after kill -9 and the sweep's grace: {}",
+        ferryd.api("/pools")
+    );
+    ferryd.remove_docker_network(&net, &pool_id, &gateway);
+    // With the network gone its releases are committed: nothing comes back.
+    ferryd.kill9();
+    ferryd.spawn();
+    assert_eq!(ferryd.api("/pools"), json!({}), "pools left");
+    assert!(host_links(&bridge).is_empty(), "bridge {bridge} left");
 }
 
 fn ferry_host_links() -> Vec<String> {

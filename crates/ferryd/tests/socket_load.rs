@@ -14,15 +14,7 @@ const WRITERS: usize = 100;
 const READERS: usize = 200;
 
 fn ok(ferryd: &Ferryd, method: &str, body: Value) -> Value {
-    let (status, v) = ferryd
-        .try_call(method, &body.to_string())
-        .unwrap_or_else(|e| panic!("{method}: {e}"));
-    let err = v["Err"].as_str().or(v["Error"].as_str()).unwrap_or("");
-    assert!(
-        status == 200 && err.is_empty(),
-        "{method} {body} failed under load: {status} {v}"
-    );
-    v
+    ferryd.call_ok(method, &body)
 }
 
 fn id(prefix: &str, n: usize) -> String {
@@ -44,18 +36,7 @@ fn hundreds_of_concurrent_mixed_requests_all_succeed() {
     ));
     // The bridge is named after the first 12 characters: the pid in them.
     let net = format!("d1{:010x}{}", std::process::id(), "0".repeat(52));
-    let pool = ok(
-        &ferryd,
-        "IpamDriver.RequestPool",
-        json!({"AddressSpace": "local", "Pool": "198.19.30.0/24"}),
-    );
-    let pool_id = pool["PoolID"].as_str().expect("PoolID").to_string();
-    let gw = ok(
-        &ferryd,
-        "IpamDriver.RequestAddress",
-        json!({"PoolID": pool_id, "Options": {"RequestAddressType": "com.docker.network.gateway"}}),
-    );
-    let gateway = gw["Address"].as_str().expect("gateway").to_string();
+    let (pool_id, gateway) = ferryd.request_pool_and_gateway("198.19.30.0/24");
     let mut cleanup = Cleanup::default();
     cleanup.link(&format!("fr-{}", &net[..12]));
     ok(
@@ -122,21 +103,7 @@ fn hundreds_of_concurrent_mixed_requests_all_succeed() {
     );
     let r = json!({"NetworkID": net, "EndpointID": fixed});
     ok(&ferryd, "NetworkDriver.DeleteEndpoint", r);
-    ok(
-        &ferryd,
-        "NetworkDriver.DeleteNetwork",
-        json!({"NetworkID": net}),
-    );
-    ok(
-        &ferryd,
-        "IpamDriver.ReleaseAddress",
-        json!({"PoolID": pool_id, "Address": gateway}),
-    );
-    ok(
-        &ferryd,
-        "IpamDriver.ReleasePool",
-        json!({"PoolID": pool_id}),
-    );
+    ferryd.remove_docker_network(&net, &pool_id, &gateway);
     assert_eq!(ferryd.api("/pools"), json!({}), "pools left");
     assert!(
         host_links(&format!("fr-{}", &net[..12])).is_empty(),

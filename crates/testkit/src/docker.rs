@@ -346,6 +346,15 @@ impl Ferryd {
         Ok(())
     }
 
+    /// Stops the daemon with SIGTERM (a clean shutdown) and waits for it.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill(); // SIGKILL
@@ -365,6 +374,48 @@ impl Ferryd {
 
     pub fn api(&self, path: &str) -> Value {
         http(&self.api_socket, "GET", path, "").1
+    }
+
+    /// A plugin call that must succeed: HTTP 200 and no `Err` (network
+    /// driver) or `Error` (IPAM driver); panics with the answer otherwise.
+    pub fn call_ok(&self, method: &str, body: &Value) -> Value {
+        let (status, v) = self
+            .try_call(method, &body.to_string())
+            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        let err = v["Err"].as_str().or(v["Error"].as_str()).unwrap_or("");
+        assert!(
+            status == 200 && err.is_empty(),
+            "{method} {body} failed: {status} {v}"
+        );
+        v
+    }
+
+    /// What dockerd sends before it creates a network on `pool` (a CIDR):
+    /// RequestPool, then RequestAddress of the gateway. Returns (pool ID,
+    /// gateway address with its prefix).
+    pub fn request_pool_and_gateway(&self, pool: &str) -> (String, String) {
+        let req = serde_json::json!({"AddressSpace": "local", "Pool": pool});
+        let p = self.call_ok("IpamDriver.RequestPool", &req);
+        let pool_id = p["PoolID"].as_str().expect("PoolID").to_string();
+        let gateway_type = "com.docker.network.gateway";
+        let req =
+            serde_json::json!({"PoolID": pool_id, "Options": {"RequestAddressType": gateway_type}});
+        let gw = self.call_ok("IpamDriver.RequestAddress", &req);
+        (
+            pool_id,
+            gw["Address"].as_str().expect("gateway").to_string(),
+        )
+    }
+
+    /// What dockerd sends to remove one of its networks: DeleteNetwork,
+    /// then the release of the gateway and of the pool.
+    pub fn remove_docker_network(&self, network_id: &str, pool_id: &str, gateway: &str) {
+        let net = serde_json::json!({"NetworkID": network_id});
+        self.call_ok("NetworkDriver.DeleteNetwork", &net);
+        let gw = serde_json::json!({"PoolID": pool_id, "Address": gateway});
+        self.call_ok("IpamDriver.ReleaseAddress", &gw);
+        let pool = serde_json::json!({"PoolID": pool_id});
+        self.call_ok("IpamDriver.ReleasePool", &pool);
     }
 }
 
