@@ -414,19 +414,31 @@ pub fn remove(deleter: Deleter, nl: Netlink, host: Option<&Link>, ifb: &str) -> 
             None
         }
     };
-    if let Some(host) = host {
-        teardown_host(&mut nl, host, ifb_index).map_err(kernel(format!(
+    // The IFB's delete starts first and the host veth is torn down while
+    // it runs: both end in kernel waits (a grace period when the root tbf
+    // of a running device goes, the IFB's unlisting), which now overlap.
+    // A redirect to an IFB that is gone still counts as bandwidth's
+    // ([`prio_filters`]).
+    let pending = match ifb_index {
+        Some(index) => {
+            let node = Netns::current().map_err(kernel("failed to open the node's namespace"))?;
+            // The pending delete keeps its socket; the teardown gets another.
+            let rest = Netlink::new().map_err(kernel("failed to open netlink"))?;
+            let for_ifb = std::mem::replace(&mut nl, rest);
+            detach::start(deleter, &node, for_ifb, index, ifb)
+                .map_err(kernel(format!("failed to delete ifb {ifb}")))?
+        }
+        None => detach::Pending::none(),
+    };
+    let torn = match host {
+        Some(host) => teardown_host(&mut nl, host, ifb_index).map_err(kernel(format!(
             "failed to remove bandwidth's qdiscs from {}",
             host.name
-        )))?;
-    }
-    if let Some(index) = ifb_index {
-        let node = Netns::current().map_err(kernel("failed to open the node's namespace"))?;
-        detach::start(deleter, &node, nl, index, ifb)
-            .map_err(kernel(format!("failed to delete ifb {ifb}")))?
-            .finish();
-    }
-    Ok(())
+        ))),
+        None => Ok(()),
+    };
+    pending.finish();
+    torn
 }
 
 /// Verifies the tbfs' rate, burst and limit (as the reference) and the

@@ -80,7 +80,9 @@ pub(super) fn write_backup(path: &Path, b: &Backup) -> CniResult<()> {
         })?;
     }
     let data = b.to_json()?;
-    write_atomic(path, &data, 0o600, Durability::Synced)
+    // Not synced: the backup holds values of the container's namespace,
+    // which no machine crash outlives (and DEL ignores a torn file).
+    write_atomic(path, &data, 0o600, Durability::Cached)
         .map_err(|e| CniError::io(format!("failed to save file {}: {e}", path.display())))
 }
 
