@@ -212,6 +212,12 @@ impl Cleanup {
         let name = name.to_string();
         self.push(move || {
             let _ = sh_ok(&format!("ip link del {name}"));
+            // A Ferry bridge whose network a failed test never deleted keeps
+            // its isolation elements in Ferry's node-wide firewall table.
+            let _ = sh_ok(&format!(
+                "nft delete element inet ferry-firewall isobr '{{ \"{name}\" }}' 2>/dev/null; \
+                 nft delete element inet ferry-firewall samebr '{{ \"{name}\" . \"{name}\" }}' 2>/dev/null"
+            ));
         });
     }
 }
