@@ -966,7 +966,10 @@ fn nft_key(v: &Value, bridges: &[String]) -> (String, bool) {
 /// Removes the elements of Ferry's sets and maps that name one of
 /// `bridges`, then deletes the tables of `new` left without elements.
 /// Returns the elements removed.
-fn scrub_ferry_tables(bridges: &[String], new: &[(&str, &str)]) -> Result<usize, String> {
+pub(crate) fn scrub_ferry_tables(
+    bridges: &[String],
+    new: &[(&str, &str)],
+) -> Result<usize, String> {
     let mut removed = 0;
     for (family, table) in FERRY_TABLES {
         let Some(listing) = nft_table(family, table) else {
@@ -1005,7 +1008,7 @@ fn scrub_ferry_tables(bridges: &[String], new: &[(&str, &str)]) -> Result<usize,
 }
 
 /// Ferry's tables that do not exist now.
-fn missing_ferry_tables() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn missing_ferry_tables() -> Vec<(&'static str, &'static str)> {
     FERRY_TABLES
         .into_iter()
         .filter(|(f, t)| nft_table(f, t).is_none())
