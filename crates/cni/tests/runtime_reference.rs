@@ -220,6 +220,9 @@ fn full_chain_bridge_portmap_firewall_tuning_bandwidth() {
     ] {
         require_reference(p);
     }
+    // The reference's iptables tables and chains, which it keeps, go when
+    // this binary's last guard does.
+    let _tables = forward_rule_guard();
     // Dropped last: the guard DELs with the cache and data dirs still present.
     let cache = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();

@@ -375,38 +375,77 @@ impl Default for PlantedLink {
 }
 
 /// Ferry's firewall inserts one rule into the node's iptables `filter
-/// FORWARD` (ip and ip6) when that chain exists. Tests that run it in the
-/// namespace they were started in hold this guard: when the last guard of
-/// the test binary is dropped, the rule leaves the families that did not
-/// hold it when the first guard was taken (tests of one binary run in
-/// parallel, so one test must not take it away under another).
+/// FORWARD` (ip and ip6) when that chain exists, and the reference plugins
+/// (and netavark) leave their iptables-nft tables and chains after their
+/// last DEL, as Ferry leaves its node-wide tables. Tests that run firewall
+/// code in the namespace they were started in hold this guard: when the
+/// last guard of the test binary is dropped (tests of one binary run in
+/// parallel, so one test must not take anything away under another;
+/// binaries run one after another), it removes what was not there when the
+/// first guard was taken: the rule, per family; the iptables-nft tables;
+/// Ferry's node-wide tables that hold no element.
 pub struct ForwardRuleGuard(());
 
-static FORWARD_GUARDS: std::sync::Mutex<(usize, Vec<&'static str>)> =
-    std::sync::Mutex::new((0, Vec::new()));
+#[derive(Default)]
+struct Before {
+    holders: usize,
+    /// `iptables`/`ip6tables` that did not hold the rule.
+    rule_missing: Vec<&'static str>,
+    /// Tables (`family name`) that did not exist.
+    tables_missing: Vec<&'static str>,
+}
+
+static FORWARD_GUARDS: std::sync::Mutex<Option<Before>> = std::sync::Mutex::new(None);
 
 const FORWARD_RULE: &str = "FORWARD -m mark --mark 0x200000/0x200000 -m comment \
                             --comment \"ferry-firewall: accepted by Ferry\" -j ACCEPT";
 
+/// The iptables-nft tables the reference plugins and netavark create.
+const IPTABLES_TABLES: [&str; 4] = ["ip filter", "ip nat", "ip6 filter", "ip6 nat"];
+
+fn table_exists(t: &str) -> bool {
+    sh_ok(&format!("nft list table {t}"))
+}
+
 pub fn forward_rule_guard() -> ForwardRuleGuard {
     let mut g = FORWARD_GUARDS.lock().unwrap_or_else(|p| p.into_inner());
-    if g.0 == 0 {
-        g.1 = ["iptables", "ip6tables"]
+    let b = g.get_or_insert_with(Before::default);
+    if b.holders == 0 {
+        b.rule_missing = ["iptables", "ip6tables"]
             .into_iter()
             .filter(|tool| !sh_ok(&format!("{tool} -C {FORWARD_RULE} 2>/dev/null")))
             .collect();
+        b.tables_missing = IPTABLES_TABLES
+            .into_iter()
+            .chain(FERRY_TABLES)
+            .filter(|t| !table_exists(t))
+            .collect();
     }
-    g.0 += 1;
+    b.holders += 1;
     ForwardRuleGuard(())
 }
 
 impl Drop for ForwardRuleGuard {
     fn drop(&mut self) {
         let mut g = FORWARD_GUARDS.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 -= 1;
-        if g.0 == 0 {
-            for tool in std::mem::take(&mut g.1) {
-                while sh_ok(&format!("{tool} -D {FORWARD_RULE} 2>/dev/null")) {}
+        let Some(b) = g.as_mut() else {
+            return;
+        };
+        b.holders -= 1;
+        if b.holders > 0 {
+            return;
+        }
+        for tool in std::mem::take(&mut b.rule_missing) {
+            while sh_ok(&format!("{tool} -D {FORWARD_RULE} 2>/dev/null")) {}
+        }
+        for t in std::mem::take(&mut b.tables_missing) {
+            if !table_exists(t) {
+                continue;
+            }
+            let idle = !FERRY_TABLES.contains(&t)
+                || !sh(&format!("nft -j list table {t} 2>/dev/null || true")).contains("\"elem\"");
+            if idle {
+                let _ = sh_ok(&format!("nft delete table {t}"));
             }
         }
     }
