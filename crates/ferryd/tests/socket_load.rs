@@ -38,6 +38,8 @@ fn hundreds_of_concurrent_mixed_requests_all_succeed() {
     let net = format!("d1{:010x}{}", std::process::id(), "0".repeat(52));
     let (pool_id, gateway) = ferryd.request_pool_and_gateway("198.19.30.0/24");
     let mut cleanup = Cleanup::default();
+    // Ferry's node-wide tables the network's endpoints made, when idle.
+    cleanup.push(remove_idle_ferry_tables);
     cleanup.link(&format!("fr-{}", &net[..12]));
     ok(
         &ferryd,
