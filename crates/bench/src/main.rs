@@ -377,15 +377,7 @@ fn run(opts: Opts) -> i32 {
     }
     let janitor = cleanup::Janitor::default();
     util::own_dir(&janitor, &work);
-    util::own_new_iptables_tables(&janitor);
-    // Ferry's node-wide tables the run's plugins create and keep (as the
-    // reference keeps its chains) go at the end when nothing else uses them.
-    let missing = scenarios::missing_ferry_tables();
-    janitor.push(
-        cleanup::Stage::Files,
-        "Ferry's tables the run created",
-        move || scenarios::scrub_ferry_tables(&[], &missing).map(|_| ()),
-    );
+    util::own_new_firewall_tables(&janitor);
     util::own_forward_rule(&janitor);
 
     let mut run_notes: Vec<String> = Vec::new();

@@ -1008,7 +1008,7 @@ pub(crate) fn scrub_ferry_tables(
 }
 
 /// Ferry's tables that do not exist now.
-pub(crate) fn missing_ferry_tables() -> Vec<(&'static str, &'static str)> {
+fn missing_ferry_tables() -> Vec<(&'static str, &'static str)> {
     FERRY_TABLES
         .into_iter()
         .filter(|(f, t)| nft_table(f, t).is_none())

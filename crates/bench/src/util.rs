@@ -100,36 +100,21 @@ pub fn own_dir(j: &Janitor, dir: &Path) -> Ticket {
     )
 }
 
-/// The iptables-nft tables the reference plugins and netavark create (their
-/// `CNI-*` and `NETAVARK*` chains, which they keep after the last DEL, as
-/// the reference keeps `CNI-FORWARD`): those that did not exist when the run
-/// began are deleted at its end, after Ferry's FORWARD rule (registered
-/// before it, so it runs after it).
-pub fn own_new_iptables_tables(j: &Janitor) {
-    const TABLES: [&str; 4] = ["ip filter", "ip nat", "ip6 filter", "ip6 nat"];
-    let Some(before) = output("nft", &["list", "tables"]) else {
-        return;
-    };
-    let new: Vec<&'static str> = TABLES
-        .into_iter()
-        .filter(|t| !before.lines().any(|l| l.trim() == format!("table {t}")))
-        .collect();
-    j.push(Stage::Files, "iptables tables the run created", move || {
-        let mut failed = Vec::new();
-        for t in new {
-            let mut args = vec!["delete", "table"];
-            args.extend(t.split(' '));
-            let exists = output("nft", &["list", "tables"])
-                .is_some_and(|l| l.lines().any(|l| l.trim() == format!("table {t}")));
-            if exists && output("nft", &args).is_none() {
-                failed.push(t);
-            }
-        }
-        match failed.is_empty() {
-            true => Ok(()),
-            false => Err(format!("could not delete {failed:?}")),
-        }
-    });
+/// The node-wide firewall tables the reference plugins, netavark and
+/// Ferry's plugins create and keep after their last DEL (the reference's
+/// `CNI-*` chains, netavark's, Ferry's tables): those that did not exist
+/// when the run began go at its end, after Ferry's FORWARD rule (registered
+/// before it, so it runs after it); Ferry's only when no element is in them.
+pub fn own_new_firewall_tables(j: &Janitor) {
+    let created = ferry_testkit::CreatedTables::absent_now();
+    j.push(
+        Stage::Files,
+        "firewall tables the run created",
+        move || match created.remove() {
+            left if left.is_empty() => Ok(()),
+            left => Err(format!("could not delete {left:?}")),
+        },
+    );
 }
 
 /// Ferry's firewall inserts one rule into an iptables `filter FORWARD`

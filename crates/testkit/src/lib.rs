@@ -315,6 +315,44 @@ pub fn remove_idle_ferry_tables() {
     }
 }
 
+/// The iptables-nft tables the reference plugins and netavark create.
+const IPTABLES_TABLES: [&str; 4] = ["ip filter", "ip nat", "ip6 filter", "ip6 nat"];
+
+/// Node-wide firewall tables that their makers keep after the last DEL (the
+/// reference's and netavark's iptables-nft tables with their chains,
+/// Ferry's [`FERRY_TABLES`]) and that did not exist when this was taken.
+pub struct CreatedTables(Vec<&'static str>);
+
+impl CreatedTables {
+    /// Remembers which of those tables do not exist now.
+    pub fn absent_now() -> CreatedTables {
+        CreatedTables(
+            IPTABLES_TABLES
+                .into_iter()
+                .chain(FERRY_TABLES)
+                .filter(|t| !sh_ok(&format!("nft list table {t}")))
+                .collect(),
+        )
+    }
+
+    /// Deletes those that exist now: the iptables-nft ones, and Ferry's
+    /// when no element is in them (another user's daemon may be filling
+    /// them). Returns the tables it could not delete.
+    pub fn remove(self) -> Vec<&'static str> {
+        let listed = sh("nft list tables 2>/dev/null || true");
+        self.0
+            .into_iter()
+            .filter(|t| listed.lines().any(|l| l.trim() == format!("table {t}")))
+            .filter(|t| {
+                !FERRY_TABLES.contains(t)
+                    || !sh(&format!("nft -j list table {t} 2>/dev/null || true"))
+                        .contains("\"elem\"")
+            })
+            .filter(|t| !sh_ok(&format!("nft delete table {t}")))
+            .collect()
+    }
+}
+
 /// Files in a directory (names only), sorted; empty when it does not exist.
 pub fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -391,21 +429,14 @@ struct Before {
     holders: usize,
     /// `iptables`/`ip6tables` that did not hold the rule.
     rule_missing: Vec<&'static str>,
-    /// Tables (`family name`) that did not exist.
-    tables_missing: Vec<&'static str>,
+    /// Tables that did not exist.
+    tables: Option<CreatedTables>,
 }
 
 static FORWARD_GUARDS: std::sync::Mutex<Option<Before>> = std::sync::Mutex::new(None);
 
 const FORWARD_RULE: &str = "FORWARD -m mark --mark 0x200000/0x200000 -m comment \
                             --comment \"ferry-firewall: accepted by Ferry\" -j ACCEPT";
-
-/// The iptables-nft tables the reference plugins and netavark create.
-const IPTABLES_TABLES: [&str; 4] = ["ip filter", "ip nat", "ip6 filter", "ip6 nat"];
-
-fn table_exists(t: &str) -> bool {
-    sh_ok(&format!("nft list table {t}"))
-}
 
 pub fn forward_rule_guard() -> ForwardRuleGuard {
     let mut g = FORWARD_GUARDS.lock().unwrap_or_else(|p| p.into_inner());
@@ -415,11 +446,7 @@ pub fn forward_rule_guard() -> ForwardRuleGuard {
             .into_iter()
             .filter(|tool| !sh_ok(&format!("{tool} -C {FORWARD_RULE} 2>/dev/null")))
             .collect();
-        b.tables_missing = IPTABLES_TABLES
-            .into_iter()
-            .chain(FERRY_TABLES)
-            .filter(|t| !table_exists(t))
-            .collect();
+        b.tables = Some(CreatedTables::absent_now());
     }
     b.holders += 1;
     ForwardRuleGuard(())
@@ -438,15 +465,8 @@ impl Drop for ForwardRuleGuard {
         for tool in std::mem::take(&mut b.rule_missing) {
             while sh_ok(&format!("{tool} -D {FORWARD_RULE} 2>/dev/null")) {}
         }
-        for t in std::mem::take(&mut b.tables_missing) {
-            if !table_exists(t) {
-                continue;
-            }
-            let idle = !FERRY_TABLES.contains(&t)
-                || !sh(&format!("nft -j list table {t} 2>/dev/null || true")).contains("\"elem\"");
-            if idle {
-                let _ = sh_ok(&format!("nft delete table {t}"));
-            }
+        if let Some(tables) = b.tables.take() {
+            tables.remove();
         }
     }
 }
