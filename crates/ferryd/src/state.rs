@@ -100,6 +100,11 @@ pub struct View {
 
 /// `part`'s answer carried over from the previous view when its data is
 /// the same (shared, so unchanged), else empty.
+/// A list answer, built on its first read and shared after.
+fn answer(cell: &Lazy, build: impl FnOnce() -> Value) -> Arc<Value> {
+    cell.get_or_init(|| Arc::new(build())).clone()
+}
+
 fn carry(old: Option<&View>, same: bool, part: fn(&View) -> &Lazy) -> Lazy {
     let cell = Lazy::new();
     if let Some(v) = old.filter(|_| same).and_then(|o| part(o).get()) {
@@ -131,40 +136,35 @@ impl View {
 
     /// `GET /networks`.
     pub fn networks(&self) -> Arc<Value> {
-        let d = &self.data;
-        self.networks
-            .get_or_init(|| Arc::new(json!(d.networks.values().collect::<Vec<_>>())))
-            .clone()
+        answer(&self.networks, || {
+            json!(self.data.networks.values().collect::<Vec<_>>())
+        })
     }
 
     /// `GET /endpoints`.
     pub fn endpoints(&self) -> Arc<Value> {
-        let d = &self.data;
-        self.endpoints
-            .get_or_init(|| Arc::new(json!(d.endpoints.values().collect::<Vec<_>>())))
-            .clone()
+        answer(&self.endpoints, || {
+            json!(self.data.endpoints.values().collect::<Vec<_>>())
+        })
     }
 
     /// `GET /pools`: every allocated address, so built only when asked.
     pub fn pools(&self) -> Arc<Value> {
-        let d = &self.data;
-        self.pools.get_or_init(|| Arc::new(json!(d.pools))).clone()
+        answer(&self.pools, || json!(self.data.pools))
     }
 
     /// `GET /sandboxes`.
     pub fn sandboxes(&self) -> Arc<Value> {
-        let d = &self.data;
-        self.sandboxes
-            .get_or_init(|| Arc::new(json!(d.sandboxes.values().collect::<Vec<_>>())))
-            .clone()
+        answer(&self.sandboxes, || {
+            json!(self.data.sandboxes.values().collect::<Vec<_>>())
+        })
     }
 
     /// `GET /services`.
     pub fn services(&self) -> Arc<Value> {
-        let d = &self.data;
-        self.services
-            .get_or_init(|| Arc::new(json!(d.services.values().collect::<Vec<_>>())))
-            .clone()
+        answer(&self.services, || {
+            json!(self.data.services.values().collect::<Vec<_>>())
+        })
     }
 
     /// `GET /services/NAME`.
