@@ -358,14 +358,13 @@ impl Controller {
     /// retry sends an empty body and fails), and Docker will never release it.
     pub fn unclaimed_addresses(&self) -> Vec<(String, IpAddr)> {
         let mut claimed = std::collections::BTreeSet::new();
-        let pools = self.docker_pools();
-        for n in self.networks.values().filter(|n| n.name.is_none()) {
-            for d in n.ipv4.iter().chain(&n.ipv6) {
-                let aux = d.aux_addresses.values();
-                for a in std::iter::once(&d.gateway).chain(aux) {
-                    if let Some(ip) = a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
-                        claimed.insert(ip);
-                    }
+        let mut pools = std::collections::BTreeSet::new();
+        for d in self.docker_ipam_data() {
+            pools.insert(d.pool.clone());
+            let aux = d.aux_addresses.values();
+            for a in std::iter::once(&d.gateway).chain(aux) {
+                if let Some(ip) = a.split('/').next().and_then(|a| a.parse::<IpAddr>().ok()) {
+                    claimed.insert(ip);
                 }
             }
         }
@@ -498,21 +497,20 @@ impl Controller {
             .pools
             .get(&req.pool_id)
             .map(|p| p.subnet.to_string());
-        if pool.is_some_and(|p| self.docker_pools().contains(&p)) {
+        if pool.is_some_and(|p| self.docker_ipam_data().any(|d| d.pool == p)) {
             self.store.defer(changes)
         } else {
             self.store.apply(changes)
         }
     }
 
-    /// The pools (as subnets) of the networks Docker created.
-    fn docker_pools(&self) -> std::collections::BTreeSet<String> {
+    /// The IPAM data (pool, gateway, auxiliary addresses) of the networks
+    /// Docker created.
+    fn docker_ipam_data(&self) -> impl Iterator<Item = &wire::IpamData> {
         self.networks
             .values()
             .filter(|n| n.name.is_none())
             .flat_map(|n| n.ipv4.iter().chain(&n.ipv6))
-            .map(|d| d.pool.clone())
-            .collect()
     }
 
     /// Docker releases an endpoint's address after DeleteEndpoint, or after
@@ -829,7 +827,7 @@ impl Controller {
         let overlay = matches!(network.driver, Driver::Overlay { .. });
         if ep.sandbox.is_none() {
             ep.sandbox = Some(req.sandbox_key.clone());
-            self.store_sandbox_key(&ep, overlay)?;
+            self.store_sandbox_key(&ep)?;
             self.endpoints.insert(ep.id.clone(), ep.clone());
         }
         // The other hosts learn of an overlay endpoint from the cluster store.
@@ -844,11 +842,7 @@ impl Controller {
             return Ok(());
         };
         if ep.sandbox.take().is_some() {
-            let overlay = self
-                .networks
-                .get(&ep.network_id)
-                .is_some_and(|n| matches!(n.driver, Driver::Overlay { .. }));
-            self.store_sandbox_key(&ep, overlay)?;
+            self.store_sandbox_key(&ep)?;
             self.endpoints.insert(ep.id.clone(), ep);
         }
         Ok(())
@@ -860,8 +854,12 @@ impl Controller {
     /// next commit loses only the key, the endpoint then shows no sandbox
     /// (or its old one until DeleteEndpoint). An overlay endpoint's key is
     /// published again after a restart, so that one is committed.
-    fn store_sandbox_key(&self, ep: &Endpoint, overlay: bool) -> Result<()> {
+    fn store_sandbox_key(&self, ep: &Endpoint) -> Result<()> {
         let change = vec![put(ep_key(&ep.id), ep)?];
+        let overlay = self
+            .networks
+            .get(&ep.network_id)
+            .is_some_and(|n| matches!(n.driver, Driver::Overlay { .. }));
         if overlay {
             self.store.apply(change)
         } else {
