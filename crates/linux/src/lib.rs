@@ -26,6 +26,7 @@ mod fuzz;
 mod link;
 mod mac;
 mod neigh;
+mod netconf;
 mod netns;
 pub mod nft;
 pub mod notify;

@@ -83,9 +83,14 @@ impl Netlink {
         packet.finalize();
         let mut out = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut out);
+        self.send_bytes(&out, op)?;
+        Ok(self.seq)
+    }
+
+    fn send_bytes(&mut self, out: &[u8], op: &str) -> Result<()> {
         let sent = self
             .sock
-            .send(&out, 0)
+            .send(out, 0)
             .map_err(|e| Error::io(format!("{op}: send netlink request"), e))?;
         if sent != out.len() {
             return Err(Error::Protocol {
@@ -93,12 +98,18 @@ impl Netlink {
                 message: format!("short send: {sent} of {} bytes", out.len()),
             });
         }
-        Ok(self.seq)
+        Ok(())
     }
 
     /// Reads one datagram and splits it into the messages carrying `seq`
     /// (stale replies to earlier requests are dropped).
     fn recv(&mut self, seq: u32, op: &str) -> Result<Vec<Reply>> {
+        let n = self.fill(op)?;
+        split(&self.buf[..n], seq, op)
+    }
+
+    /// Reads one datagram into the buffer; returns its length.
+    fn fill(&mut self, op: &str) -> Result<usize> {
         self.buf.clear();
         self.buf.reserve(RECV_BUF);
         let n = loop {
@@ -114,7 +125,52 @@ impl Netlink {
                 message: format!("reply of {n} bytes truncated to {}", self.buf.len()),
             });
         }
-        split(&self.buf[..n], seq, op)
+        Ok(n)
+    }
+
+    /// Sends a request this library has no message type for (`kind` and
+    /// its already serialized `body`), without asking for an ACK, and
+    /// returns the body of the kernel's one answer of type `answer`; a
+    /// netlink error becomes [`Error::Kernel`].
+    pub(crate) fn raw_get(
+        &mut self,
+        kind: u16,
+        body: &[u8],
+        answer: u16,
+        op: &str,
+    ) -> Result<Vec<u8>> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        let len = NLMSG_HDRLEN + body.len();
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&(len as u32).to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+        out.extend_from_slice(&seq.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(body);
+        self.send_bytes(&out, op)?;
+        loop {
+            let n = self.fill(op)?;
+            // Stale answers to earlier requests are skipped; the first
+            // message for this request decides.
+            if let Some((h, data)) = messages(&self.buf[..n], seq, op)?.into_iter().next() {
+                let payload = &data[NLMSG_HDRLEN..];
+                if h.kind == answer {
+                    return Ok(payload.to_vec());
+                }
+                if h.kind == NLMSG_ERROR && payload.len() >= 4 {
+                    let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                    if code < 0 {
+                        return Err(kernel_error(op, code, h.flags, &payload[4..]));
+                    }
+                }
+                return Err(Error::Protocol {
+                    op: op.to_string(),
+                    message: format!("unexpected netlink message type {}", h.kind),
+                });
+            }
+        }
     }
 
     /// How many objects in dumps were skipped so far because they could
@@ -284,39 +340,68 @@ impl Netlink {
     }
 }
 
-/// Splits one datagram into the messages carrying `seq`.
-pub(crate) fn split(buf: &[u8], seq: u32, op: &str) -> Result<Vec<Reply>> {
-    let mut out = Vec::new();
-    let mut off = 0usize;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let data = &buf[off..];
+/// The fields of a `struct nlmsghdr` this socket looks at.
+struct Header {
+    len: usize,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+}
+
+impl Header {
+    /// The header at the start of `data` (at least [`NLMSG_HDRLEN`] bytes),
+    /// whose message must fit in `data`.
+    fn read(data: &[u8], op: &str) -> Result<Header> {
         let word = |i: usize| [data[i], data[i + 1], data[i + 2], data[i + 3]];
         let len = u32::from_ne_bytes(word(0)) as usize;
-        let kind = u16::from_ne_bytes([data[4], data[5]]);
-        let flags = u16::from_ne_bytes([data[6], data[7]]);
-        let msg_seq = u32::from_ne_bytes(word(8));
         if len < NLMSG_HDRLEN || len > data.len() {
             return Err(Error::Decode {
                 op: op.to_string(),
                 message: format!("bad netlink message length {len}"),
             });
         }
-        off += (len + 3) & !3;
-        if msg_seq != seq {
-            continue;
+        Ok(Header {
+            len,
+            kind: u16::from_ne_bytes([data[4], data[5]]),
+            flags: u16::from_ne_bytes([data[6], data[7]]),
+            seq: u32::from_ne_bytes(word(8)),
+        })
+    }
+}
+
+/// The messages of one datagram that carry `seq`, each with its header
+/// (the slice is the whole message, header included).
+fn messages<'b>(buf: &'b [u8], seq: u32, op: &str) -> Result<Vec<(Header, &'b [u8])>> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + NLMSG_HDRLEN <= buf.len() {
+        let data = &buf[off..];
+        let h = Header::read(data, op)?;
+        off += (h.len + 3) & !3;
+        if h.seq == seq {
+            let len = h.len;
+            out.push((h, &data[..len]));
         }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data[..len]) {
+    }
+    Ok(out)
+}
+
+/// Splits one datagram into the messages carrying `seq`.
+pub(crate) fn split(buf: &[u8], seq: u32, op: &str) -> Result<Vec<Reply>> {
+    let mut out = Vec::new();
+    for (h, data) in messages(buf, seq, op)? {
+        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(data) {
             Ok(msg) => out.push(Reply::Message(msg)),
             // Control messages must decode; an object this library
             // cannot parse is reported to the caller to decide.
-            Err(e) if kind == NLMSG_ERROR || kind == NLMSG_DONE => {
+            Err(e) if h.kind == NLMSG_ERROR || h.kind == NLMSG_DONE => {
                 return Err(Error::Decode {
                     op: op.to_string(),
                     message: e.to_string(),
                 })
             }
             Err(e) => out.push(Reply::Undecodable {
-                flags,
+                flags: h.flags,
                 error: e.to_string(),
             }),
         }

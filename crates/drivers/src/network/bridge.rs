@@ -190,6 +190,7 @@ impl NetworkDriver for BridgeDriver {
             }
             if net.forwarding {
                 ve::enable_forwarding(
+                    &mut nl,
                     net.gateways.iter().any(|g| g.addr().is_ipv4()),
                     net.gateways.iter().any(|g| g.addr().is_ipv6()),
                 )?;

@@ -68,10 +68,10 @@ impl NetworkDriver for PtpDriver {
     ) -> Result<Endpoint> {
         ensure_ptp(net)?;
         let v6 = ep.addresses.iter().any(|a| a.addr().is_ipv6());
-        if net.forwarding {
-            ve::enable_forwarding(ep.addresses.iter().any(|a| a.addr().is_ipv4()), v6)?;
-        }
         let mut nl = ve::host_netlink()?;
+        if net.forwarding {
+            ve::enable_forwarding(&mut nl, ep.addresses.iter().any(|a| a.addr().is_ipv4()), v6)?;
+        }
         // An IPv4-only attachment's host end needs no IPv6 (see link::veth).
         let host_end = HostEnd {
             ipv6: v6,

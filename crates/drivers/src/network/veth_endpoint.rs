@@ -32,15 +32,29 @@ pub(super) fn validate_mtu(net: &NetworkSpec) -> Result<()> {
     }
 }
 
-/// Turns on forwarding for the families asked.
-pub(super) fn enable_forwarding(v4: bool, v6: bool) -> Result<()> {
-    if v4 {
-        ferry_linux::sysctl::write_if_different("net.ipv4.ip_forward", "1")
-            .map_err(Error::kernel("failed to enable IPv4 forwarding"))?;
-    }
-    if v6 {
-        ferry_linux::sysctl::write_if_different("net.ipv6.conf.all.forwarding", "1")
-            .map_err(Error::kernel("failed to enable IPv6 forwarding"))?;
+/// Turns on forwarding for the families asked in the namespace `host_nl`
+/// speaks for (the calling thread's). The switches are read over netlink:
+/// a `/proc/sys/net` lookup grows with the namespaces on the node (see
+/// `ferry_linux::Netlink::forwarding`), and they are nearly always on.
+pub(super) fn enable_forwarding(host_nl: &mut Netlink, v4: bool, v6: bool) -> Result<()> {
+    for (on, v6, key, what) in [
+        (v4, false, "net.ipv4.ip_forward", "IPv4"),
+        (v6, true, "net.ipv6.conf.all.forwarding", "IPv6"),
+    ] {
+        if !on {
+            continue;
+        }
+        let enabled = match host_nl.forwarding(v6) {
+            Ok(enabled) => enabled,
+            // A kernel without RTM_GETNETCONF for the family: /proc decides.
+            Err(_) => ferry_linux::sysctl::read(key)
+                .map(|v| v.trim() == "1")
+                .unwrap_or(false),
+        };
+        if !enabled {
+            ferry_linux::sysctl::write(key, "1")
+                .map_err(Error::kernel(format!("failed to enable {what} forwarding")))?;
+        }
     }
     Ok(())
 }
