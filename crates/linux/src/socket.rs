@@ -9,6 +9,9 @@ use netlink_packet_core::{
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
 use crate::error::{Error, Result};
 
 /// Size of the receive buffer; the kernel never puts more than this into one
@@ -23,6 +26,10 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// Size of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
+
+/// From linux/rtnetlink.h.
+const RTNLGRP_LINK: u32 = 1;
+const RTM_DELLINK: u16 = 17;
 
 /// A synchronous `NETLINK_ROUTE` socket bound to the network namespace it was
 /// created in (see [`crate::Netns::netlink`] to get one for another
@@ -154,7 +161,7 @@ impl Netlink {
             let n = self.fill(op)?;
             // Stale answers to earlier requests are skipped; the first
             // message for this request decides.
-            if let Some((h, data)) = messages(&self.buf[..n], seq, op)?.into_iter().next() {
+            if let Some((h, data)) = messages(&self.buf[..n], Some(seq), op)?.into_iter().next() {
                 let payload = &data[NLMSG_HDRLEN..];
                 if h.kind == answer {
                     return Ok(payload.to_vec());
@@ -169,6 +176,64 @@ impl Netlink {
                     op: op.to_string(),
                     message: format!("unexpected netlink message type {}", h.kind),
                 });
+            }
+        }
+    }
+
+    /// Subscribes this socket to the link notifications of its namespace
+    /// (`RTNLGRP_LINK`), for [`Netlink::wait_link_deleted`]. Requests on
+    /// the socket still work: their answers are told apart by sequence.
+    pub fn watch_links(&mut self) -> Result<()> {
+        self.sock
+            .add_membership(RTNLGRP_LINK)
+            .map_err(|e| Error::io("join the link notification group", e))
+    }
+
+    /// Waits at most `timeout` for the kernel's `RTM_DELLINK` of link
+    /// `index`, on a socket that [`Netlink::watch_links`]; true when it
+    /// came. The kernel sends it once the link has left the namespace. A
+    /// lost notification (the socket's queue overran) or an error ends the
+    /// wait with false: the caller then looks for itself.
+    pub fn wait_link_deleted(&mut self, index: u32, timeout: Duration) -> bool {
+        let op = "wait for a link's removal";
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.sock.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Rounded up: poll's timeout is a minimum.
+            let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd for the duration of the call.
+            match unsafe { libc::poll(&mut pfd, 1, ms) } {
+                0 => continue,
+                r if r < 0 => {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    return false;
+                }
+                _ => {}
+            }
+            let Ok(n) = self.fill(op) else {
+                return false;
+            };
+            let Ok(msgs) = messages(&self.buf[..n], None, op) else {
+                return false;
+            };
+            // struct ifinfomsg: family, pad, type (u16), index (i32), ...
+            let deleted = msgs.iter().any(|(h, data)| {
+                h.kind == RTM_DELLINK
+                    && data.len() >= NLMSG_HDRLEN + 8
+                    && i32::from_ne_bytes([data[20], data[21], data[22], data[23]]) as u32 == index
+            });
+            if deleted {
+                return true;
             }
         }
     }
@@ -369,16 +434,16 @@ impl Header {
     }
 }
 
-/// The messages of one datagram that carry `seq`, each with its header
-/// (the slice is the whole message, header included).
-fn messages<'b>(buf: &'b [u8], seq: u32, op: &str) -> Result<Vec<(Header, &'b [u8])>> {
+/// The messages of one datagram that carry `seq` (all of them for `None`),
+/// each with its header (the slice is the whole message, header included).
+fn messages<'b>(buf: &'b [u8], seq: Option<u32>, op: &str) -> Result<Vec<(Header, &'b [u8])>> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while off + NLMSG_HDRLEN <= buf.len() {
         let data = &buf[off..];
         let h = Header::read(data, op)?;
         off += (h.len + 3) & !3;
-        if h.seq == seq {
+        if seq.is_none_or(|seq| h.seq == seq) {
             let len = h.len;
             out.push((h, &data[..len]));
         }
@@ -389,7 +454,7 @@ fn messages<'b>(buf: &'b [u8], seq: u32, op: &str) -> Result<Vec<(Header, &'b [u
 /// Splits one datagram into the messages carrying `seq`.
 pub(crate) fn split(buf: &[u8], seq: u32, op: &str) -> Result<Vec<Reply>> {
     let mut out = Vec::new();
-    for (h, data) in messages(buf, seq, op)? {
+    for (h, data) in messages(buf, Some(seq), op)? {
         match NetlinkMessage::<RouteNetlinkMessage>::deserialize(data) {
             Ok(msg) => out.push(Reply::Message(msg)),
             // Control messages must decode; an object this library

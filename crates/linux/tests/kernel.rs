@@ -860,3 +860,39 @@ fn library_makes_no_exec() {
         "the workload ran"
     );
 }
+
+/// A socket watching link notifications wakes for the delete of its link,
+/// not for another link's, and times out when nothing is deleted.
+#[test]
+fn wait_link_deleted_sees_its_links_removal_only() {
+    let mut g = Guard::new();
+    let (_name, ns) = g.netns("fw");
+    let mut nl = ns.netlink().unwrap();
+    let mut other = ns.netlink().unwrap();
+    let (a, b, c, d) = (unique("wa"), unique("wb"), unique("wc"), unique("wd"));
+    nl.create_link(&LinkSpec::veth(&a, &b)).unwrap();
+    nl.create_link(&LinkSpec::veth(&c, &d)).unwrap();
+    let mine = nl.link_by_name(&a).unwrap().index;
+    let theirs = nl.link_by_name(&c).unwrap().index;
+    nl.watch_links().unwrap();
+
+    let t = std::time::Instant::now();
+    assert!(!nl.wait_link_deleted(mine, std::time::Duration::from_millis(100)));
+    assert!(t.elapsed() >= std::time::Duration::from_millis(100));
+
+    other.delete_link(theirs).unwrap();
+    assert!(
+        !nl.wait_link_deleted(mine, std::time::Duration::from_millis(100)),
+        "woke for another link's delete"
+    );
+    // Requests on the watching socket still get their own answers.
+    assert_eq!(nl.link_by_index(mine).unwrap().name, a);
+
+    let deleter = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        other.delete_link(mine).unwrap();
+    });
+    assert!(nl.wait_link_deleted(mine, std::time::Duration::from_secs(5)));
+    deleter.join().unwrap();
+    assert!(nl.link_by_index(mine).is_err());
+}

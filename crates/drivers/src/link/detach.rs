@@ -54,9 +54,17 @@ pub enum Deleter {
     Thread,
 }
 
-/// A link whose delete has been handed to a detached child.
+/// A link whose delete has been handed to a detached child: the socket of
+/// its namespace (subscribed to link notifications when `watching`) and
+/// its index.
 #[must_use = "finish() waits until the link has left its namespace"]
-pub struct Pending(Option<(Netlink, u32)>);
+pub struct Pending(Option<Watch>);
+
+struct Watch {
+    nl: Netlink,
+    index: u32,
+    watching: bool,
+}
 
 impl Pending {
     /// Nothing to wait for.
@@ -71,10 +79,28 @@ impl Pending {
     /// gone when it answers. Work done between [`start`] and this overlaps
     /// with the kernel's.
     pub fn finish(self) {
-        let Some((mut nl, index)) = self.0 else {
+        let Some(Watch {
+            mut nl,
+            index,
+            watching,
+        }) = self.0
+        else {
             return;
         };
         let deadline = Instant::now() + Duration::from_secs(1);
+        // The kernel's RTM_DELLINK wakes this at once, without a look per
+        // step (each a netlink round trip and a wake-up on a busy node).
+        // Subscribed before the child was started, so the child's delete
+        // cannot be missed; a look every 25 ms covers a lost notification
+        // (queue overrun) and a link someone else deleted first.
+        while watching && Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if nl.wait_link_deleted(index, left.min(Duration::from_millis(25)))
+                || nl.link_by_index(index).is_err()
+            {
+                return;
+            }
+        }
         let mut pause = Duration::from_micros(50);
         while Instant::now() < deadline {
             if nl.link_by_index(index).is_err() {
@@ -135,6 +161,7 @@ pub fn start(
         nl.delete_link(index)?;
         return Ok(Pending::none());
     }
+    let watching = nl.watch_links().is_ok();
     let started = match deleter {
         Deleter::Fork => spawn_deleter(netns, index),
         Deleter::Thread => thread_deleter(netns, index),
@@ -143,7 +170,11 @@ pub fn start(
         nl.delete_link(index)?;
         return Ok(Pending::none());
     }
-    Ok(Pending(Some((nl, index))))
+    Ok(Pending(Some(Watch {
+        nl,
+        index,
+        watching,
+    })))
 }
 
 /// Starts deleting the link `ifname` in `netns` (for a veth, the peer goes
