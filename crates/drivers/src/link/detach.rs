@@ -5,10 +5,11 @@
 //! device to another namespace ends in the same wait. DEL does not need to sit
 //! there. It takes the link out of the container's way at once (down, then
 //! renamed `dying` + 8 hex digits, so the same CNI_IFNAME can be added again
-//! right away) and forks itself once: the child, detached from the runtime's
+//! right away) and starts one child ([`child`]: it shares the plugin's
+//! memory, so nothing is copied): the child, detached from the runtime's
 //! pipes and process group, sends the delete and exits. Nothing is executed
-//! (the child is this process, running four system calls), and when the fork
-//! fails the delete is done in place. DEL still answers only once the link
+//! (the child runs a few raw system calls), and when the child
+//! cannot be started the delete is done in place. DEL still answers only once the link
 //! (and a veth's peer) has left every namespace, which the kernel does
 //! within a millisecond or so, before its long wait; when that has not
 //! happened within a second, the parent deletes the link itself.
@@ -17,7 +18,7 @@
 //! only when that name is taken), so a DEL repeated after the first was
 //! killed between the rename and the delete finds the link and deletes it.
 //!
-//! The fork is meant for a plugin process, which exits right after DEL: the
+//! The child is meant for a plugin process, which exits right after DEL: the
 //! child is not waited for, so the init process (or the runtime, when it is
 //! a subreaper) reaps it. A long-lived process (ferryd) would collect
 //! zombies that way, so it asks for [`Deleter::Thread`]: the same delete,
@@ -29,7 +30,7 @@
 //! of any nf_tables socket while that work is pending waits for it: 4-26 ms
 //! in `close()` (`strace -T`), paid by every DEL with `ipMasq`, portmap or
 //! firewall. The deletions themselves are committed (and visible) when the
-//! batch is acknowledged, so [`close_nft`] lets a forked child hold the last
+//! batch is acknowledged, so [`close_nft`] lets such a child hold the last
 //! reference: the child keeps the socket and a pipe, the parent closes its
 //! copy (not the last, so nothing waits) and then the pipe, and the child,
 //! seeing the pipe's end, exits; its exit is the last close and takes the
@@ -38,6 +39,8 @@
 
 use crate::{Error, Result};
 use ferry_linux::{nft, Netlink, Netns};
+mod child;
+
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -47,7 +50,7 @@ const RTM_DELLINK: u16 = 17;
 /// Who sends a link's delete while the caller goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Deleter {
-    /// A forked child (a plugin process, which exits right after).
+    /// A detached child process (a plugin process, which exits right after).
     #[default]
     Fork,
     /// A detached thread (a daemon, which must not leave zombies).
@@ -107,7 +110,7 @@ impl Pending {
                 return;
             }
             std::thread::sleep(pause);
-            // Short steps: the link usually goes 1-2 ms after the fork, and
+            // Short steps: the link usually goes 1-2 ms after the child starts, and
             // a 2 ms step overshot that by up to its length. A look is one
             // netlink round trip (~20 µs).
             pause = (pause * 2).min(Duration::from_micros(250));
@@ -249,12 +252,10 @@ fn thread_deleter(netns: &Netns, index: u32) -> bool {
         .is_ok()
 }
 
-/// Forks a child that enters `netns` and deletes link `index`; returns
-/// whether the child was started. Everything the child touches is prepared
-/// here, so between fork and `_exit` it only makes system calls.
+/// Starts a child (see [`child`]) that enters `netns` and deletes link
+/// `index`; returns whether the child was started.
 fn spawn_deleter(netns: &Netns, index: u32) -> bool {
-    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes), no ACK asked: the child
-    // has nobody to report to, and send() returns once the kernel is done.
+    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes), no ACK asked.
     let mut msg = [0u8; 32];
     msg[0..4].copy_from_slice(&32u32.to_ne_bytes());
     msg[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
@@ -262,36 +263,10 @@ fn spawn_deleter(netns: &Netns, index: u32) -> bool {
     msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
     msg[16] = libc::AF_UNSPEC as u8;
     msg[20..24].copy_from_slice(&(index as i32).to_ne_bytes());
-    let ns_fd = netns.as_raw_fd();
-    // SAFETY: the plugin is single-threaded here (its helper threads are
-    // scoped and joined), and the child only makes async-signal-safe system
-    // calls on memory prepared before the fork, then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    match pid {
-        -1 => false,
-        // SAFETY: in the child: only raw system calls on `msg` and `ns_fd`,
-        // both prepared before the fork and valid in the child's
-        // copy of the address space; no allocation, no lock, no Rust I/O,
-        // and every path ends in `_exit`, so no destructor or atexit runs.
-        0 => unsafe {
-            leave_caller();
-            if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
-                libc::_exit(1);
-            }
-            close_all_but(&[]);
-            let sock = libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            );
-            if sock < 0 {
-                libc::_exit(1);
-            }
-            let sent = libc::send(sock, msg.as_ptr().cast(), msg.len(), 0);
-            libc::_exit(if sent == msg.len() as isize { 0 } else { 1 })
-        },
-        _ => true,
-    }
+    child::spawn(child::Task::DeleteLink {
+        netns: netns.as_raw_fd(),
+        msg,
+    })
 }
 
 /// How long [`close_nft`]'s child keeps the socket: the deferred free
@@ -299,7 +274,7 @@ fn spawn_deleter(netns: &Netns, index: u32) -> bool {
 const NFT_LINGER_NS: libc::c_long = 100_000_000;
 
 /// Closes nftables socket `sock` without waiting for the kernel's grace
-/// period (module doc): when it deleted something, a forked child holds the
+/// period (module doc): when it deleted something, a child process holds the
 /// last reference and closes it when it exits. Otherwise, or when the child
 /// cannot be started, the socket is closed here.
 pub fn close_nft(sock: nft::Socket) {
@@ -310,85 +285,20 @@ pub fn close_nft(sock: nft::Socket) {
         return;
     }
     let [gate, gate_writer] = pipe;
-    // SAFETY: as in `spawn_deleter`: the caller is single-threaded here and
-    // the child makes only raw system calls on descriptors that exist before
-    // the fork, then `_exit`s.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: in the child: raw system calls only, ending in `_exit`.
-        unsafe {
-            leave_caller();
-            close_all_but(&[keep.min(gate), keep.max(gate)]);
-            // Returns 0 once the parent has closed the pipe's other end,
-            // after its copy of the socket.
-            let mut byte = 0u8;
-            while libc::read(gate, (&raw mut byte).cast(), 1) < 0
-                && *libc::__errno_location() == libc::EINTR
-            {}
-            // Linger until the kernel's deferred free has run. Releasing
-            // a socket while it is pending waits for it holding the
-            // namespace's nf_tables commit mutex, so an early exit here
-            // stalled the next plugin's batch instead (a chained DEL's
-            // portmap sat 10 ms until firewall's child had exited, in
-            // `strace -f` of the bench). Nothing waits for this child.
-            let linger = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: NFT_LINGER_NS,
-            };
-            libc::nanosleep(&linger, std::ptr::null_mut());
-            libc::_exit(0)
-        }
-    }
+    // Linger until the kernel's deferred free has run. Releasing a socket
+    // while it is pending waits for it holding the namespace's nf_tables
+    // commit mutex, so an early exit stalled the next plugin's batch
+    // instead (a chained DEL's portmap sat 10 ms until firewall's child had
+    // exited, in `strace -f` of the bench). Nothing waits for this child.
+    child::spawn(child::Task::Hold {
+        keep,
+        gate,
+        linger_ns: NFT_LINGER_NS,
+    });
     drop(sock);
     // SAFETY: both ends are this function's own descriptors, closed once.
     unsafe {
         libc::close(gate_writer);
         libc::close(gate);
-    }
-}
-
-/// In a forked child: its own session, stdin/stdout/stderr on /dev/null (the
-/// runtime waits for EOF on the plugin's pipes).
-///
-/// # Safety
-/// Only between fork and `_exit`: raw system calls, no allocation.
-unsafe fn leave_caller() {
-    libc::setsid();
-    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-    if null >= 0 {
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-    }
-}
-
-/// In a forked child: closes every descriptor from 3 up but those in `keep`
-/// (ascending): the runtime's pipes must see EOF when the plugin exits, and
-/// no lock may outlive it.
-///
-/// # Safety
-/// Only between fork and `_exit`: raw system calls, no allocation.
-unsafe fn close_all_but(keep: &[RawFd]) {
-    let mut from = 3u32;
-    for &k in keep {
-        let k = k as u32;
-        if k > from {
-            close_range(from, k - 1);
-        }
-        from = from.max(k + 1);
-    }
-    close_range(from, u32::MAX);
-}
-
-/// Closes descriptors `first..=last`.
-///
-/// # Safety
-/// Only between fork and `_exit`: raw system calls, no allocation.
-unsafe fn close_range(first: u32, last: u32) {
-    if libc::syscall(libc::SYS_close_range, first, last, 0u32) != 0 {
-        // Kernels before 5.9 have no close_range.
-        for fd in first..=last.min(4095) {
-            libc::close(fd as i32);
-        }
     }
 }
