@@ -4,10 +4,10 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::fs;
-use std::io::ErrorKind;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::stamp::STAMP_FILE;
@@ -90,6 +90,20 @@ impl IndexEntry {
     }
 }
 
+/// An index entry's content: the magic line, the attachment, its addresses.
+fn entry_text(key: &Attachment, ips: &[IpAddr]) -> String {
+    let mut text = format!(
+        "{INDEX_MAGIC}\n{}\n{}\n",
+        encode(key.container_id.trim()),
+        encode(&key.ifname)
+    );
+    for ip in ips {
+        text.push_str(&ip.to_string());
+        text.push('\n');
+    }
+    text
+}
+
 fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
     v.sort();
     v.dedup();
@@ -112,6 +126,11 @@ impl DiskTxn<'_> {
             Err(e) if e.kind() == ErrorKind::NotFound => return IndexEntry::Missing,
             Err(_) => return IndexEntry::Foreign,
         };
+        if text.is_empty() {
+            // A writer of a new entry killed between create and write
+            // ([`DiskTxn::create_index`]): it listed nothing yet.
+            return IndexEntry::Missing;
+        }
         let mut lines = text.lines();
         if lines.next() != Some(INDEX_MAGIC)
             || lines.next() != Some(encode(key.container_id.trim()).as_str())
@@ -134,25 +153,63 @@ impl DiskTxn<'_> {
             self.drop_index_dir_if_empty();
             return Ok(());
         }
+        let text = entry_text(key, ips);
+        // Not synced: after a crash (a new boot) the stamp is not trusted
+        // and the index is rebuilt.
+        let write = || write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached);
+        match write() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.create_index_dir()?;
+                write()
+            }
+            r => r,
+        }
+        .map_err(|e| IpamError::io("write", &path, e))
+    }
+
+    /// Write the entry of `key`, which does not exist (read as missing in
+    /// this transaction), in place: created with `O_EXCL` and written with
+    /// one `write`, no temporary file and no rename. Nobody reads the index
+    /// without the lock, and a writer killed between create and write
+    /// leaves an empty entry, which reads as missing: right, since the
+    /// leases an entry lists are only created once its write returned.
+    /// Falls back to [`DiskTxn::write_index`] if the file exists after all.
+    pub(super) fn create_index(&self, key: &Attachment, ips: &[IpAddr]) -> Result<()> {
+        let path = self.index_path(key);
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&path)
+        };
+        let opened = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.create_index_dir()?;
+                open()
+            }
+            r => r,
+        };
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return self.write_index(key, ips),
+            Err(e) => return Err(IpamError::io("create", &path, e)),
+        };
+        if let Err(e) = f.write_all(entry_text(key, ips).as_bytes()) {
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(IpamError::io("write", &path, e));
+        }
+        Ok(())
+    }
+
+    fn create_index_dir(&self) -> Result<()> {
         let dir = self.index_dir();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&dir)
-            .map_err(|e| IpamError::io("create directory", &dir, e))?;
-        let mut text = format!(
-            "{INDEX_MAGIC}\n{}\n{}\n",
-            encode(key.container_id.trim()),
-            encode(&key.ifname)
-        );
-        for ip in ips {
-            text.push_str(&ip.to_string());
-            text.push('\n');
-        }
-        // Not synced: after a crash (a new boot) the stamp is not trusted
-        // and the index is rebuilt.
-        write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached)
-            .map_err(|e| IpamError::io("write", &path, e))
+            .map_err(|e| IpamError::io("create directory", &dir, e))
     }
 
     /// Remove the stamp and the index directory if it holds nothing else;
