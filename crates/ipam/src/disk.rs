@@ -80,6 +80,7 @@ impl DiskStore {
                         validated: None,
                         stamp_removed: Cell::new(false),
                         boot: OnceCell::new(),
+                        stamp_len: None,
                         last_len: HashMap::new(),
                         _lock: lock,
                     })

@@ -33,7 +33,7 @@ fn encode(s: &str) -> String {
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
-fn fnv1a(s: &str) -> u64 {
+pub(super) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -147,8 +147,9 @@ impl DiskTxn<'_> {
     pub(super) fn write_index(&self, key: &Attachment, ips: &[IpAddr]) -> Result<()> {
         let path = self.index_path(key);
         if ips.is_empty() {
-            // Under the lock: no other writer of this entry runs.
-            ferry_linux::fs::remove_stale_temps(&path);
+            // Temporary files a writer killed before its rename left are
+            // not looked for here (that lists the whole index, on every
+            // DEL): the next rebuild or GC removes them.
             self.remove(&path)?;
             self.drop_index_dir_if_empty();
             return Ok(());
@@ -212,13 +213,30 @@ impl DiskTxn<'_> {
             .map_err(|e| IpamError::io("create directory", &dir, e))
     }
 
-    /// Remove the stamp and the index directory if it holds nothing else;
-    /// the stamp is recorded again at the end if entries remain.
+    /// Remove the stamp and the index directory if it holds nothing else.
+    /// While other entries remain the stamp stays, to be rewritten in place
+    /// at the end (removing and creating it again costs an inode each time).
     pub(super) fn drop_index_dir_if_empty(&self) {
+        if self.index_holds_more_than_the_stamp() {
+            return;
+        }
         let _ = fs::remove_file(self.stamp_path());
         self.stamp_removed.set(true);
         // Fails harmlessly while entries remain.
         let _ = fs::remove_dir(self.index_dir());
+    }
+
+    /// Whether the index directory holds anything but the stamp: stops at
+    /// the first such entry, so one `getdents` however large the index. An
+    /// unreadable directory counts as holding more (the old behaviour then:
+    /// the stamp removed, the `rmdir` failing, the stamp recorded again).
+    fn index_holds_more_than_the_stamp(&self) -> bool {
+        match fs::read_dir(self.index_dir()) {
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.file_name() != STAMP_FILE))
+                .any(|other| other.unwrap_or(true)),
+            Err(e) => e.kind() != ErrorKind::NotFound,
+        }
     }
 
     pub(super) fn index_remove_ip(&self, key: &Attachment, ip: IpAddr) -> Result<()> {
@@ -230,11 +248,17 @@ impl DiskTxn<'_> {
     }
 
     /// Rewrite the entry of `key` (which listed `listed`) without the
-    /// addresses whose reservation file is gone.
-    pub(super) fn prune_index(&self, key: &Attachment, listed: &[IpAddr]) -> Result<()> {
+    /// addresses whose reservation file is gone: those of `gone`, known
+    /// gone in this transaction, and those found missing.
+    pub(super) fn prune_index(
+        &self,
+        key: &Attachment,
+        listed: &[IpAddr],
+        gone: &[IpAddr],
+    ) -> Result<()> {
         let mut keep = Vec::new();
         for ip in listed {
-            if self.exists(&self.ip_path(*ip))? && !keep.contains(ip) {
+            if !gone.contains(ip) && self.exists(&self.ip_path(*ip))? && !keep.contains(ip) {
                 keep.push(*ip);
             }
         }

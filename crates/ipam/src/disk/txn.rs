@@ -40,6 +40,8 @@ pub(super) struct DiskTxn<'a> {
     pub(super) stamp_removed: Cell<bool>,
     /// This boot's ID, read once.
     pub(super) boot: OnceCell<Option<String>>,
+    /// Length of the stamp file as read in this transaction.
+    pub(super) stamp_len: Option<usize>,
     /// Length of each `last_reserved_ip.<n>` as read in this transaction.
     pub(super) last_len: HashMap<usize, usize>,
     pub(super) _lock: Flock<File>,
@@ -332,14 +334,22 @@ impl StoreTxn for DiskTxn<'_> {
             // old versions holding just the ID: the reference's order.
             for (entry, holder) in [(key.clone(), &want), (index_key(&old), &old)] {
                 let listed = self.read_index(&entry).ips();
+                let mut gone = Vec::new();
                 for ip in &listed {
                     let path = self.ip_path(*ip);
                     // Verify before deleting: the entry may be stale.
-                    if self.holder_at(&path)?.as_ref() == Some(holder) && self.remove(&path)? {
-                        released.push(*ip);
+                    match self.holder_at(&path)? {
+                        Some(h) if h == *holder => {
+                            if self.remove(&path)? {
+                                released.push(*ip);
+                            }
+                            gone.push(*ip);
+                        }
+                        Some(_) => {}
+                        None => gone.push(*ip),
                     }
                 }
-                self.prune_index(&entry, &listed)?;
+                self.prune_index(&entry, &listed, &gone)?;
                 if !released.is_empty() {
                     break;
                 }
@@ -361,7 +371,7 @@ impl StoreTxn for DiskTxn<'_> {
             }
         }
         let listed = self.read_index(key).ips();
-        self.prune_index(key, &listed)?;
+        self.prune_index(key, &listed, &released)?;
         Ok(released)
     }
 
