@@ -77,37 +77,28 @@ impl<S: Store> Allocator<S> {
 
         let mut txn = self.store.lock()?;
         let held = txn.get_by_id(key)?;
-        let mut done: Vec<Allocation> = Vec::new();
-        let result = (|| {
-            for (idx, set) in self.ranges.iter().enumerate() {
-                if let Some(ip) = held.iter().find(|ip| set.contains(**ip)) {
-                    return Err(IpamError::DuplicateAllocation {
-                        ip: *ip,
-                        container_id: key.container_id.clone(),
-                    });
-                }
-                let req = wanted
-                    .iter()
-                    .position(|ip| set.contains(*ip))
-                    .map(|i| wanted.remove(i));
-                done.push(allocate_in_set(txn.as_mut(), idx, set, key, req)?);
+        // Every check and choice first, then one batch reservation: nothing
+        // is written (and nothing has to be undone) when a check fails, and
+        // the disk store updates its index once for all range sets.
+        let mut picks = Vec::with_capacity(self.ranges.len());
+        for (idx, set) in self.ranges.iter().enumerate() {
+            if let Some(ip) = held.iter().find(|ip| set.contains(**ip)) {
+                return Err(IpamError::DuplicateAllocation {
+                    ip: *ip,
+                    container_id: key.container_id.clone(),
+                });
             }
-            if !wanted.is_empty() {
-                let list: Vec<String> = wanted.iter().map(IpAddr::to_string).collect();
-                return Err(IpamError::RequestedUnfulfilled(list.join(" ")));
-            }
-            Ok(())
-        })();
-        match result {
-            Ok(()) => Ok(done),
-            Err(e) => {
-                for a in &done {
-                    // Best effort: the original error is the one to report.
-                    let _ = txn.release_ip(key, a.address.addr());
-                }
-                Err(e)
-            }
+            let req = wanted
+                .iter()
+                .position(|ip| set.contains(*ip))
+                .map(|i| wanted.remove(i));
+            picks.push(pick_in_set(txn.as_mut(), idx, set, req)?);
         }
+        if !wanted.is_empty() {
+            let list: Vec<String> = wanted.iter().map(IpAddr::to_string).collect();
+            return Err(IpamError::RequestedUnfulfilled(list.join(" ")));
+        }
+        reserve_picks(txn.as_mut(), key, &picks)
     }
 
     /// Release every address held by `key`; returns them. Succeeds (with an
@@ -136,6 +127,7 @@ impl<S: Store> Allocator<S> {
 /// Allocate one address in range set `set` (index `idx`) inside an open
 /// transaction: `requested` if given, else the next free one in round-robin
 /// order. Does not check for duplicates; [`Allocator::allocate`] does.
+/// [`pick_in_set`] then [`reserve_picks`] of that one pick.
 pub fn allocate_in_set(
     txn: &mut dyn StoreTxn,
     idx: usize,
@@ -143,6 +135,48 @@ pub fn allocate_in_set(
     key: &Attachment,
     requested: Option<IpAddr>,
 ) -> Result<Allocation> {
+    let pick = pick_in_set(txn, idx, set, requested)?;
+    let mut done = reserve_picks(txn, key, std::slice::from_ref(&pick))?;
+    done.pop().ok_or_else(|| IpamError::Exhausted {
+        ranges: set.to_string(),
+    })
+}
+
+/// An address chosen in one range set by [`pick_in_set`], not reserved yet.
+#[derive(Debug, Clone)]
+pub struct Pick<'a> {
+    range_set: usize,
+    set: &'a RangeSet,
+    range: &'a Range,
+    ip: IpAddr,
+    requested: bool,
+}
+
+impl Pick<'_> {
+    /// The chosen address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    fn allocation(&self, ip: IpAddr, range: &Range) -> Allocation {
+        Allocation {
+            range_set: self.range_set,
+            address: range.with_prefix(ip),
+            gateway: range.gateway,
+        }
+    }
+}
+
+/// Choose, without reserving it, the address to allocate in range set `set`
+/// (index `idx`): `requested` if given (an error if it is not in the set, is
+/// its gateway or is reserved), else the first free one in round-robin
+/// order. Reserve the picks with [`reserve_picks`] in the same transaction.
+pub fn pick_in_set<'a>(
+    txn: &mut dyn StoreTxn,
+    idx: usize,
+    set: &'a RangeSet,
+    requested: Option<IpAddr>,
+) -> Result<Pick<'a>> {
     if let Some(ip) = requested {
         let ip = canonical_ip(ip);
         let Some(range) = set.range_for(ip) else {
@@ -154,31 +188,94 @@ pub fn allocate_in_set(
         if ip == range.gateway {
             return Err(IpamError::RequestedIsGateway { ip });
         }
-        if !txn.reserve(key, ip, idx)? {
+        if txn.is_reserved(ip)? {
             return Err(IpamError::RequestedUnavailable {
                 ip,
                 ranges: set.to_string(),
             });
         }
-        return Ok(Allocation {
+        return Ok(Pick {
             range_set: idx,
-            address: range.with_prefix(ip),
-            gateway: range.gateway,
+            set,
+            range,
+            ip,
+            requested: true,
         });
     }
-
     let last = txn.last_reserved_ip(idx)?;
     for (ip, range) in RangeIter::new(set, last) {
-        if txn.reserve(key, ip, idx)? {
-            return Ok(Allocation {
+        if !txn.is_reserved(ip)? {
+            return Ok(Pick {
                 range_set: idx,
-                address: range.with_prefix(ip),
-                gateway: range.gateway,
+                set,
+                range,
+                ip,
+                requested: false,
             });
         }
     }
     Err(IpamError::Exhausted {
         ranges: set.to_string(),
+    })
+}
+
+/// Reserve `picks` for `key` with one [`StoreTxn::reserve_all`]. A pick
+/// found taken after all (a writer that does not take the store's lock, or
+/// two picks of one address) is replaced by the next free address of its
+/// range set, in round-robin order; a requested one fails. On error,
+/// nothing this call reserved stays reserved. The allocations are in the
+/// order of `picks`.
+pub fn reserve_picks(
+    txn: &mut dyn StoreTxn,
+    key: &Attachment,
+    picks: &[Pick<'_>],
+) -> Result<Vec<Allocation>> {
+    let batch: Vec<(IpAddr, usize)> = picks.iter().map(|p| (p.ip, p.range_set)).collect();
+    let made = txn.reserve_all(key, &batch)?;
+    let mut done: Vec<Option<Allocation>> = picks
+        .iter()
+        .zip(made.iter().copied().chain(std::iter::repeat(false)))
+        .map(|(p, m)| m.then(|| p.allocation(p.ip, p.range)))
+        .collect();
+    let mut failed = None;
+    for (i, p) in picks.iter().enumerate() {
+        if done[i].is_some() {
+            continue;
+        }
+        match retry_pick(txn, key, p) {
+            Ok(a) => done[i] = Some(a),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        for a in done.iter().flatten() {
+            // Best effort: the original error is the one to report.
+            let _ = txn.release_ip(key, a.address.addr());
+        }
+        return Err(e);
+    }
+    Ok(done.into_iter().flatten().collect())
+}
+
+/// The fallback of [`reserve_picks`] for a pick found taken: the next
+/// address of its set that [`StoreTxn::reserve`] gets, round-robin from it.
+fn retry_pick(txn: &mut dyn StoreTxn, key: &Attachment, p: &Pick<'_>) -> Result<Allocation> {
+    if p.requested {
+        return Err(IpamError::RequestedUnavailable {
+            ip: p.ip,
+            ranges: p.set.to_string(),
+        });
+    }
+    for (ip, range) in RangeIter::new(p.set, Some(p.ip)) {
+        if txn.reserve(key, ip, p.range_set)? {
+            return Ok(p.allocation(ip, range));
+        }
+    }
+    Err(IpamError::Exhausted {
+        ranges: p.set.to_string(),
     })
 }
 

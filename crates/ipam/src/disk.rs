@@ -1,6 +1,7 @@
 #![doc = include_str!("disk/DESIGN.md")]
 
 use std::cell::{Cell, OnceCell};
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
@@ -79,6 +80,8 @@ impl DiskStore {
                         validated: None,
                         stamp_removed: Cell::new(false),
                         boot: OnceCell::new(),
+                        stamp_len: None,
+                        last_len: HashMap::new(),
                         _lock: lock,
                     })
                 }
@@ -191,6 +194,61 @@ mod tests {
             "the empty reservation is left"
         );
         assert!(txn.get_by_id(&a).unwrap().is_empty());
+    }
+
+    /// A dual-stack ADD killed right before it creates its first lease file
+    /// has already listed both addresses in the index, in one entry write:
+    /// the index is a superset of the leases whatever the point of the kill,
+    /// and the next operations see nothing held and allocate normally.
+    #[test]
+    fn a_kill_before_the_first_lease_leaves_every_address_indexed() {
+        use crate::allocator::Allocator;
+        use crate::config::IpamConfig;
+        use std::cell::RefCell;
+        thread_local! {
+            static SEEN: RefCell<Option<String>> = const { RefCell::new(None) };
+        }
+        fn kill(dir: &std::path::Path) {
+            let entry = dir.join(INDEX_DIR).join("k+eth0");
+            SEEN.set(fs::read_to_string(entry).ok());
+            panic!("killed before the first lease file");
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg: IpamConfig = serde_json::from_str(
+            r#"{"type":"host-local","ranges":[[{"subnet":"198.18.64.0/24"}],[{"subnet":"fd00:1a::/64"}]]}"#,
+        )
+        .unwrap();
+        let store = DiskStore::open("n", tmp.path()).unwrap();
+        let alloc = Allocator::new(cfg.canonicalize().unwrap().ranges, store.clone());
+        let k = Attachment::new("k", "eth0");
+        txn::BEFORE_LEASE.set(Some(kill));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| alloc.allocate(&k, &[])));
+        txn::BEFORE_LEASE.set(None);
+        assert!(r.is_err(), "the hook did not run");
+        let (v4, v6): (IpAddr, IpAddr) = (
+            "198.18.64.2".parse().unwrap(),
+            "fd00:1a::2".parse().unwrap(),
+        );
+        let seen = SEEN.take().expect("no index entry before the first lease");
+        for ip in [v4, v6] {
+            assert!(
+                seen.lines().any(|l| l == ip.to_string()),
+                "{ip} not listed: {seen:?}"
+            );
+            assert!(!store.dir().join(ip.to_string()).exists());
+        }
+        assert!(alloc.get_by_id(&k).unwrap().is_empty());
+        let got: Vec<IpAddr> = alloc
+            .allocate(&k, &[])
+            .unwrap()
+            .iter()
+            .map(|a| a.address.addr())
+            .collect();
+        assert_eq!(got, vec![v4, v6]);
+        let mut released = alloc.release(&k).unwrap();
+        released.sort();
+        assert_eq!(released, vec![v4, v6]);
+        assert!(!store.dir().join(INDEX_DIR).exists());
     }
 
     #[test]

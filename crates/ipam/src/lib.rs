@@ -30,7 +30,9 @@ mod disk;
 mod error;
 mod store;
 
-pub use allocator::{allocate_in_set, next_free, Allocation, Allocator, RangeIter};
+pub use allocator::{
+    allocate_in_set, next_free, pick_in_set, reserve_picks, Allocation, Allocator, Pick, RangeIter,
+};
 pub use config::{
     canonical_ip, nets_overlap, Config, IpamConfig, Range, RangeConfig, RangeSet, Route,
     DEFAULT_DATA_DIR,

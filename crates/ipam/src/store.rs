@@ -131,6 +131,33 @@ pub trait StoreTxn {
     /// in range set `range_set`. `Ok(false)` when it is already reserved.
     fn reserve(&mut self, key: &Attachment, ip: IpAddr, range_set: usize) -> Result<bool>;
 
+    /// Reserve several addresses for `key` in one go, each `(ip, range_set)`
+    /// as in [`StoreTxn::reserve`]; returns, in order, whether each was
+    /// reserved (`false`: already reserved). The addresses are meant to have
+    /// been checked free with [`StoreTxn::is_reserved`] in this transaction:
+    /// a store may skip that check and only find a taken one when creating
+    /// it. A store with per-attachment bookkeeping (the disk store's index)
+    /// updates it once for the whole batch. On error, nothing of the batch
+    /// stays reserved.
+    fn reserve_all(&mut self, key: &Attachment, picks: &[(IpAddr, usize)]) -> Result<Vec<bool>> {
+        let mut made = Vec::with_capacity(picks.len());
+        for &(ip, range_set) in picks {
+            match self.reserve(key, ip, range_set) {
+                Ok(m) => made.push(m),
+                Err(e) => {
+                    for (&(ip, _), m) in picks.iter().zip(&made) {
+                        if *m {
+                            // Best effort: the original error is the one to report.
+                            let _ = self.release_ip(key, ip);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(made)
+    }
+
     /// The address last reserved in range set `range_set`, if known.
     fn last_reserved_ip(&mut self, range_set: usize) -> Result<Option<IpAddr>>;
 

@@ -128,7 +128,12 @@ pub fn remove_stale_temps(path: &Path) {
 /// this process's user) is refused, since its owner could point it
 /// elsewhere; root's own links (`/var/run`) are fine. The check runs before
 /// anything is created, so nothing is made through a planted link, and
-/// again after. A refusal is `PermissionDenied` naming the path and why.
+/// again after whenever something was missing (someone may have planted it
+/// in between, and our `mkdir -p` would then have gone through it). When
+/// the directory and all its ancestors already existed, nothing is created
+/// and the first walk is the whole check (every operation of a host-local
+/// IPAM plugin opens its network's directory this way). A refusal is
+/// `PermissionDenied` naming the path and why.
 pub fn create_state_dir(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt};
     let refuse = |why: String| {
@@ -137,13 +142,26 @@ pub fn create_state_dir(path: &Path, mode: u32) -> std::io::Result<()> {
             format!("refusing to keep state in {}: {why}", path.display()),
         )
     };
-    check_ancestors(path).map_err(refuse)?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)?;
-    check_ancestors(path).map_err(refuse)?;
-    let m = std::fs::symlink_metadata(path)?;
+    let all_there = check_ancestors(path).map_err(refuse)?;
+    let existing = match std::fs::symlink_metadata(path) {
+        // Anything but a real directory takes the creating path, which
+        // reports it as before.
+        Ok(m) if all_there && m.is_dir() => Some(m),
+        Ok(_) => None,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let m = match existing {
+        Some(m) => m,
+        None => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(path)?;
+            check_ancestors(path).map_err(refuse)?;
+            std::fs::symlink_metadata(path)?
+        }
+    };
     if m.file_type().is_symlink() {
         return Err(refuse(
             "it is a symbolic link (planted by someone who can write to its parent?)".into(),
@@ -169,8 +187,9 @@ pub fn create_state_dir(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 /// The directories above `path` that exist: none may be a link or a
-/// directory another user owns (the reason otherwise).
-fn check_ancestors(path: &Path) -> Result<(), String> {
+/// directory another user owns (the reason otherwise). `Ok(true)` when
+/// every one of them exists.
+fn check_ancestors(path: &Path) -> Result<bool, String> {
     use std::os::unix::fs::MetadataExt;
     let me = nix::unistd::geteuid().as_raw();
     let abs = match path.is_absolute() {
@@ -179,8 +198,10 @@ fn check_ancestors(path: &Path) -> Result<(), String> {
             .map_err(|e| format!("no current directory: {e}"))?
             .join(path),
     };
+    let mut all_there = true;
     for dir in abs.ancestors().skip(1) {
         let Ok(m) = std::fs::symlink_metadata(dir) else {
+            all_there = false;
             continue; // not there yet: created below, by us
         };
         if m.uid() == 0 || m.uid() == me {
@@ -197,7 +218,7 @@ fn check_ancestors(path: &Path) -> Result<(), String> {
             m.uid()
         ));
     }
-    Ok(())
+    Ok(all_there)
 }
 
 #[cfg(test)]

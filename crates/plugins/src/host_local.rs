@@ -40,7 +40,7 @@ use ferry_cni::result::{Dns, IpConfig, Result as CniResultType, Route};
 use ferry_cni::skel::{CmdArgs, Plugin};
 use ferry_cni::{code, version, CniError, CniResult};
 use ferry_ipam::{
-    allocate_in_set, canonical_ip, Allocation, Allocator, Attachment, Config, DiskStore,
+    canonical_ip, pick_in_set, reserve_picks, Allocation, Allocator, Attachment, Config, DiskStore,
     IpamConfig, IpamError, Range, RangeConfig, RangeSet, Store, DEFAULT_DATA_DIR,
 };
 use ipnet::IpNet;
@@ -378,9 +378,9 @@ fn has_free(set: &RangeSet, reserved: &HashSet<IpAddr>) -> bool {
 /// [`Allocator::allocate`], but every check that can fail without
 /// allocating runs first: requested addresses outside every range or two in
 /// one range set, and an existing lease in any range set. Then the range
-/// sets with a requested address, then the others. So a failing request
-/// leaves the store as it was, `last_reserved_ip.*` included, unless a later
-/// range set turns out to be exhausted.
+/// sets with a requested address, then the others, all chosen before any is
+/// reserved. So a failing request leaves the store as it was,
+/// `last_reserved_ip.*` included.
 fn allocate(
     store: &DiskStore,
     ranges: &[RangeSet],
@@ -420,19 +420,14 @@ fn allocate(
     let order = (0..ranges.len())
         .filter(|i| wanted[*i].is_some())
         .chain((0..ranges.len()).filter(|i| wanted[*i].is_none()));
-    let mut done: Vec<Allocation> = Vec::with_capacity(ranges.len());
+    // Every range set's address is chosen before any is reserved: a failure
+    // (exhausted, requested address taken) leaves the store as it was, and
+    // the reservation is one batch (one index update for all range sets).
+    let mut picks = Vec::with_capacity(ranges.len());
     for idx in order {
-        match allocate_in_set(txn.as_mut(), idx, &ranges[idx], key, wanted[idx]) {
-            Ok(a) => done.push(a),
-            Err(e) => {
-                for a in &done {
-                    // Best effort: the original error is the one to report.
-                    let _ = txn.release_ip(key, a.address.addr());
-                }
-                return Err(e);
-            }
-        }
+        picks.push(pick_in_set(txn.as_mut(), idx, &ranges[idx], wanted[idx])?);
     }
+    let mut done = reserve_picks(txn.as_mut(), key, &picks)?;
     done.sort_by_key(|a| a.range_set);
     Ok(done)
 }

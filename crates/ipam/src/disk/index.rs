@@ -4,10 +4,10 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::fs;
-use std::io::ErrorKind;
+use std::fs::{self, OpenOptions};
+use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::stamp::STAMP_FILE;
@@ -33,7 +33,7 @@ fn encode(s: &str) -> String {
 }
 
 /// FNV-1a, 64 bits: stable across Rust versions, unlike `DefaultHasher`.
-fn fnv1a(s: &str) -> u64 {
+pub(super) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
@@ -90,6 +90,20 @@ impl IndexEntry {
     }
 }
 
+/// An index entry's content: the magic line, the attachment, its addresses.
+fn entry_text(key: &Attachment, ips: &[IpAddr]) -> String {
+    let mut text = format!(
+        "{INDEX_MAGIC}\n{}\n{}\n",
+        encode(key.container_id.trim()),
+        encode(&key.ifname)
+    );
+    for ip in ips {
+        text.push_str(&ip.to_string());
+        text.push('\n');
+    }
+    text
+}
+
 fn sorted(mut v: Vec<IpAddr>) -> Vec<IpAddr> {
     v.sort();
     v.dedup();
@@ -112,6 +126,11 @@ impl DiskTxn<'_> {
             Err(e) if e.kind() == ErrorKind::NotFound => return IndexEntry::Missing,
             Err(_) => return IndexEntry::Foreign,
         };
+        if text.is_empty() {
+            // A writer of a new entry killed between create and write
+            // ([`DiskTxn::create_index`]): it listed nothing yet.
+            return IndexEntry::Missing;
+        }
         let mut lines = text.lines();
         if lines.next() != Some(INDEX_MAGIC)
             || lines.next() != Some(encode(key.container_id.trim()).as_str())
@@ -128,40 +147,96 @@ impl DiskTxn<'_> {
     pub(super) fn write_index(&self, key: &Attachment, ips: &[IpAddr]) -> Result<()> {
         let path = self.index_path(key);
         if ips.is_empty() {
-            // Under the lock: no other writer of this entry runs.
-            ferry_linux::fs::remove_stale_temps(&path);
+            // Temporary files a writer killed before its rename left are
+            // not looked for here (that lists the whole index, on every
+            // DEL): the next rebuild or GC removes them.
             self.remove(&path)?;
             self.drop_index_dir_if_empty();
             return Ok(());
         }
+        let text = entry_text(key, ips);
+        // Not synced: after a crash (a new boot) the stamp is not trusted
+        // and the index is rebuilt.
+        let write = || write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached);
+        match write() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.create_index_dir()?;
+                write()
+            }
+            r => r,
+        }
+        .map_err(|e| IpamError::io("write", &path, e))
+    }
+
+    /// Write the entry of `key`, which does not exist (read as missing in
+    /// this transaction), in place: created with `O_EXCL` and written with
+    /// one `write`, no temporary file and no rename. Nobody reads the index
+    /// without the lock, and a writer killed between create and write
+    /// leaves an empty entry, which reads as missing: right, since the
+    /// leases an entry lists are only created once its write returned.
+    /// Falls back to [`DiskTxn::write_index`] if the file exists after all.
+    pub(super) fn create_index(&self, key: &Attachment, ips: &[IpAddr]) -> Result<()> {
+        let path = self.index_path(key);
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o666)
+                .open(&path)
+        };
+        let opened = match open() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.create_index_dir()?;
+                open()
+            }
+            r => r,
+        };
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => return self.write_index(key, ips),
+            Err(e) => return Err(IpamError::io("create", &path, e)),
+        };
+        if let Err(e) = f.write_all(entry_text(key, ips).as_bytes()) {
+            drop(f);
+            let _ = fs::remove_file(&path);
+            return Err(IpamError::io("write", &path, e));
+        }
+        Ok(())
+    }
+
+    fn create_index_dir(&self) -> Result<()> {
         let dir = self.index_dir();
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(&dir)
-            .map_err(|e| IpamError::io("create directory", &dir, e))?;
-        let mut text = format!(
-            "{INDEX_MAGIC}\n{}\n{}\n",
-            encode(key.container_id.trim()),
-            encode(&key.ifname)
-        );
-        for ip in ips {
-            text.push_str(&ip.to_string());
-            text.push('\n');
-        }
-        // Not synced: after a crash (a new boot) the stamp is not trusted
-        // and the index is rebuilt.
-        write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached)
-            .map_err(|e| IpamError::io("write", &path, e))
+            .map_err(|e| IpamError::io("create directory", &dir, e))
     }
 
-    /// Remove the stamp and the index directory if it holds nothing else;
-    /// the stamp is recorded again at the end if entries remain.
+    /// Remove the stamp and the index directory if it holds nothing else.
+    /// While other entries remain the stamp stays, to be rewritten in place
+    /// at the end (removing and creating it again costs an inode each time).
     pub(super) fn drop_index_dir_if_empty(&self) {
+        if self.index_holds_more_than_the_stamp() {
+            return;
+        }
         let _ = fs::remove_file(self.stamp_path());
         self.stamp_removed.set(true);
         // Fails harmlessly while entries remain.
         let _ = fs::remove_dir(self.index_dir());
+    }
+
+    /// Whether the index directory holds anything but the stamp: stops at
+    /// the first such entry, so one `getdents` however large the index. An
+    /// unreadable directory counts as holding more (the old behaviour then:
+    /// the stamp removed, the `rmdir` failing, the stamp recorded again).
+    fn index_holds_more_than_the_stamp(&self) -> bool {
+        match fs::read_dir(self.index_dir()) {
+            Ok(rd) => rd
+                .map(|e| e.map(|e| e.file_name() != STAMP_FILE))
+                .any(|other| other.unwrap_or(true)),
+            Err(e) => e.kind() != ErrorKind::NotFound,
+        }
     }
 
     pub(super) fn index_remove_ip(&self, key: &Attachment, ip: IpAddr) -> Result<()> {
@@ -173,11 +248,17 @@ impl DiskTxn<'_> {
     }
 
     /// Rewrite the entry of `key` (which listed `listed`) without the
-    /// addresses whose reservation file is gone.
-    pub(super) fn prune_index(&self, key: &Attachment, listed: &[IpAddr]) -> Result<()> {
+    /// addresses whose reservation file is gone: those of `gone`, known
+    /// gone in this transaction, and those found missing.
+    pub(super) fn prune_index(
+        &self,
+        key: &Attachment,
+        listed: &[IpAddr],
+        gone: &[IpAddr],
+    ) -> Result<()> {
         let mut keep = Vec::new();
         for ip in listed {
-            if self.exists(&self.ip_path(*ip))? && !keep.contains(ip) {
+            if !gone.contains(ip) && self.exists(&self.ip_path(*ip))? && !keep.contains(ip) {
                 keep.push(*ip);
             }
         }

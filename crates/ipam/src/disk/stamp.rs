@@ -3,12 +3,13 @@
 //! (same boot, clock not stepped back, settled or multigrain) that nothing
 //! else changed it since. Why this holds: `DESIGN.md`.
 
-use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use nix::libc;
 
+use super::index::fnv1a;
 use super::txn::DiskTxn;
 use crate::error::Result;
 use ferry_linux::fs::{write_atomic, Durability};
@@ -17,7 +18,15 @@ use ferry_linux::fs::{write_atomic, Durability};
 /// never an index entry's name.
 pub(super) const STAMP_FILE: &str = "stamp";
 
-const STAMP_MAGIC: &str = "ferry-ipam-stamp v1";
+const STAMP_MAGIC: &str = "ferry-ipam-stamp v2";
+
+/// Every stamp is exactly this long (padded), so it can be overwritten in
+/// place with one `pwrite` at offset 0, within one page, never truncated.
+pub(super) const STAMP_LEN: usize = 512;
+
+/// The record ends with `sum <16 hex digits>\n`: FNV-1a of everything
+/// before it. A record mixing two writes does not validate.
+const SUM_LEN: usize = 21;
 
 /// How far past the directory's times the coarse clock must be for a stamp
 /// to be settled on any filesystem (FAT has 2 s granularity).
@@ -68,9 +77,10 @@ pub(super) struct Stamp {
 }
 
 impl Stamp {
+    /// The record: [`STAMP_LEN`] bytes, lines of fields, padding, checksum.
     pub(super) fn render(&self) -> String {
         let d = &self.dir;
-        format!(
+        let mut text = format!(
             "{STAMP_MAGIC}\nboot {}\ndir {} {} {} {} {} {}\nclock {} {}\nsettled {}\nmultigrain {}\n",
             self.boot,
             d.dev,
@@ -83,11 +93,30 @@ impl Stamp {
             self.boottime,
             u8::from(self.settled),
             u8::from(self.multigrain),
-        )
+        );
+        // The fields take under 300 bytes (a boot ID is 36); a longer one
+        // (a boot ID that is not a UUID) makes a record that never parses.
+        let pad = (STAMP_LEN - SUM_LEN).saturating_sub(text.len());
+        if pad > 0 {
+            text.push_str(&" ".repeat(pad - 1));
+            text.push('\n');
+        }
+        let sum = fnv1a(&text);
+        text.push_str(&format!("sum {sum:016x}\n"));
+        text
     }
 
+    /// A stamp only from a whole record whose checksum holds.
     pub(super) fn parse(text: &str) -> Option<Stamp> {
-        let mut lines = text.lines();
+        if text.len() != STAMP_LEN {
+            return None;
+        }
+        let (body, sum) = text.split_at_checked(STAMP_LEN - SUM_LEN)?;
+        let sum = sum.strip_prefix("sum ")?.strip_suffix('\n')?;
+        if u64::from_str_radix(sum, 16).ok()? != fnv1a(body) {
+            return None;
+        }
+        let mut lines = body.lines();
         if lines.next()? != STAMP_MAGIC {
             return None;
         }
@@ -231,6 +260,7 @@ impl DiskTxn<'_> {
     /// conditions 1 to 4). Keeps the stamp read in `self.prior`.
     fn valid_stamp(&mut self) -> Option<DirState> {
         let text = fs::read_to_string(self.stamp_path()).ok()?;
+        self.stamp_len = Some(text.len());
         let stamp = Stamp::parse(&text)?;
         self.prior = Some(stamp.clone());
         if !(stamp.settled || stamp.multigrain) || self.boot_id()? != stamp.boot {
@@ -284,7 +314,13 @@ impl DiskTxn<'_> {
     /// the directory once anything changed in it (the same argument as for
     /// the reference's changes), so the next operation rebuilds.
     pub(super) fn record_stamp(&self) -> Option<()> {
-        if self.complete != Some(true) || !self.index_dir().is_dir() {
+        if self.complete != Some(true) {
+            return None;
+        }
+        // A whole record read in this transaction and not removed since:
+        // the index directory exists and the record is rewritten in place.
+        let in_place = self.stamp_len == Some(STAMP_LEN) && !self.stamp_removed.get();
+        if !in_place && !self.index_dir().is_dir() {
             return None;
         }
         let now = DirState::of(self.dir).ok()?;
@@ -311,13 +347,20 @@ impl DiskTxn<'_> {
             multigrain,
         };
         let text = stamp.render();
-        write_atomic(
-            &self.stamp_path(),
-            text.as_bytes(),
-            0o666,
-            Durability::Cached,
-        )
-        .ok()
+        let path = self.stamp_path();
+        // In place: one `pwrite` of the whole record at offset 0 (see
+        // `DESIGN.md` for why no torn record can validate). Otherwise (no
+        // stamp yet, an old or damaged one) replaced atomically.
+        if in_place
+            && OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.write_all_at(text.as_bytes(), 0))
+                .is_ok()
+        {
+            return Some(());
+        }
+        write_atomic(&path, text.as_bytes(), 0o666, Durability::Cached).ok()
     }
 }
 
@@ -326,9 +369,8 @@ mod tests {
     use super::*;
     use std::net::IpAddr;
 
-    #[test]
-    fn stamps_round_trip_and_never_look_like_leases() {
-        let stamp = Stamp {
+    fn sample() -> Stamp {
+        Stamp {
             boot: "1070b7cc-5095-477c-8dba-491fb7ca51da".into(),
             dir: DirState {
                 dev: 65024,
@@ -340,13 +382,52 @@ mod tests {
             boottime: 28_563_878_641_039,
             settled: false,
             multigrain: true,
-        };
+        }
+    }
+
+    #[test]
+    fn stamps_round_trip_and_never_look_like_leases() {
+        let stamp = sample();
         let text = stamp.render();
+        assert_eq!(text.len(), STAMP_LEN);
         assert_eq!(Stamp::parse(&text), Some(stamp));
         assert!(!text.contains('\r'));
         assert!(STAMP_FILE.parse::<IpAddr>().is_err());
         assert!(!STAMP_FILE.contains('+') && !STAMP_FILE.starts_with('~'));
-        assert_eq!(Stamp::parse("ferry-ipam-stamp v1\nboot x\n"), None);
+        assert_eq!(Stamp::parse("ferry-ipam-stamp v2\nboot x\n"), None);
         assert_eq!(Stamp::parse(""), None);
+    }
+
+    /// What an in-place rewrite interrupted anywhere (a kill, a short write)
+    /// could leave: the new record's first bytes over the old one's. Each
+    /// such mix parses as the old stamp, the new one, or nothing: never as
+    /// a stamp that took the new directory state and the old verdicts.
+    #[test]
+    fn a_torn_stamp_is_never_a_third_stamp() {
+        let old = Stamp {
+            settled: true,
+            ..sample()
+        };
+        let mut new = old.clone();
+        new.dir.mtime = (1795918712, 5);
+        new.dir.ctime = (1795918712, 5);
+        new.realtime += 2_000_000_000;
+        new.boottime += 2_000_000_000;
+        new.settled = false;
+        new.multigrain = false;
+        let (a, b) = (old.render(), new.render());
+        for k in 0..=STAMP_LEN {
+            let torn = format!("{}{}", &b[..k], &a[k..]);
+            match Stamp::parse(&torn) {
+                None => {}
+                Some(s) => assert!(s == old || s == new, "torn at {k}: {s:?}"),
+            }
+        }
+        // Field by field too: only the checksum tells these apart.
+        let mut spliced = b[..STAMP_LEN - SUM_LEN].replace("settled 0", "settled 1");
+        spliced.push_str(&a[STAMP_LEN - SUM_LEN..]);
+        assert_eq!(Stamp::parse(&spliced), None);
+        assert_eq!(Stamp::parse(&b[..STAMP_LEN - 1]), None);
+        assert_eq!(Stamp::parse(&format!("{b} ")), None);
     }
 }

@@ -3,7 +3,7 @@
 //! when the lock is dropped.
 
 use std::cell::{Cell, OnceCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::net::IpAddr;
@@ -17,6 +17,13 @@ use super::stamp::{boot_id, DirState, Stamp, STAMP_FILE};
 use super::{not_found_ok, parse_holder, reservation_content, LAST_IP_PREFIX};
 use crate::error::{IpamError, Result};
 use crate::store::{Attachment, Holder, StoreTxn};
+
+#[cfg(test)]
+thread_local! {
+    /// Called (with the network's directory) right before a lease file is
+    /// created: the crash tests panic there.
+    pub(super) static BEFORE_LEASE: Cell<Option<fn(&Path)>> = const { Cell::new(None) };
+}
 
 /// A locked [`DiskStore`]; the lock is dropped with it (after the stamp is
 /// recorded, see `DESIGN.md`).
@@ -33,6 +40,10 @@ pub(super) struct DiskTxn<'a> {
     pub(super) stamp_removed: Cell<bool>,
     /// This boot's ID, read once.
     pub(super) boot: OnceCell<Option<String>>,
+    /// Length of the stamp file as read in this transaction.
+    pub(super) stamp_len: Option<usize>,
+    /// Length of each `last_reserved_ip.<n>` as read in this transaction.
+    pub(super) last_len: HashMap<usize, usize>,
     pub(super) _lock: Flock<File>,
 }
 
@@ -100,6 +111,10 @@ impl DiskTxn<'_> {
 
     fn create_reservation(&self, key: &Attachment, ip: IpAddr) -> Result<bool> {
         let path = self.ip_path(ip);
+        #[cfg(test)]
+        if let Some(hook) = BEFORE_LEASE.get() {
+            hook(self.dir);
+        }
         let mut f = match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -119,6 +134,58 @@ impl DiskTxn<'_> {
     }
 }
 
+impl DiskTxn<'_> {
+    /// Undo a failed [`StoreTxn::reserve_all`] (best effort, the original
+    /// error is the one to report): the leases it created, then its index
+    /// additions.
+    fn undo_batch(
+        &mut self,
+        key: &Attachment,
+        picks: &[(IpAddr, usize)],
+        made: &[bool],
+        before: &[IpAddr],
+    ) {
+        for ((ip, _), m) in picks.iter().zip(made) {
+            if *m {
+                let _ = self.remove(&self.ip_path(*ip));
+            }
+        }
+        let _ = self.write_index(key, before);
+    }
+
+    /// Record `ip` in `last_reserved_ip.<range_set>`, byte for byte as the
+    /// reference writes it (the address alone). Overwritten in place rather
+    /// than truncated to zero first: on ext4 a truncation to zero frees the
+    /// blocks and arms a flush of the file at close (`auto_da_alloc`), on
+    /// every ADD. It is shortened only when the old content was longer (or
+    /// its length is unknown). A writer killed between the write and the
+    /// shortening leaves the new address followed by the old tail, which
+    /// may read as another address: that only moves the round-robin
+    /// position, as unparseable content does.
+    fn write_last_reserved(&mut self, range_set: usize, ip: IpAddr) -> Result<()> {
+        let path = self.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
+        let text = ip.to_string();
+        let io = |e| IpamError::io("write", &path, e);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o666)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        if self
+            .last_len
+            .get(&range_set)
+            .is_none_or(|old| *old > text.len())
+        {
+            f.set_len(text.len() as u64).map_err(io)?;
+        }
+        self.last_len.insert(range_set, text.len());
+        Ok(())
+    }
+}
+
 impl Drop for DiskTxn<'_> {
     fn drop(&mut self) {
         // Runs before the lock field is dropped, so still under the lock.
@@ -132,43 +199,84 @@ impl StoreTxn for DiskTxn<'_> {
     }
 
     fn reserve(&mut self, key: &Attachment, ip: IpAddr, range_set: usize) -> Result<bool> {
-        let key = &key.normalized();
         if self.is_reserved(ip)? {
             return Ok(false);
         }
+        Ok(self.reserve_all(key, &[(ip, range_set)])? == [true])
+    }
+
+    /// The index entry of `key` is written once for the whole batch, before
+    /// any of its lease files is created (`DESIGN.md`). The addresses are not
+    /// `stat`-ed again: the caller checked them free under this lock, and
+    /// `O_EXCL` still catches one that is not (then unlisted again).
+    fn reserve_all(&mut self, key: &Attachment, picks: &[(IpAddr, usize)]) -> Result<Vec<bool>> {
+        let key = &key.normalized();
+        if picks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entry = self.read_index(key);
+        let fresh = matches!(entry, IndexEntry::Missing);
+        if matches!(entry, IndexEntry::Foreign) && self.complete == Some(true) {
+            // Overwriting another attachment's entry (a name collision)
+            // may unlist its leases: the index is no longer complete.
+            self.complete = Some(false);
+        }
+        let before = entry.ips();
+        let mut listed = before.clone();
+        for (ip, _) in picks {
+            if !listed.contains(ip) {
+                listed.push(*ip);
+            }
+        }
         // Index first: after a crash it lists a superset of the leases.
-        let mut ips = match self.read_index(key) {
-            IndexEntry::Ips(ips) => ips,
-            IndexEntry::Missing => Vec::new(),
-            IndexEntry::Foreign => {
-                // Overwriting another attachment's entry (a name collision)
-                // may unlist its leases: the index is no longer complete.
-                if self.complete == Some(true) {
-                    self.complete = Some(false);
+        if fresh {
+            self.create_index(key, &listed)?;
+        } else if listed != before {
+            self.write_index(key, &listed)?;
+        }
+        let mut made = Vec::with_capacity(picks.len());
+        for (ip, _) in picks {
+            match self.create_reservation(key, *ip) {
+                Ok(m) => made.push(m),
+                Err(e) => {
+                    self.undo_batch(key, &picks[..made.len()], &made, &before);
+                    return Err(e);
                 }
-                Vec::new()
-            }
-        };
-        if !ips.contains(&ip) {
-            ips.push(ip);
-        }
-        self.write_index(key, &ips)?;
-        match self.create_reservation(key, ip) {
-            Ok(true) => {}
-            other => {
-                self.index_remove_ip(key, ip)?;
-                return other;
             }
         }
-        let last = self.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
-        fs::write(&last, ip.to_string()).map_err(|e| IpamError::io("write", &last, e))?;
-        Ok(true)
+        if made.contains(&false) {
+            // Taken after all: unlisted again, as a failed single reserve.
+            let taken: Vec<IpAddr> = picks
+                .iter()
+                .zip(&made)
+                .filter(|(_, m)| !**m)
+                .map(|((ip, _), _)| *ip)
+                .collect();
+            listed.retain(|ip| !taken.contains(ip));
+            if let Err(e) = self.write_index(key, &listed) {
+                self.undo_batch(key, picks, &made, &before);
+                return Err(e);
+            }
+        }
+        for ((ip, range_set), m) in picks.iter().zip(&made) {
+            if !*m {
+                continue;
+            }
+            if let Err(e) = self.write_last_reserved(*range_set, *ip) {
+                self.undo_batch(key, picks, &made, &before);
+                return Err(e);
+            }
+        }
+        Ok(made)
     }
 
     fn last_reserved_ip(&mut self, range_set: usize) -> Result<Option<IpAddr>> {
         let path = self.dir.join(format!("{LAST_IP_PREFIX}{range_set}"));
         let data =
             not_found_ok(fs::read_to_string(&path)).map_err(|e| IpamError::io("read", &path, e))?;
+        // Remembered so that the rewrite knows whether it must shorten it.
+        self.last_len
+            .insert(range_set, data.as_ref().map_or(0, String::len));
         // Unparseable content only costs the round-robin position, as in the
         // reference.
         Ok(data.and_then(|d| d.trim().parse().ok()))
@@ -226,14 +334,22 @@ impl StoreTxn for DiskTxn<'_> {
             // old versions holding just the ID: the reference's order.
             for (entry, holder) in [(key.clone(), &want), (index_key(&old), &old)] {
                 let listed = self.read_index(&entry).ips();
+                let mut gone = Vec::new();
                 for ip in &listed {
                     let path = self.ip_path(*ip);
                     // Verify before deleting: the entry may be stale.
-                    if self.holder_at(&path)?.as_ref() == Some(holder) && self.remove(&path)? {
-                        released.push(*ip);
+                    match self.holder_at(&path)? {
+                        Some(h) if h == *holder => {
+                            if self.remove(&path)? {
+                                released.push(*ip);
+                            }
+                            gone.push(*ip);
+                        }
+                        Some(_) => {}
+                        None => gone.push(*ip),
                     }
                 }
-                self.prune_index(&entry, &listed)?;
+                self.prune_index(&entry, &listed, &gone)?;
                 if !released.is_empty() {
                     break;
                 }
@@ -255,7 +371,7 @@ impl StoreTxn for DiskTxn<'_> {
             }
         }
         let listed = self.read_index(key).ips();
-        self.prune_index(key, &listed)?;
+        self.prune_index(key, &listed, &released)?;
         Ok(released)
     }
 
