@@ -504,6 +504,35 @@ impl Controller {
         }
     }
 
+    /// Docker's endpoints as `(network ID, endpoint ID, container end)`,
+    /// the container end being the name the endpoint's container-side link
+    /// has until Docker moves it into the container at Join (and again
+    /// after Leave, moved back right before DeleteEndpoint). One found in
+    /// ferryd's namespace long after its CreateEndpoint belongs to an
+    /// endpoint Docker never joined nor deleted: its CreateEndpoint's answer
+    /// and the ReleaseAddress of the rollback were both lost to kills of
+    /// ferryd, or its DeleteEndpoint was (ferryd's endpoint sweep).
+    pub fn docker_container_ends(&self) -> Vec<(String, String, String)> {
+        self.endpoints
+            .values()
+            .filter(|ep| {
+                !ep.container_veth.is_empty()
+                    && ep.netns.is_none()
+                    && self
+                        .networks
+                        .get(&ep.network_id)
+                        .is_some_and(|n| n.name.is_none())
+            })
+            .map(|ep| {
+                (
+                    ep.network_id.clone(),
+                    ep.id.clone(),
+                    ep.container_veth.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// The IPAM data (pool, gateway, auxiliary addresses) of the networks
     /// Docker created.
     fn docker_ipam_data(&self) -> impl Iterator<Item = &wire::IpamData> {

@@ -97,6 +97,8 @@ fn create_and_connect_go_through_the_driver() {
     let default = routes.values().next().expect("a default route");
     assert_eq!(default.ifname, "eth0");
     assert_eq!(default.gateway, Some(n.gateways()[0].addr()));
+    // Not Docker's: never a candidate of the endpoint sweep.
+    assert!(c.docker_container_ends().is_empty());
 }
 
 #[test]
@@ -302,12 +304,19 @@ fn docker_endpoints_stay_on_the_host_for_docker_to_move() {
         .links
         .contains_key(&("host".to_string(), src.clone())));
     assert_eq!(join.gateway, "198.18.82.1");
+    // The endpoint sweep's candidates: Docker's endpoint, by the name its
+    // container end has outside the container.
+    assert_eq!(
+        c.docker_container_ends(),
+        vec![(id.clone(), ep_id.clone(), src.clone())]
+    );
     let r = wire::EndpointRef {
         network_id: id.clone(),
         endpoint_id: ep_id.clone(),
     };
     c.leave(&r).expect("leave");
     c.delete_endpoint(&r).expect("delete");
+    assert!(c.docker_container_ends().is_empty());
     c.delete_endpoint(&r).expect("a replay is fine");
     c.delete_network(&id).expect("delete network");
     assert!(s.fake.world().links.is_empty());

@@ -81,7 +81,9 @@ struct Args {
     #[arg(long, default_value = "/etc/resolv.conf")]
     dns_resolv_conf: PathBuf,
     /// Seconds an address of a Docker network's pool may stay held by no
-    /// endpoint before ferryd releases it (a request lost to a crash).
+    /// endpoint before ferryd releases it, and a Docker endpoint's container
+    /// end may stay outside any container before ferryd deletes the
+    /// endpoint (requests lost to a crash).
     #[arg(long, default_value_t = 120)]
     unclaimed_address_grace: u64,
 }

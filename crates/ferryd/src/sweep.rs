@@ -1,12 +1,24 @@
-//! Releases addresses of Docker's pools that stay unclaimed for a grace
-//! period ([`ferry_cnm::Controller::unclaimed_addresses`]): a RequestAddress answered
-//! after its commit reached disk but not Docker, or a ReleaseAddress lost to
-//! a kill of ferryd, would otherwise hold an address forever. Docker asks
-//! for an address milliseconds before CreateEndpoint, so a grace far longer
-//! than its plugin retries (30 s) never takes one in use.
+//! Two sweeps of what kills of ferryd leave behind in Docker's networks,
+//! each after a grace period:
+//! - addresses of Docker's pools that stay unclaimed
+//!   ([`ferry_cnm::Controller::unclaimed_addresses`]): a RequestAddress
+//!   answered after its commit reached disk but not Docker, or a
+//!   ReleaseAddress lost to a kill, would otherwise hold an address forever;
+//! - endpoints Docker never joined nor deleted
+//!   ([`ferry_cnm::Controller::docker_container_ends`]): their container end
+//!   is still in ferryd's namespace, where Docker leaves it only between
+//!   CreateEndpoint and Join, and between Leave and DeleteEndpoint
+//!   (milliseconds). A CreateEndpoint whose answer was lost, followed by a
+//!   lost ReleaseAddress, or a lost DeleteEndpoint, would otherwise hold its
+//!   link and address forever. The kernel decides, not the recorded sandbox
+//!   key, which a kill right after Join may lose (`Store::defer`).
+//!
+//! Docker asks for an address milliseconds before CreateEndpoint, and joins
+//! right after it, so a grace far longer than its plugin retries (30 s)
+//! never takes one in use.
 
 use ferry_cnm::wire;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -16,10 +28,12 @@ pub fn spawn(ctl: crate::state::Shared, grace: Duration) -> std::io::Result<()> 
         .name("address-sweep".into())
         .spawn(move || {
             let mut since: BTreeMap<(String, IpAddr), Instant> = BTreeMap::new();
+            let mut unjoined: BTreeMap<String, Instant> = BTreeMap::new();
             loop {
                 std::thread::sleep(every);
                 let Ok(mut c) = ctl.lock() else { return };
                 let now = Instant::now();
+                sweep_endpoints(&mut c, &mut unjoined, now, grace);
                 let unclaimed = c.unclaimed_addresses();
                 since.retain(|k, _| unclaimed.contains(k));
                 for key in unclaimed {
@@ -43,4 +57,60 @@ pub fn spawn(ctl: crate::state::Shared, grace: Duration) -> std::io::Result<()> 
             }
         })
         .map(|_| ())
+}
+
+/// Deletes the Docker endpoints whose container end has stayed in ferryd's
+/// namespace for `grace` (module doc); `since` remembers when each was
+/// first seen there.
+fn sweep_endpoints(
+    c: &mut ferry_cnm::Controller,
+    since: &mut BTreeMap<String, Instant>,
+    now: Instant,
+    grace: Duration,
+) {
+    let ends = c.docker_container_ends();
+    if ends.is_empty() {
+        since.clear();
+        return;
+    }
+    // One dump of the namespace's links, not a lookup per endpoint.
+    let here: BTreeSet<String> = match ferry_linux::Netlink::new().and_then(|mut nl| nl.links()) {
+        Ok(links) => links.into_iter().map(|l| l.name).collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list links for the endpoint sweep");
+            return;
+        }
+    };
+    let stray: Vec<(String, String)> = ends
+        .into_iter()
+        .filter(|(_, _, end)| here.contains(end))
+        .map(|(net, ep, _)| (net, ep))
+        .collect();
+    since.retain(|ep, _| stray.iter().any(|(_, e)| e == ep));
+    for (network_id, endpoint_id) in stray {
+        let first = *since.entry(endpoint_id.clone()).or_insert(now);
+        if now.duration_since(first) < grace {
+            continue;
+        }
+        let req = wire::EndpointRef {
+            network_id: network_id.clone(),
+            endpoint_id: endpoint_id.clone(),
+        };
+        match c.delete_endpoint(&req) {
+            Ok(()) => {
+                since.remove(&endpoint_id);
+                tracing::warn!(
+                    network = network_id,
+                    endpoint = endpoint_id,
+                    "deleted an endpoint Docker never joined nor deleted"
+                )
+            }
+            Err(e) => tracing::warn!(
+                network = network_id,
+                endpoint = endpoint_id,
+                error = %e,
+                "cannot delete an endpoint Docker never joined"
+            ),
+        }
+    }
 }

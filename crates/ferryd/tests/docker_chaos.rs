@@ -186,6 +186,34 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
     }
 
     // Docker's view: each container's state and address on its network.
+    // Ferry's endpoints that a killed request left (a CreateEndpoint whose
+    // answer and rollback were both lost) go with ferryd's endpoint sweep
+    // (GRACE, checked every second): wait for it, as for addresses below.
+    let docker_ids = || -> BTreeSet<String> {
+        NETWORKS
+            .iter()
+            .flat_map(|(net, _)| {
+                let inspect = json(&docker.run(&format!("network inspect {net}")));
+                inspect[0]["Containers"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(_, c)| c["EndpointID"].as_str().map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + GRACE * 3 + Duration::from_secs(2);
+    let orphans = || -> Vec<String> {
+        let known = docker_ids();
+        ferry_endpoints(&ferryd)
+            .into_keys()
+            .filter(|e| !known.contains(e))
+            .collect()
+    };
+    while !orphans().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let ferry = ferry_endpoints(&ferryd);
     let mut used: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut docker_eps = BTreeSet::new();
@@ -363,13 +391,29 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
         // A `docker run` whose rollback reached a killed ferryd leaves its
         // endpoint in dockerd's store (dockerd keeps what its driver did not
         // delete). The operator's fix is `disconnect -f`, which asks ferryd
-        // again; Ferry's side is checked below.
-        for (k, _) in results.iter().enumerate().filter(|(_, (ok, _))| !ok) {
-            if k % NETWORKS.len() == i {
-                let _ = docker.try_run(&format!("network disconnect -f {net} dlc{k}"));
-            }
+        // again, for the failed runs and whatever else dockerd still lists
+        // on the network; Ferry's side is checked below.
+        let inspect = json(&docker.run(&format!("network inspect {net}")));
+        let listed: Vec<String> = inspect[0]["Containers"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(_, c)| c["Name"].as_str().map(str::to_string))
+            .collect();
+        let failed = results
+            .iter()
+            .enumerate()
+            .filter(|(k, (ok, _))| !ok && k % NETWORKS.len() == i)
+            .map(|(k, _)| format!("dlc{k}"));
+        for name in failed.chain(listed) {
+            let _ = docker.try_run(&format!("network disconnect -f {net} {name}"));
         }
-        docker.run(&format!("network rm {net}"));
+        let (ok, out) = docker.try_run(&format!("network rm {net}"));
+        assert!(
+            ok,
+            "`docker network rm {net}` failed: {out}; dockerd lists: {}",
+            docker.run(&format!("network inspect {net}"))
+        );
     }
     assert_eq!(
         ferryd.api("/endpoints"),
