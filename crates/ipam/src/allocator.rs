@@ -124,24 +124,6 @@ impl<S: Store> Allocator<S> {
     }
 }
 
-/// Allocate one address in range set `set` (index `idx`) inside an open
-/// transaction: `requested` if given, else the next free one in round-robin
-/// order. Does not check for duplicates; [`Allocator::allocate`] does.
-/// [`pick_in_set`] then [`reserve_picks`] of that one pick.
-pub fn allocate_in_set(
-    txn: &mut dyn StoreTxn,
-    idx: usize,
-    set: &RangeSet,
-    key: &Attachment,
-    requested: Option<IpAddr>,
-) -> Result<Allocation> {
-    let pick = pick_in_set(txn, idx, set, requested)?;
-    let mut done = reserve_picks(txn, key, std::slice::from_ref(&pick))?;
-    done.pop().ok_or_else(|| IpamError::Exhausted {
-        ranges: set.to_string(),
-    })
-}
-
 /// An address chosen in one range set by [`pick_in_set`], not reserved yet.
 #[derive(Debug, Clone)]
 pub struct Pick<'a> {
@@ -153,11 +135,6 @@ pub struct Pick<'a> {
 }
 
 impl Pick<'_> {
-    /// The chosen address.
-    pub fn ip(&self) -> IpAddr {
-        self.ip
-    }
-
     fn allocation(&self, ip: IpAddr, range: &Range) -> Allocation {
         Allocation {
             range_set: self.range_set,

@@ -31,7 +31,7 @@ mod error;
 mod store;
 
 pub use allocator::{
-    allocate_in_set, next_free, pick_in_set, reserve_picks, Allocation, Allocator, Pick, RangeIter,
+    next_free, pick_in_set, reserve_picks, Allocation, Allocator, Pick, RangeIter,
 };
 pub use config::{
     canonical_ip, nets_overlap, Config, IpamConfig, Range, RangeConfig, RangeSet, Route,
