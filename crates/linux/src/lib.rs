@@ -56,6 +56,7 @@ pub use tap::{create_tap, TapSpec};
 /// The netlink crates this layer is built on, for callers that need a
 /// message this crate does not wrap (use [`Netlink::request`]).
 pub mod raw {
+    pub use crate::socket::dellink_request;
     pub use netlink_packet_core as core;
     pub use netlink_packet_route as route;
 }

@@ -148,13 +148,7 @@ impl Netlink {
     ) -> Result<Vec<u8>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
-        let len = NLMSG_HDRLEN + body.len();
-        let mut out = Vec::with_capacity(len);
-        out.extend_from_slice(&(len as u32).to_ne_bytes());
-        out.extend_from_slice(&kind.to_ne_bytes());
-        out.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
-        out.extend_from_slice(&seq.to_ne_bytes());
-        out.extend_from_slice(&0u32.to_ne_bytes());
+        let mut out = request_header(NLMSG_HDRLEN + body.len(), kind, seq).to_vec();
         out.extend_from_slice(body);
         self.send_bytes(&out, op)?;
         loop {
@@ -405,6 +399,30 @@ impl Netlink {
     }
 }
 
+/// The `struct nlmsghdr` of a request (`NLM_F_REQUEST`, no ACK) of `len`
+/// bytes in all.
+fn request_header(len: usize, kind: u16, seq: u32) -> [u8; NLMSG_HDRLEN] {
+    let mut h = [0u8; NLMSG_HDRLEN];
+    h[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+    h[4..6].copy_from_slice(&kind.to_ne_bytes());
+    h[6..8].copy_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    h[8..12].copy_from_slice(&seq.to_ne_bytes());
+    h
+}
+
+/// An `RTM_DELLINK` request for link `index`, without ACK: for a process
+/// that sends it with a raw system call and has nobody to report to
+/// (`send` returns once the kernel is done).
+pub fn dellink_request(index: u32) -> [u8; 32] {
+    // nlmsghdr, then struct ifinfomsg: family, pad, type, index, flags, change.
+    let mut msg = [0u8; 32];
+    let header = request_header(msg.len(), RTM_DELLINK, 1);
+    msg[..NLMSG_HDRLEN].copy_from_slice(&header);
+    msg[16] = libc::AF_UNSPEC as u8;
+    msg[20..24].copy_from_slice(&(index as i32).to_ne_bytes());
+    msg
+}
+
 /// The fields of a `struct nlmsghdr` this socket looks at.
 struct Header {
     len: usize,
@@ -517,5 +535,29 @@ pub(crate) fn kernel_error(op: &str, code: i32, flags: u16, payload: &[u8]) -> E
         op: op.to_string(),
         errno: code.saturating_abs(),
         detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_route::link::LinkMessage;
+
+    /// The hand-made delete is what the netlink crates would serialize.
+    #[test]
+    fn dellink_request_matches_the_library_encoding() {
+        let mut link = LinkMessage::default();
+        link.header.index = 4242;
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST;
+        header.sequence_number = 1;
+        let mut packet = NetlinkMessage::new(
+            header,
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)),
+        );
+        packet.finalize();
+        let mut want = vec![0u8; packet.buffer_len()];
+        packet.serialize(&mut want);
+        assert_eq!(dellink_request(4242).as_slice(), want.as_slice());
     }
 }

@@ -37,15 +37,12 @@
 //! wait. A daemon keeps its socket open instead
 //! (`network::keep_nft_socket_open`).
 
-use crate::{Error, Result};
-use ferry_linux::{nft, Netlink, Netns};
 mod child;
 
+use crate::{Error, Result};
+use ferry_linux::{nft, Netlink, Netns};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
-
-/// `RTM_DELLINK` from linux/rtnetlink.h.
-const RTM_DELLINK: u16 = 17;
 
 /// Who sends a link's delete while the caller goes on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -255,17 +252,9 @@ fn thread_deleter(netns: &Netns, index: u32) -> bool {
 /// Starts a child (see [`child`]) that enters `netns` and deletes link
 /// `index`; returns whether the child was started.
 fn spawn_deleter(netns: &Netns, index: u32) -> bool {
-    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes), no ACK asked.
-    let mut msg = [0u8; 32];
-    msg[0..4].copy_from_slice(&32u32.to_ne_bytes());
-    msg[4..6].copy_from_slice(&RTM_DELLINK.to_ne_bytes());
-    msg[6..8].copy_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    msg[16] = libc::AF_UNSPEC as u8;
-    msg[20..24].copy_from_slice(&(index as i32).to_ne_bytes());
     child::spawn(child::Task::DeleteLink {
         netns: netns.as_raw_fd(),
-        msg,
+        msg: ferry_linux::raw::dellink_request(index),
     })
 }
 

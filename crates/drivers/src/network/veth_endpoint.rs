@@ -37,14 +37,14 @@ pub(super) fn validate_mtu(net: &NetworkSpec) -> Result<()> {
 /// a `/proc/sys/net` lookup grows with the namespaces on the node (see
 /// `ferry_linux::Netlink::forwarding`), and they are nearly always on.
 pub(super) fn enable_forwarding(host_nl: &mut Netlink, v4: bool, v6: bool) -> Result<()> {
-    for (on, v6, key, what) in [
+    for (asked, family_v6, key, what) in [
         (v4, false, "net.ipv4.ip_forward", "IPv4"),
         (v6, true, "net.ipv6.conf.all.forwarding", "IPv6"),
     ] {
-        if !on {
+        if !asked {
             continue;
         }
-        let enabled = match host_nl.forwarding(v6) {
+        let enabled = match host_nl.forwarding(family_v6) {
             Ok(enabled) => enabled,
             // A kernel without RTM_GETNETCONF for the family: /proc decides.
             Err(_) => ferry_linux::sysctl::read(key)
