@@ -31,9 +31,16 @@ pub fn spawn(ctl: crate::state::Shared, grace: Duration) -> std::io::Result<()> 
             let mut unjoined: BTreeMap<String, Instant> = BTreeMap::new();
             loop {
                 std::thread::sleep(every);
+                // The namespace's links are listed without the controller's
+                // lock (requests go on meanwhile), and only when Docker has
+                // endpoints here at all.
+                let Ok(any) = ctl.lock().map(|c| !c.docker_container_ends().is_empty()) else {
+                    return;
+                };
+                let here = if any { link_names() } else { None };
                 let Ok(mut c) = ctl.lock() else { return };
                 let now = Instant::now();
-                sweep_endpoints(&mut c, &mut unjoined, now, grace);
+                sweep_endpoints(&mut c, here.as_ref(), &mut unjoined, now, grace);
                 let unclaimed = c.unclaimed_addresses();
                 since.retain(|k, _| unclaimed.contains(k));
                 for key in unclaimed {
@@ -59,27 +66,32 @@ pub fn spawn(ctl: crate::state::Shared, grace: Duration) -> std::io::Result<()> 
         .map(|_| ())
 }
 
+/// The names of the links in ferryd's namespace: one dump, not a lookup
+/// per endpoint. `None` when they cannot be listed (logged).
+fn link_names() -> Option<BTreeSet<String>> {
+    match ferry_linux::Netlink::new().and_then(|mut nl| nl.links()) {
+        Ok(links) => Some(links.into_iter().map(|l| l.name).collect()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list links for the endpoint sweep");
+            None
+        }
+    }
+}
+
 /// Deletes the Docker endpoints whose container end has stayed in ferryd's
-/// namespace for `grace` (module doc); `since` remembers when each was
-/// first seen there.
+/// namespace (`here`, its links' names) for `grace` (module doc); `since`
+/// remembers when each was first seen there.
 fn sweep_endpoints(
     c: &mut ferry_cnm::Controller,
+    here: Option<&BTreeSet<String>>,
     since: &mut BTreeMap<String, Instant>,
     now: Instant,
     grace: Duration,
 ) {
     let ends = c.docker_container_ends();
-    if ends.is_empty() {
+    let Some(here) = here.filter(|_| !ends.is_empty()) else {
         since.clear();
         return;
-    }
-    // One dump of the namespace's links, not a lookup per endpoint.
-    let here: BTreeSet<String> = match ferry_linux::Netlink::new().and_then(|mut nl| nl.links()) {
-        Ok(links) => links.into_iter().map(|l| l.name).collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list links for the endpoint sweep");
-            return;
-        }
     };
     let stray: Vec<(String, String)> = ends
         .into_iter()
