@@ -390,28 +390,33 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
         }
         // A `docker run` whose rollback reached a killed ferryd leaves its
         // endpoint in dockerd's store (dockerd keeps what its driver did not
-        // delete). The operator's fix is `disconnect -f`, which asks ferryd
-        // again, for the failed runs and whatever else dockerd still lists
-        // on the network; Ferry's side is checked below.
-        let inspect = json(&docker.run(&format!("network inspect {net}")));
-        let listed: Vec<String> = inspect[0]["Containers"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, c)| c["Name"].as_str().map(str::to_string))
+        // delete), listed under no container. The operator's fix is
+        // `disconnect -f` by the endpoint's name (the container's), which
+        // asks ferryd again: every name a run of this network had, a few
+        // times (dockerd may still be finishing a removal). Ferry's side is
+        // checked below.
+        let names: Vec<String> = (0..CONTAINERS)
+            .filter(|k| k % NETWORKS.len() == i)
+            .map(|k| format!("dlc{k}"))
             .collect();
-        let failed = results
-            .iter()
-            .enumerate()
-            .filter(|(k, (ok, _))| !ok && k % NETWORKS.len() == i)
-            .map(|(k, _)| format!("dlc{k}"));
-        for name in failed.chain(listed) {
-            let _ = docker.try_run(&format!("network disconnect -f {net} {name}"));
+        let mut removed = (false, String::new());
+        for _ in 0..5 {
+            for name in &names {
+                let (ok, out) = docker.try_run(&format!("network disconnect -f {net} {name}"));
+                if ok {
+                    eprintln!("disconnect -f {net} {name}: {}", out.trim());
+                }
+            }
+            removed = docker.try_run(&format!("network rm {net}"));
+            if removed.0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
-        let (ok, out) = docker.try_run(&format!("network rm {net}"));
         assert!(
-            ok,
-            "`docker network rm {net}` failed: {out}; dockerd lists: {}",
+            removed.0,
+            "`docker network rm {net}` failed: {}; dockerd lists: {}",
+            removed.1,
             docker.run(&format!("network inspect {net}"))
         );
     }
