@@ -3,7 +3,7 @@
 //! against the number of containers for the scale scenario.
 
 use crate::ctx::Row;
-use crate::scenarios::{S1, S10, S1M, S2, S3, S4, S5, S6, S7, S9};
+use crate::scenarios::{S1, S10, S1M, S2, S3, S4, S5, S6, S7, S9, SCALE_ON_BRIDGE, SCALE_ON_PTP};
 use std::fmt::Write as _;
 
 /// Nearest-rank percentile of unsorted samples.
@@ -131,6 +131,30 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         scale_window(rows, f, "ADD", false, k),
         scale_window(rows, f, "ADD", true, k),
     );
+    // Each scale target holds for its own network and size: a ptp run is
+    // not the bridge's 1,000 ports, nor 2,000 ptp containers the 10,000.
+    let held = values(rows, S5, f, "containers")
+        .first()
+        .copied()
+        .unwrap_or(0.0);
+    let scaled = |on: &str, at_least: f64| {
+        let ran = rows
+            .iter()
+            .any(|r| r.scenario == S5 && r.part == "node" && r.op == on);
+        if ran && held >= at_least {
+            growth
+        } else {
+            None
+        }
+    };
+    let scale_how = |net: &str| {
+        format!("Ferry ADD p50, last {k} / first {k}; this run held {held:.0} containers on {net}")
+    };
+    let ran_on = if rows.iter().any(|r| r.op == SCALE_ON_PTP) {
+        "ptp"
+    } else {
+        "a bridge"
+    };
     let rss: Vec<f64> = rss_pairs(rows)
         .into_iter()
         .filter_map(|(_, a, b)| ratio(a, b))
@@ -197,8 +221,15 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
             what: "ADD of the last 100 of 1,000 on one bridge ≤ 1.5× the first 100",
             limit: 1.5,
             unit: "×",
-            measured: growth,
-            how: format!("Ferry ADD p50, last {k} / first {k}"),
+            measured: scaled(SCALE_ON_BRIDGE, 1000.0),
+            how: scale_how(ran_on),
+        },
+        Target {
+            what: "ADD of the last 100 of 10,000 ptp containers ≤ 1.3× the first 100",
+            limit: 1.3,
+            unit: "×",
+            measured: scaled(SCALE_ON_PTP, 10000.0),
+            how: scale_how(ran_on),
         },
         Target {
             what: "CNM `docker run --rm` on a Ferry network ≤ 0.9× Docker's bridge",
@@ -970,6 +1001,43 @@ mod tests {
             value: v,
             unit: "ms",
         }
+    }
+
+    /// A scale run of `n` Ferry containers on `on`, ADDs taking 1 ms for
+    /// the first half and 2 ms after.
+    fn scale_run(on: &'static str, n: usize) -> Vec<Row> {
+        let mut rows: Vec<Row> = (0..n)
+            .map(|i| row("ferry", "ADD", i, if i < n / 2 { 1.0 } else { 2.0 }))
+            .collect();
+        rows.push(row("ferry", "containers", n, n as f64));
+        rows.push(row("node", on, n, n as f64));
+        rows
+    }
+
+    fn measured(rows: &[Row], what: &str) -> Option<f64> {
+        targets(rows)
+            .into_iter()
+            .find(|t| t.what.contains(what))
+            .and_then(|t| t.measured)
+    }
+
+    #[test]
+    fn a_scale_run_is_held_to_its_own_networks_target() {
+        let bridge = scale_run(SCALE_ON_BRIDGE, 1000);
+        assert_eq!(measured(&bridge, "on one bridge"), Some(2.0));
+        assert_eq!(measured(&bridge, "ptp containers"), None);
+        let ptp = scale_run(SCALE_ON_PTP, 10_000);
+        assert_eq!(measured(&ptp, "ptp containers"), Some(2.0));
+        assert_eq!(measured(&ptp, "on one bridge"), None);
+        // Fewer containers than the target names: not that target's run.
+        assert_eq!(
+            measured(&scale_run(SCALE_ON_PTP, 2000), "ptp containers"),
+            None
+        );
+        assert_eq!(
+            measured(&scale_run(SCALE_ON_BRIDGE, 20), "on one bridge"),
+            None
+        );
     }
 
     #[test]
