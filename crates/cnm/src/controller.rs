@@ -506,12 +506,13 @@ impl Controller {
 
     /// Docker's endpoints as `(network ID, endpoint ID, container end)`,
     /// the container end being the name the endpoint's container-side link
-    /// has until Docker moves it into the container at Join (and again
-    /// after Leave, moved back right before DeleteEndpoint). One found in
-    /// ferryd's namespace long after its CreateEndpoint belongs to an
-    /// endpoint Docker never joined nor deleted: its CreateEndpoint's answer
-    /// and the ReleaseAddress of the rollback were both lost to kills of
-    /// ferryd, or its DeleteEndpoint was (ferryd's endpoint sweep).
+    /// has until Docker moves it into the container as the container starts
+    /// (after Join; and again after Leave, moved back before
+    /// DeleteEndpoint). One found in ferryd's namespace long after its
+    /// CreateEndpoint belongs to an endpoint Docker will never start a
+    /// container on nor delete: its CreateEndpoint's answer and the
+    /// ReleaseAddress of the rollback were both lost to kills of ferryd, or
+    /// its DeleteEndpoint was (ferryd's endpoint sweep).
     pub fn docker_container_ends(&self) -> Vec<(String, String, String)> {
         self.endpoints
             .values()

@@ -81,11 +81,16 @@ struct Args {
     #[arg(long, default_value = "/etc/resolv.conf")]
     dns_resolv_conf: PathBuf,
     /// Seconds an address of a Docker network's pool may stay held by no
-    /// endpoint before ferryd releases it, and a Docker endpoint's container
-    /// end may stay outside any container before ferryd deletes the
-    /// endpoint (requests lost to a crash).
+    /// endpoint before ferryd releases it (requests lost to a crash).
     #[arg(long, default_value_t = 120)]
     unclaimed_address_grace: u64,
+    /// Seconds a Docker endpoint's container end may stay in ferryd's
+    /// namespace before ferryd deletes the endpoint (requests lost to a
+    /// crash). Keep it well above the time a loaded node takes from
+    /// CreateEndpoint to starting the container, plus Docker's plugin
+    /// retries (30 s): the end leaves only when the container starts.
+    #[arg(long, default_value_t = 120)]
+    stray_endpoint_grace: u64,
 }
 
 fn main() -> std::process::ExitCode {
@@ -130,7 +135,10 @@ fn run(args: Args) -> Result<(), String> {
     let shared = state::State::new(controller);
     sweep::spawn(
         shared.clone(),
-        std::time::Duration::from_secs(args.unclaimed_address_grace),
+        sweep::Graces {
+            address: std::time::Duration::from_secs(args.unclaimed_address_grace),
+            endpoint: std::time::Duration::from_secs(args.stray_endpoint_grace),
+        },
     )
     .map_err(|e| format!("address sweep: {e}"))?;
     let remote = dns::Remote::default();

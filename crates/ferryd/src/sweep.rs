@@ -4,26 +4,38 @@
 //!   ([`ferry_cnm::Controller::unclaimed_addresses`]): a RequestAddress
 //!   answered after its commit reached disk but not Docker, or a
 //!   ReleaseAddress lost to a kill, would otherwise hold an address forever;
-//! - endpoints Docker never joined nor deleted
+//! - endpoints Docker never started a container on nor deleted
 //!   ([`ferry_cnm::Controller::docker_container_ends`]): their container end
-//!   is still in ferryd's namespace, where Docker leaves it only between
-//!   CreateEndpoint and Join, and between Leave and DeleteEndpoint
-//!   (milliseconds). A CreateEndpoint whose answer was lost, followed by a
-//!   lost ReleaseAddress, or a lost DeleteEndpoint, would otherwise hold its
-//!   link and address forever. The kernel decides, not the recorded sandbox
-//!   key, which a kill right after Join may lose (`Store::defer`).
+//!   is still in ferryd's namespace, where Docker leaves it from
+//!   CreateEndpoint until the container's start moves it (the sandbox hook,
+//!   after Join: seconds on a loaded node, more while a plugin call is
+//!   retried), and between Leave and DeleteEndpoint. A CreateEndpoint whose
+//!   answer was lost, followed by a lost ReleaseAddress, or a lost
+//!   DeleteEndpoint, would otherwise hold its link and address forever. The
+//!   kernel decides, not the recorded sandbox key, which a kill right after
+//!   Join may lose (`Store::defer`).
 //!
-//! Docker asks for an address milliseconds before CreateEndpoint, and joins
-//! right after it, so a grace far longer than its plugin retries (30 s)
-//! never takes one in use.
+//! Each sweep has its own grace (`--unclaimed-address-grace`,
+//! `--stray-endpoint-grace`); far longer than Docker's plugin retries
+//! (30 s) and a container's start, it never takes one in use.
 
 use ferry_cnm::wire;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-pub fn spawn(ctl: crate::state::Shared, grace: Duration) -> std::io::Result<()> {
-    let every = (grace / 4).clamp(Duration::from_secs(1), Duration::from_secs(15));
+/// How long each sweep waits before it acts.
+#[derive(Debug, Clone, Copy)]
+pub struct Graces {
+    /// An address no endpoint claims.
+    pub address: Duration,
+    /// A Docker endpoint whose container end stays in ferryd's namespace.
+    pub endpoint: Duration,
+}
+
+pub fn spawn(ctl: crate::state::Shared, graces: Graces) -> std::io::Result<()> {
+    let every = (graces.address.min(graces.endpoint) / 4)
+        .clamp(Duration::from_secs(1), Duration::from_secs(15));
     std::thread::Builder::new()
         .name("address-sweep".into())
         .spawn(move || {
@@ -40,12 +52,12 @@ pub fn spawn(ctl: crate::state::Shared, grace: Duration) -> std::io::Result<()> 
                 let here = if any { link_names() } else { None };
                 let Ok(mut c) = ctl.lock() else { return };
                 let now = Instant::now();
-                sweep_endpoints(&mut c, here.as_ref(), &mut unjoined, now, grace);
+                sweep_endpoints(&mut c, here.as_ref(), &mut unjoined, now, graces.endpoint);
                 let unclaimed = c.unclaimed_addresses();
                 since.retain(|k, _| unclaimed.contains(k));
                 for key in unclaimed {
                     let first = *since.entry(key.clone()).or_insert(now);
-                    if now.duration_since(first) < grace {
+                    if now.duration_since(first) < graces.address {
                         continue;
                     }
                     let (pool_id, ip) = key;
@@ -114,14 +126,14 @@ fn sweep_endpoints(
                 tracing::warn!(
                     network = network_id,
                     endpoint = endpoint_id,
-                    "deleted an endpoint Docker never joined nor deleted"
+                    "deleted a Docker endpoint whose container end stayed outside any container"
                 )
             }
             Err(e) => tracing::warn!(
                 network = network_id,
                 endpoint = endpoint_id,
                 error = %e,
-                "cannot delete an endpoint Docker never joined"
+                "cannot delete a Docker endpoint whose container end stayed outside any container"
             ),
         }
     }

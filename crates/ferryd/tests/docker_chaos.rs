@@ -24,6 +24,11 @@ const CONTAINERS: usize = 50;
 const KILLS: usize = 5;
 /// ferryd's `--unclaimed-address-grace` here (120 s by default).
 const GRACE: Duration = Duration::from_secs(4);
+/// ferryd's `--stray-endpoint-grace` here (120 s by default): longer than
+/// any container's start in this test (50 at once on a loaded CI machine
+/// took up to 15 s; a 4 s grace deleted endpoints whose containers were
+/// still starting), so the sweep only takes endpoints Docker abandoned.
+const ENDPOINT_GRACE: Duration = Duration::from_secs(30);
 /// Two networks, the containers alternating between them.
 const NETWORKS: [(&str, &str); 2] = [
     ("dla", "--subnet 198.19.24.0/24"),
@@ -107,7 +112,12 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
         dir.path(),
         &name,
         &["base=198.19.28.0/22,size=24", "base=fd00:1924::/48,size=64"],
-        &["--unclaimed-address-grace", &GRACE.as_secs().to_string()],
+        &[
+            "--unclaimed-address-grace",
+            &GRACE.as_secs().to_string(),
+            "--stray-endpoint-grace",
+            &ENDPOINT_GRACE.as_secs().to_string(),
+        ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let _forward = forward_rule_guard();
@@ -188,7 +198,8 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
     // Docker's view: each container's state and address on its network.
     // Ferry's endpoints that a killed request left (a CreateEndpoint whose
     // answer and rollback were both lost) go with ferryd's endpoint sweep
-    // (GRACE, checked every second): wait for it, as for addresses below.
+    // (ENDPOINT_GRACE, checked every second): wait for it, as for addresses
+    // below.
     let docker_ids = || -> BTreeSet<String> {
         NETWORKS
             .iter()
@@ -203,7 +214,7 @@ fn fifty_docker_runs_survive_five_kill_9_of_ferryd() {
             })
             .collect()
     };
-    let deadline = Instant::now() + GRACE * 3 + Duration::from_secs(2);
+    let deadline = Instant::now() + ENDPOINT_GRACE + Duration::from_secs(5);
     let orphans = || -> Vec<String> {
         let known = docker_ids();
         ferry_endpoints(&ferryd)
