@@ -137,23 +137,14 @@ pub fn targets(rows: &[Row]) -> Vec<Target> {
         .first()
         .copied()
         .unwrap_or(0.0);
-    let scaled = |on: &str, at_least: f64| {
-        let ran = rows
-            .iter()
-            .any(|r| r.scenario == S5 && r.part == "node" && r.op == on);
-        if ran && held >= at_least {
-            growth
-        } else {
-            None
-        }
+    let ran = |on: &str| {
+        rows.iter()
+            .any(|r| r.scenario == S5 && r.part == "node" && r.op == on)
     };
+    let scaled = |on: &str, at_least: f64| growth.filter(|_| ran(on) && held >= at_least);
+    let ran_on = if ran(SCALE_ON_PTP) { "ptp" } else { "a bridge" };
     let scale_how = |net: &str| {
         format!("Ferry ADD p50, last {k} / first {k}; this run held {held:.0} containers on {net}")
-    };
-    let ran_on = if rows.iter().any(|r| r.op == SCALE_ON_PTP) {
-        "ptp"
-    } else {
-        "a bridge"
     };
     let rss: Vec<f64> = rss_pairs(rows)
         .into_iter()

@@ -98,13 +98,13 @@ pub struct View {
     services: Lazy,
 }
 
-/// `part`'s answer carried over from the previous view when its data is
-/// the same (shared, so unchanged), else empty.
 /// A list answer, built on its first read and shared after.
 fn answer(cell: &Lazy, build: impl FnOnce() -> Value) -> Arc<Value> {
     cell.get_or_init(|| Arc::new(build())).clone()
 }
 
+/// `part`'s answer carried over from the previous view when its data is
+/// the same (shared, so unchanged), else empty.
 fn carry(old: Option<&View>, same: bool, part: fn(&View) -> &Lazy) -> Lazy {
     let cell = Lazy::new();
     if let Some(v) = old.filter(|_| same).and_then(|o| part(o).get()) {

@@ -44,17 +44,13 @@ pub(super) fn enable_forwarding(host_nl: &mut Netlink, v4: bool, v6: bool) -> Re
         if !asked {
             continue;
         }
-        let enabled = match host_nl.forwarding(family_v6) {
-            Ok(enabled) => enabled,
+        let written = match host_nl.forwarding(family_v6) {
+            Ok(true) => Ok(()),
+            Ok(false) => ferry_linux::sysctl::write(key, "1"),
             // A kernel without RTM_GETNETCONF for the family: /proc decides.
-            Err(_) => ferry_linux::sysctl::read(key)
-                .map(|v| v.trim() == "1")
-                .unwrap_or(false),
+            Err(_) => ferry_linux::sysctl::write_if_different(key, "1").map(drop),
         };
-        if !enabled {
-            ferry_linux::sysctl::write(key, "1")
-                .map_err(Error::kernel(format!("failed to enable {what} forwarding")))?;
-        }
+        written.map_err(Error::kernel(format!("failed to enable {what} forwarding")))?;
     }
     Ok(())
 }
